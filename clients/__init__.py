@@ -1,0 +1,1 @@
+"""Clients: the web client and the Python participant SDK (not built yet)."""

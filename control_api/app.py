@@ -1,0 +1,138 @@
+"""The control API application factory: ``create_api_app(settings)``.
+
+Resources (database engine, Redis, pub/sub) are opened in a cleanup context before the server
+accepts requests and closed after it stops; long-lived notification streams are cancelled on
+shutdown so that the server stops promptly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from importlib import metadata
+from pathlib import Path
+
+import swagger_ui_bundle
+from aiohttp import web
+from redis.asyncio import Redis
+
+from control_api.handlers import SERVICES, api
+from control_api.handlers.notifications import STREAMS
+from control_api.handlers.ops import SPEC
+from control_api.observability import ACCESS_LOG, METRICS, Metrics, observe
+from control_api.openapi import build_spec
+from control_api.pubsub import MemoryPubSub, PubSub, RedisPubSub
+from control_api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from control_api.routing import AUTHENTICATOR, MAX_BODY
+from control_api.security import Clock, KeySet, PasswordHasher, TokenCodec
+from control_api.services.auth import Principal
+from control_api.services.context import ServiceContext, utc_now
+from control_api.services.registry import Services, build_services
+from control_api.storage.database import Database
+from videoconf.config import Settings
+
+API_AUDIENCE = "videoconf-api"
+ROOM_AUDIENCE = "videoconf-sfu"
+
+
+def version() -> str:
+    try:
+        return metadata.version("videoconf")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def token_codecs(settings: Settings, clock: Clock) -> tuple[TokenCodec, TokenCodec]:
+    access = TokenCodec(
+        KeySet(
+            settings.secret("access_token_secret"),
+            [s.get_secret_value() for s in settings.access_token_previous_secrets],
+        ),
+        settings.token_issuer,
+        API_AUDIENCE,
+        clock,
+    )
+    room = TokenCodec(
+        KeySet(
+            settings.secret("room_token_secret"),
+            [s.get_secret_value() for s in settings.room_token_previous_secrets],
+        ),
+        settings.token_issuer,
+        ROOM_AUDIENCE,
+        clock,
+    )
+    return access, room
+
+
+def build_context(settings: Settings, clock: Clock = utc_now, db: Database | None = None) -> ServiceContext:
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    bus: PubSub = RedisPubSub(redis) if redis is not None else MemoryPubSub()
+    limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
+    access, room = token_codecs(settings, clock)
+    return ServiceContext(
+        settings=settings,
+        db=db or Database.from_url(settings.effective_database_url, pool_size=settings.database_pool_size),
+        bus=bus,
+        limiter=limiter,
+        hasher=PasswordHasher(settings.password_hashing),
+        access_tokens=access,
+        room_tokens=room,
+        clock=clock,
+        redis=redis,
+    )
+
+
+def create_api_app(
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    db: Database | None = None,
+) -> web.Application:
+    ctx = build_context(settings, clock, db)
+    services = build_services(ctx)
+    app = web.Application(
+        middlewares=[observe],
+        client_max_size=settings.max_body_bytes,
+        handler_args={"max_field_size": 16384},
+    )
+    app[SERVICES] = services
+    app[METRICS] = Metrics()
+    app[ACCESS_LOG] = settings.access_log
+    app[MAX_BODY] = settings.max_body_bytes
+    app[STREAMS] = set()
+
+    async def authenticate(request: web.Request) -> Principal:
+        return await services.auth.authenticate(request.headers.get("Authorization"))
+
+    app[AUTHENTICATOR] = authenticate
+    api.install(app)
+    app.router.add_static(
+        "/api/docs/static", Path(swagger_ui_bundle.swagger_ui_path), append_version=True
+    )
+    app[SPEC] = build_spec(
+        api.endpoints, title="VideoConf control API", version=version(), server_url=settings.base_url
+    )
+    app.cleanup_ctx.append(_resources)
+    app.on_shutdown.append(_stop_streams)
+    return app
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    services: Services = app[SERVICES]
+    ctx = services.ctx
+    ctx.settings.effective_recordings_dir.mkdir(parents=True, exist_ok=True)
+    yield
+    await ctx.bus.close()
+    if ctx.redis is not None:
+        await ctx.redis.aclose()
+    await ctx.db.close()
+
+
+async def _stop_streams(app: web.Application) -> None:
+    tasks = list(app[STREAMS])
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -1,0 +1,58 @@
+"""Recordings: list, read, download (with HTTP Range) and delete."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control_api.handlers import api, services
+from control_api.routing import UUID_PATTERN, path_uuid
+from control_api.schemas import RecordingOut, RecordingPage, RecordingsQuery
+from control_api.services.auth import Principal
+
+RECORDING = "/api/recordings/{recording_id:" + UUID_PATTERN + "}"
+
+
+@api.route(
+    "GET", "/api/recordings", summary="Recordings the caller owns or co-hosted", tags="recordings",
+    query=RecordingsQuery, response=RecordingPage, errors=(401, 422),
+)
+async def list_recordings(request: web.Request, user: Principal, query: RecordingsQuery) -> RecordingPage:
+    return await services(request).recordings.list(user, query.meeting_id, query.limit, query.cursor)
+
+
+@api.route(
+    "GET", RECORDING, summary="One recording", tags="recordings",
+    response=RecordingOut, errors=(401, 404),
+)
+async def get_recording(request: web.Request, user: Principal) -> RecordingOut:
+    return await services(request).recordings.get(user, path_uuid(request, "recording_id"))
+
+
+@api.route(
+    "DELETE", RECORDING, summary="Delete a recording and its file", tags="recordings",
+    status=204, errors=(401, 404, 409),
+)
+async def delete_recording(request: web.Request, user: Principal) -> None:
+    await services(request).recordings.delete(user, path_uuid(request, "recording_id"))
+
+
+@api.route(
+    "GET", RECORDING + "/download", summary="Download the file (supports Range)", tags="recordings",
+    produces="video/mp4", errors=(401, 404, 409, 416),
+    extra_parameters=[{"name": "Range", "in": "header", "required": False, "schema": {"type": "string"}}],
+)
+async def download_recording(request: web.Request, user: Principal) -> web.StreamResponse:
+    """Answers 206 with Content-Range for a Range request and 416 for an unsatisfiable one."""
+    path, recording = await services(request).recordings.file_for_download(
+        user, path_uuid(request, "recording_id")
+    )
+    stamp = recording.started_at.strftime("%Y%m%d-%H%M")
+    response = web.FileResponse(
+        path,
+        headers={
+            "Content-Type": recording.content_type,
+            "Content-Disposition": f'attachment; filename="recording-{stamp}.mp4"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+    return response

@@ -1,0 +1,137 @@
+"""The OpenAPI 3.1 document, generated from the route declarations and pydantic models, and the
+interactive docs page (Swagger UI served from the swagger-ui-bundle package, no CDN)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from control_api.errors import HTTP_CODES
+from control_api.routing import Endpoint, UUID_PATTERN
+from control_api.schemas import ErrorOut
+
+REF = "#/components/schemas/{model}"
+ERROR_TEXT = {
+    400: "Malformed request",
+    401: "Not signed in, or the token is not valid",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    413: "Request body too large",
+    415: "Request body is not JSON",
+    416: "Range not satisfiable",
+    422: "Validation failed",
+    429: "Rate limited; see Retry-After",
+}
+
+
+def build_spec(endpoints: list[Endpoint], *, title: str, version: str, server_url: str) -> dict[str, Any]:
+    models: dict[tuple[type[BaseModel], str], None] = {(ErrorOut, "serialization"): None}
+    for ep in endpoints:
+        if ep.body is not None:
+            models[(ep.body, "validation")] = None
+        if ep.response is not None:
+            models[(ep.response, "serialization")] = None
+    refs, defs = models_json_schema(list(models), ref_template=REF)
+    schemas = defs.get("$defs", {})
+
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in endpoints:
+        operation: dict[str, Any] = {
+            "operationId": ep.name,
+            "summary": ep.summary,
+            "tags": list(ep.tags),
+            "parameters": _parameters(ep),
+            "responses": {},
+        }
+        if ep.description:
+            operation["description"] = ep.description
+        if ep.auth:
+            operation["security"] = [{"bearerAuth": []}]
+        if ep.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(ep.body, "validation")]}},
+            }
+        operation["responses"][str(ep.status)] = _success(ep, refs)
+        codes = set(ep.errors)
+        if ep.body is not None:
+            codes |= {400, 413, 415, 422}
+        if ep.query is not None:
+            codes.add(422)
+        error_ref = refs[(ErrorOut, "serialization")]
+        for code in sorted(codes):
+            operation["responses"][str(code)] = {
+                "description": ERROR_TEXT.get(code, HTTP_CODES.get(code, "Error")),
+                "content": {"application/json": {"schema": error_ref}},
+            }
+        paths.setdefault(ep.openapi_path, {})[ep.method.lower()] = operation
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Control API of VideoConf. Every error has the shape "
+            '`{"error": {"code", "message", "details"}}`.',
+        },
+        "servers": [{"url": server_url}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
+
+
+def _success(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
+    if ep.status == 204:
+        return {"description": "Done, no content"}
+    if ep.response is not None:
+        return {"description": "Success", "content": {ep.produces: {"schema": refs[(ep.response, "serialization")]}}}
+    schema: dict[str, Any] = {"type": "string"}
+    if not ep.produces.startswith("text/"):
+        schema["format"] = "binary"
+    return {"description": "Success", "content": {ep.produces: {"schema": schema}}}
+
+
+def _parameters(ep: Endpoint) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for name in ep.path_params:
+        schema: dict[str, Any] = {"type": "string"}
+        if "{" + name + ":" + UUID_PATTERN + "}" in ep.path:
+            schema["format"] = "uuid"
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+    if ep.query is not None:
+        query_schema = ep.query.model_json_schema(ref_template=REF)
+        required = set(query_schema.get("required", []))
+        for name, prop in query_schema.get("properties", {}).items():
+            param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
+            if "description" in prop:
+                param["description"] = prop["description"]
+            params.append(param)
+    params.extend(ep.extra_parameters)
+    return params
+
+
+DOCS_HTML = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>VideoConf API</title>
+<link rel="stylesheet" href="/api/docs/static/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/api/docs/static/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({url: "/api/openapi.json", dom_id: "#swagger-ui"});
+</script>
+</body>
+</html>
+"""

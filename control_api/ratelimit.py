@@ -1,0 +1,101 @@
+"""Rate limiting with GCRA (the generic cell rate algorithm), in memory or in Redis.
+
+One number per key: the theoretical arrival time (TAT) of the next event.  A rule of ``limit``
+events per ``period`` seconds lets ``limit`` events through at once and then one every
+``period / limit`` seconds.  The in-memory limiter serves the embedded single-process mode; the
+Redis limiter runs the same arithmetic in a Lua script, so several API nodes share the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from videoconf.config import RateLimitRule
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after: float  # seconds until the next event would be allowed; 0 when allowed
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+def gcra(tat: float | None, now: float, rule: RateLimitRule) -> tuple[Decision, float | None]:
+    """Decide one event.  Returns the decision and the new TAT to store (None: keep the old)."""
+    interval = rule.period / rule.limit
+    tat = now if tat is None or tat < now else tat
+    new_tat = tat + interval
+    allow_at = new_tat - interval * rule.limit
+    if now < allow_at:
+        return Decision(False, allow_at - now), None
+    return Decision(True, 0.0), new_tat
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, rule: RateLimitRule, now: float) -> Decision: ...
+
+    async def reset(self, key: str) -> None: ...
+
+
+class MemoryRateLimiter:
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._tats: dict[str, float] = {}
+        self._max_keys = max_keys
+
+    async def hit(self, key: str, rule: RateLimitRule, now: float) -> Decision:
+        decision, new_tat = gcra(self._tats.get(key), now, rule)
+        if new_tat is not None:
+            if len(self._tats) >= self._max_keys:
+                self._evict(now)
+            self._tats[key] = new_tat
+        return decision
+
+    async def reset(self, key: str) -> None:
+        self._tats.pop(key, None)
+
+    def _evict(self, now: float) -> None:
+        expired = [k for k, tat in self._tats.items() if tat <= now]
+        for k in expired:
+            del self._tats[k]
+        if len(self._tats) >= self._max_keys:  # still full: drop the oldest half
+            for k in sorted(self._tats, key=self._tats.__getitem__)[: self._max_keys // 2]:
+                del self._tats[k]
+
+
+_GCRA_LUA = """
+local tat = tonumber(redis.call('GET', KEYS[1]))
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+if tat == nil or tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - interval * limit
+if now < allow_at then
+  return {0, tostring(allow_at - now)}
+end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1)
+return {1, '0'}
+"""
+
+
+class RedisRateLimiter:
+    def __init__(self, redis: Redis, prefix: str = "videoconf:rl:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._script = redis.register_script(_GCRA_LUA)
+
+    async def hit(self, key: str, rule: RateLimitRule, now: float) -> Decision:
+        allowed, retry = await self._script(
+            keys=[self._prefix + key], args=[repr(now), repr(rule.period / rule.limit), rule.limit]
+        )
+        return Decision(bool(int(allowed)), float(retry))
+
+    async def reset(self, key: str) -> None:
+        await self._redis.delete(self._prefix + key)

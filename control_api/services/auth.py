@@ -1,0 +1,333 @@
+"""Accounts and sessions.
+
+Access tokens are short-lived JWTs that carry the user's ``token_version``; a password change
+bumps the version, so every older access token stops working at once.  Refresh tokens are
+opaque, stored only as a SHA-256 digest, and rotated on every use within a family; presenting a
+rotated token again (a sign that it was stolen) revokes the whole family.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from control_api.errors import ServiceError, conflict, invalid, unauthorized
+from control_api.ratelimit import Decision
+from control_api.schemas import TokenPairOut, UserOut
+from control_api.security import TokenError, new_opaque_token, token_digest
+from control_api.services.context import Record, ServiceContext
+from control_api.storage.tables import refresh_tokens, users
+from videoconf.config import RateLimitRule
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated user of a request."""
+
+    id: uuid.UUID
+    email: str
+    display_name: str
+    timezone: str
+
+
+def normalise_email(raw: str) -> str:
+    """NFKC, trimmed, syntax-checked (no DNS look-up), lower-cased."""
+    value = unicodedata.normalize("NFKC", raw).strip()
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise invalid("email address is not valid", [{"field": "body.email", "message": str(exc)}])
+    return checked.normalized.lower()
+
+
+def initials(display_name: str) -> str:
+    words = [w for w in display_name.split() if w[:1].isalnum()]
+    if not words:
+        return "?"
+    letters = words[0][0] + (words[-1][0] if len(words) > 1 else "")
+    return letters.upper()
+
+
+def user_out(row: Any) -> UserOut:
+    return UserOut(
+        id=row.id,
+        email=row.email,
+        display_name=row.display_name,
+        initials=initials(row.display_name),
+        timezone=row.timezone,
+        created_at=row.created_at,
+    )
+
+
+def rate_limited(decision: Decision, what: str) -> ServiceError:
+    return ServiceError(
+        429,
+        "rate_limited",
+        f"too many {what}; try again in {decision.retry_after_header} s",
+        {"retry_after": decision.retry_after_header},
+        headers={"Retry-After": decision.retry_after_header},
+    )
+
+
+class AuthService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def check_rate(self, key: str, rule: RateLimitRule, what: str) -> None:
+        decision = await self.ctx.limiter.hit(key, rule, self.ctx.now().timestamp())
+        if not decision.allowed:
+            raise rate_limited(decision, what)
+
+    # Registration and login ------------------------------------------------------------------
+
+    async def register(
+        self,
+        *,
+        email: str,
+        password: str,
+        display_name: str,
+        timezone: str,
+        client_ip: str,
+        user_agent: str | None,
+    ) -> TokenPairOut:
+        limits = self.ctx.settings.rate_limits
+        await self.check_rate(f"register:ip:{client_ip}", limits.register_per_ip, "sign-ups")
+        email = normalise_email(email)
+        if password.strip() == "" or len(set(password)) < 4:
+            raise invalid(
+                "password is too weak",
+                [{"field": "body.password", "message": "use at least 4 different characters"}],
+                code="weak_password",
+            )
+        password_hash = await self.ctx.hasher.hash(password)
+        now = self.ctx.now()
+        row = {
+            "id": uuid.uuid4(),
+            "email": email,
+            "password_hash": password_hash,
+            "display_name": display_name,
+            "timezone": timezone,
+            "token_version": 0,
+            "created_at": now,
+            "updated_at": now,
+            "password_changed_at": now,
+        }
+        try:
+            async with self.ctx.db.write() as conn:
+                await conn.execute(users.insert().values(row))
+                return await self._issue(conn, Record(row), None, user_agent)
+        except IntegrityError:
+            raise conflict("email_taken", "an account with this email address already exists")
+
+    async def login(
+        self, *, email: str, password: str, client_ip: str, user_agent: str | None
+    ) -> TokenPairOut:
+        limits = self.ctx.settings.rate_limits
+        await self.check_rate(f"login:ip:{client_ip}", limits.login_per_ip, "login attempts")
+        try:
+            email = normalise_email(email)
+        except ServiceError:
+            email = email.strip().lower()
+        await self.check_rate(
+            f"login:account:{email}", limits.login_per_account, "login attempts for this account"
+        )
+        async with self.ctx.db.read() as conn:
+            row = (await conn.execute(select(users).where(users.c.email == email))).first()
+        ok = await self.ctx.hasher.verify(row.password_hash if row else None, password)
+        if row is None or not ok:
+            raise unauthorized("email or password is wrong", code="invalid_credentials")
+        async with self.ctx.db.write() as conn:
+            if self.ctx.hasher.needs_rehash(row.password_hash):
+                await conn.execute(
+                    update(users)
+                    .where(users.c.id == row.id)
+                    .values(password_hash=await self.ctx.hasher.hash(password))
+                )
+            return await self._issue(conn, row, None, user_agent)
+
+    # Refresh tokens --------------------------------------------------------------------------
+
+    async def _issue(
+        self,
+        conn: AsyncConnection,
+        user: Any,
+        family_id: uuid.UUID | None,
+        user_agent: str | None,
+    ) -> TokenPairOut:
+        settings = self.ctx.settings
+        now = self.ctx.now()
+        access, access_expires = self.ctx.access_tokens.encode(
+            {"sub": str(user.id), "ver": user.token_version}, settings.access_token_ttl
+        )
+        refresh = new_opaque_token()
+        refresh_expires = now + timedelta(seconds=settings.refresh_token_ttl)
+        await conn.execute(
+            refresh_tokens.insert().values(
+                id=uuid.uuid4(),
+                user_id=user.id,
+                family_id=family_id or uuid.uuid4(),
+                token_hash=token_digest(refresh),
+                created_at=now,
+                expires_at=refresh_expires,
+                user_agent=(user_agent or "")[:300] or None,
+            )
+        )
+        return TokenPairOut(
+            access_token=access,
+            expires_in=settings.access_token_ttl,
+            expires_at=access_expires,
+            refresh_token=refresh,
+            refresh_expires_at=refresh_expires,
+            user=user_out(user),
+        )
+
+    async def refresh(self, token: str, user_agent: str | None) -> TokenPairOut:
+        rt = refresh_tokens
+        now = self.ctx.now()
+        digest = token_digest(token)
+        async with self.ctx.db.write() as conn:
+            claimed = (
+                await conn.execute(
+                    update(rt)
+                    .where(
+                        rt.c.token_hash == digest,
+                        rt.c.used_at.is_(None),
+                        rt.c.revoked_at.is_(None),
+                        rt.c.expires_at > now,
+                    )
+                    .values(used_at=now)
+                    .returning(rt.c.user_id, rt.c.family_id)
+                )
+            ).first()
+            if claimed is not None:
+                user = (
+                    await conn.execute(select(users).where(users.c.id == claimed.user_id))
+                ).one()
+                return await self._issue(conn, user, claimed.family_id, user_agent)
+            existing = (await conn.execute(select(rt).where(rt.c.token_hash == digest))).first()
+        if existing is None:
+            raise unauthorized("refresh token is not valid", code="invalid_refresh_token")
+        if existing.used_at is not None and existing.revoked_at is None:
+            await self.revoke_family(existing.family_id)
+            raise unauthorized(
+                "refresh token was already used; every session of this login has been signed out",
+                code="refresh_token_reused",
+            )
+        if existing.revoked_at is not None:
+            raise unauthorized("refresh token has been revoked", code="refresh_token_revoked")
+        raise unauthorized("refresh token has expired", code="refresh_token_expired")
+
+    async def revoke_family(self, family_id: uuid.UUID) -> None:
+        async with self.ctx.db.write() as conn:
+            await conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=self.ctx.now())
+            )
+
+    async def logout(self, token: str) -> None:
+        async with self.ctx.db.read() as conn:
+            family = (
+                await conn.execute(
+                    select(refresh_tokens.c.family_id).where(
+                        refresh_tokens.c.token_hash == token_digest(token)
+                    )
+                )
+            ).scalar()
+        if family is None:
+            raise unauthorized("refresh token is not valid", code="invalid_refresh_token")
+        await self.revoke_family(family)
+
+    # Access tokens ---------------------------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise unauthorized("an access token is required (Authorization: Bearer ...)")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized("the Authorization header must be 'Bearer <access token>'")
+        try:
+            claims = self.ctx.access_tokens.decode(token.strip())
+            user_id = uuid.UUID(str(claims["sub"]))
+            version = claims.get("ver")
+        except TokenError as exc:
+            raise unauthorized(str(exc), code=exc.code) from None
+        except ValueError:
+            raise unauthorized("access token subject is not valid", code="invalid_token") from None
+        async with self.ctx.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        users.c.id,
+                        users.c.email,
+                        users.c.display_name,
+                        users.c.timezone,
+                        users.c.token_version,
+                    ).where(users.c.id == user_id)
+                )
+            ).first()
+        if row is None or row.token_version != version:
+            raise unauthorized("access token is no longer valid; sign in again", code="invalid_token")
+        return Principal(row.id, row.email, row.display_name, row.timezone)
+
+    # Profile ---------------------------------------------------------------------------------
+
+    async def profile(self, user_id: uuid.UUID) -> UserOut:
+        async with self.ctx.db.read() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).one()
+        return user_out(row)
+
+    async def update_profile(self, user_id: uuid.UUID, display_name: str, timezone: str) -> UserOut:
+        async with self.ctx.db.write() as conn:
+            row = (
+                await conn.execute(
+                    update(users)
+                    .where(users.c.id == user_id)
+                    .values(display_name=display_name, timezone=timezone, updated_at=self.ctx.now())
+                    .returning(*users.c)
+                )
+            ).one()
+        return user_out(row)
+
+    async def change_password(
+        self, user_id: uuid.UUID, current: str, new: str, user_agent: str | None
+    ) -> TokenPairOut:
+        await self.check_rate(
+            f"password:{user_id}", self.ctx.settings.rate_limits.login_per_account, "password attempts"
+        )
+        async with self.ctx.db.read() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).one()
+        if not await self.ctx.hasher.verify(row.password_hash, current):
+            raise ServiceError(403, "wrong_password", "current password is wrong")
+        if current == new:
+            raise invalid("new password must differ from the current one", code="same_password")
+        new_hash = await self.ctx.hasher.hash(new)
+        now = self.ctx.now()
+        async with self.ctx.db.write() as conn:
+            user = (
+                await conn.execute(
+                    update(users)
+                    .where(users.c.id == user_id)
+                    .values(
+                        password_hash=new_hash,
+                        token_version=users.c.token_version + 1,
+                        password_changed_at=now,
+                        updated_at=now,
+                    )
+                    .returning(*users.c)
+                )
+            ).one()
+            await conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            return await self._issue(conn, user, None, user_agent)

@@ -1,0 +1,1 @@
+"""Signaling WebSocket between clients and SFU nodes (not built yet)."""

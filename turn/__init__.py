@@ -1,0 +1,1 @@
+"""TURN server for participants behind strict NATs (not built yet)."""

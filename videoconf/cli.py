@@ -1,0 +1,100 @@
+"""The ``videoconf`` command: run the server, migrate the database, show the configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from videoconf.config import ConfigError, Settings, load_settings, masked
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["port"] = args.port
+    return load_settings(args.config, **overrides)
+
+
+async def _migrate(settings: Settings) -> str | None:
+    from control_api.storage.database import make_engine
+    from control_api.storage.migrate import current_revision, upgrade
+
+    engine = make_engine(settings.effective_database_url)
+    try:
+        await upgrade(engine)
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    revision = asyncio.run(_migrate(settings))
+    print(f"database at revision {revision}: {masked(settings)['effective']['database_url']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from videoconf.app import create_app
+    from videoconf.logs import setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.log_json)
+    if args.migrate:
+        asyncio.run(_migrate(settings))
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # uvloop does not build on every platform; asyncio's loop works too
+        pass
+    app = create_app(settings)
+    print(f"VideoConf is running at http://{settings.host}:{settings.port} (Ctrl+C to stop)", flush=True)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(json.dumps(masked(_settings(args)), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="videoconf", description="VideoConf server and tools")
+    top.add_argument("--config", help="TOML configuration file (also VIDEOCONF_CONFIG)")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the all-in-one server")
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    run.add_argument("--migrate", action="store_true", help="migrate the database first")
+    run.set_defaults(func=cmd_run)
+
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(func=cmd_migrate)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print the effective configuration, secrets masked")
+    show.set_defaults(func=cmd_config_show)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"videoconf: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

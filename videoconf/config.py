@@ -1,0 +1,281 @@
+"""Configuration: environment variables (``VIDEOCONF_*``), an optional TOML file, and generated
+development secrets.
+
+Precedence, highest first: explicit overrides (tests, CLI flags), environment variables, the TOML
+file, the development secrets file, defaults.  In production mode every secret must be supplied
+and strong; in development and test modes missing secrets are generated once and stored in
+``<data_dir>/secrets.toml`` (mode 0600), never hard-coded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SECRET_FIELDS = ("access_token_secret", "room_token_secret", "turn_secret")
+MIN_SECRET_LENGTH = 32
+_WEAK_WORDS = ("changeme", "change-me", "secret", "password", "example", "default", "videoconf")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why."""
+
+
+class RateLimitRule(BaseModel):
+    """At most ``limit`` events at once, refilled evenly over ``period`` seconds."""
+
+    model_config = {"extra": "forbid"}
+    limit: int = Field(ge=1)
+    period: float = Field(gt=0)
+
+
+class IceServer(BaseModel):
+    model_config = {"extra": "forbid"}
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class RateLimits(BaseModel):
+    model_config = {"extra": "forbid"}
+    login_per_ip: RateLimitRule = RateLimitRule(limit=20, period=60)
+    login_per_account: RateLimitRule = RateLimitRule(limit=10, period=600)
+    register_per_ip: RateLimitRule = RateLimitRule(limit=10, period=3600)
+    code_lookup_per_ip: RateLimitRule = RateLimitRule(limit=30, period=60)
+    passcode_per_user: RateLimitRule = RateLimitRule(limit=10, period=600)
+
+
+class PasswordHashing(BaseModel):
+    """argon2id parameters; the defaults are argon2-cffi's RFC 9106 low-memory profile."""
+
+    model_config = {"extra": "forbid"}
+    time_cost: int = Field(default=3, ge=1)
+    memory_kib: int = Field(default=65536, ge=8)
+    parallelism: int = Field(default=4, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VIDEOCONF_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1)
+    redis_url: str | None = None
+    recordings_dir: Path | None = None
+
+    access_token_secret: SecretStr | None = None
+    access_token_previous_secrets: list[SecretStr] = []
+    room_token_secret: SecretStr | None = None
+    room_token_previous_secrets: list[SecretStr] = []
+    turn_secret: SecretStr | None = None
+
+    token_issuer: str = "videoconf"
+    access_token_ttl: int = Field(default=900, ge=30)
+    refresh_token_ttl: int = Field(default=30 * 86400, ge=300)
+    room_token_ttl: int = Field(default=600, ge=30)
+
+    signaling_url: str | None = None
+    ice_servers: list[IceServer] = []
+
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    trusted_proxies: list[str] = []
+    rate_limits: RateLimits = RateLimits()
+    password_hashing: PasswordHashing = PasswordHashing()
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    access_log: bool = True
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = os.environ.get("VIDEOCONF_CONFIG")
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    # Derived values --------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'videoconf.db').resolve()}"
+
+    @property
+    def effective_recordings_dir(self) -> Path:
+        return (self.recordings_dir or self.data_dir / "recordings").resolve()
+
+    @property
+    def effective_signaling_url(self) -> str:
+        if self.signaling_url:
+            return self.signaling_url
+        base = self.base_url
+        scheme = "wss" if base.startswith("https://") else "ws"
+        return f"{scheme}://{base.split('://', 1)[1]}/signaling"
+
+    def secret(self, name: str) -> str:
+        value = getattr(self, name)
+        if value is None:
+            raise ConfigError(f"{name} is not set")
+        return value.get_secret_value()
+
+
+def key_id(secret: str) -> str:
+    """A public identifier for a signing key: a truncated hash, so the key itself never leaks."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def weakness(value: str) -> str | None:
+    """Why a secret is too weak to use in production, or None when it is acceptable."""
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"shorter than {MIN_SECRET_LENGTH} characters"
+    if len(set(value)) < 12:
+        return "too few distinct characters"
+    lowered = value.lower()
+    for word in _WEAK_WORDS:
+        if word in lowered:
+            return f"contains the placeholder word {word!r}"
+    return None
+
+
+def _dev_secrets(path: Path, missing: list[str]) -> dict[str, str]:
+    """Read the stored development secrets, generating and saving those not yet there."""
+    stored: dict[str, Any] = {}
+    if path.exists():
+        try:
+            stored = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read the development secrets file {path}: {exc}") from exc
+    changed = False
+    for name in missing:
+        if not isinstance(stored.get(name), str) or weakness(stored[name]):
+            stored[name] = secrets.token_urlsafe(48)
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("# Generated development secrets. Do not use in production.\n")
+            for key in sorted(stored):
+                handle.write(f'{key} = "{stored[key]}"\n')
+        os.replace(tmp, path)
+    return {name: stored[name] for name in missing}
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load settings from overrides, environment and TOML file, then settle the secrets."""
+    previous = os.environ.get("VIDEOCONF_CONFIG")
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise ConfigError(f"configuration file {config_file} does not exist")
+        os.environ["VIDEOCONF_CONFIG"] = str(config_file)
+    try:
+        settings = Settings(**overrides)
+    except Exception as exc:  # pydantic's ValidationError carries a readable report
+        raise ConfigError(f"invalid configuration:\n{exc}") from exc
+    finally:
+        if config_file is not None:
+            if previous is None:
+                os.environ.pop("VIDEOCONF_CONFIG", None)
+            else:
+                os.environ["VIDEOCONF_CONFIG"] = previous
+    return settle_secrets(settings)
+
+
+def settle_secrets(settings: Settings) -> Settings:
+    missing = [name for name in SECRET_FIELDS if getattr(settings, name) is None]
+    if settings.env == "production":
+        problems = [f"{name} is missing" for name in missing]
+        for name in SECRET_FIELDS:
+            value = getattr(settings, name)
+            if value is not None and (why := weakness(value.get_secret_value())):
+                problems.append(f"{name} is weak: {why}")
+        for name in ("access_token_previous_secrets", "room_token_previous_secrets"):
+            for index, value in enumerate(getattr(settings, name)):
+                if why := weakness(value.get_secret_value()):
+                    problems.append(f"{name}[{index}] is weak: {why}")
+        if problems:
+            raise ConfigError(
+                "refusing to start in production mode: "
+                + "; ".join(problems)
+                + f" (set them with VIDEOCONF_<NAME> or in the TOML file; at least "
+                f"{MIN_SECRET_LENGTH} random characters each)"
+            )
+        return settings
+    if not missing:
+        return settings
+    generated = _dev_secrets(settings.data_dir / "secrets.toml", missing)
+    return settings.model_copy(update={k: SecretStr(v) for k, v in generated.items()})
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret masked, for ``videoconf config show``."""
+    data = settings.model_dump(mode="json")
+    for name in SECRET_FIELDS:
+        data[name] = "********" if getattr(settings, name) is not None else None
+    for name in ("access_token_previous_secrets", "room_token_previous_secrets"):
+        data[name] = ["********" for _ in getattr(settings, name)]
+    for server in data.get("ice_servers", []):
+        if server.get("credential"):
+            server["credential"] = "********"
+    for name in ("database_url", "redis_url"):
+        if data.get(name):
+            data[name] = _mask_url_password(data[name])
+    data["effective"] = {
+        "base_url": settings.base_url,
+        "database_url": _mask_url_password(settings.effective_database_url),
+        "recordings_dir": str(settings.effective_recordings_dir),
+        "signaling_url": settings.effective_signaling_url,
+    }
+    return data
+
+
+def _mask_url_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable url>"
