@@ -67,12 +67,20 @@ def token_codecs(settings: Settings, clock: Clock) -> tuple[TokenCodec, TokenCod
 
 def build_context(settings: Settings, clock: Clock = utc_now, db: Database | None = None) -> ServiceContext:
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    bus: PubSub = RedisPubSub(redis) if redis is not None else MemoryPubSub()
-    limiter: RateLimiter = RedisRateLimiter(redis) if redis is not None else MemoryRateLimiter()
+    prefix = settings.redis_prefix
+    bus: PubSub = RedisPubSub(redis, prefix) if redis is not None else MemoryPubSub()
+    limiter: RateLimiter = (
+        RedisRateLimiter(redis, prefix + "rl:") if redis is not None else MemoryRateLimiter()
+    )
     access, room = token_codecs(settings, clock)
     return ServiceContext(
         settings=settings,
-        db=db or Database.from_url(settings.effective_database_url, pool_size=settings.database_pool_size),
+        db=db
+        or Database.from_url(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            search_path=settings.database_schema,
+        ),
         bus=bus,
         limiter=limiter,
         hasher=PasswordHasher(settings.password_hashing),

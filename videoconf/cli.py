@@ -24,7 +24,7 @@ async def _migrate(settings: Settings) -> str | None:
     from control_api.storage.database import make_engine
     from control_api.storage.migrate import current_revision, upgrade
 
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, search_path=settings.database_schema)
     try:
         await upgrade(engine)
         return await current_revision(engine)

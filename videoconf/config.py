@@ -81,7 +81,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str | None = None
     database_pool_size: int = Field(default=10, ge=1)
+    database_schema: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", description="PostgreSQL schema"
+    )
     redis_url: str | None = None
+    redis_prefix: str = "videoconf:"
     recordings_dir: Path | None = None
 
     access_token_secret: SecretStr | None = None
