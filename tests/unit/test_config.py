@@ -1,0 +1,85 @@
+"""Configuration: environment, TOML, masking, generated development secrets, production checks."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from videoconf.cli import main
+from videoconf.config import ConfigError, load_settings, masked, weakness
+
+STRONG = "Zq8m3Kp1Lx7Vb2Nc9Rt4Wy6Hs5Gd0Fa!Ju"
+
+
+def test_environment_and_toml_file(tmp_path, monkeypatch) -> None:
+    config = tmp_path / "videoconf.toml"
+    config.write_text(
+        f'port = 9000\ndata_dir = "{tmp_path}"\nredis_url = "redis://:hunter2@127.0.0.1:6379/0"\n'
+        "[rate_limits.login_per_ip]\nlimit = 7\nperiod = 60\n"
+        '[[ice_servers]]\nurls = ["turn:127.0.0.1:3478"]\nusername = "u"\ncredential = "pw"\n'
+    )
+    monkeypatch.setenv("VIDEOCONF_PORT", "9100")  # the environment wins over the file
+    monkeypatch.setenv("VIDEOCONF_RATE_LIMITS__LOGIN_PER_ACCOUNT__LIMIT", "4")
+    monkeypatch.setenv("VIDEOCONF_RATE_LIMITS__LOGIN_PER_ACCOUNT__PERIOD", "60")
+    settings = load_settings(config)
+    assert settings.port == 9100
+    assert settings.rate_limits.login_per_ip.limit == 7
+    assert settings.rate_limits.login_per_account.limit == 4
+    shown = masked(settings)
+    assert shown["redis_url"] == "redis://:***@127.0.0.1:6379/0"
+    assert shown["ice_servers"][0]["credential"] == "********"
+    assert shown["access_token_secret"] == "********"
+    assert settings.secret("access_token_secret") not in json.dumps(shown)
+
+
+def test_bad_configuration_is_reported(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("VIDEOCONF_PORT", "not-a-port")
+    with pytest.raises(ConfigError, match="port"):
+        load_settings(data_dir=tmp_path)
+    monkeypatch.delenv("VIDEOCONF_PORT")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="colour"):
+        load_settings(bad, data_dir=tmp_path)
+
+
+def test_development_secrets_are_generated_once_and_kept(tmp_path) -> None:
+    first = load_settings(data_dir=tmp_path)
+    path = tmp_path / "secrets.toml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    second = load_settings(data_dir=tmp_path)
+    for name in ("access_token_secret", "room_token_secret", "turn_secret"):
+        value = first.secret(name)
+        assert value == second.secret(name) and weakness(value) is None
+    assert first.secret("access_token_secret") != first.secret("room_token_secret")
+    other = load_settings(data_dir=tmp_path / "elsewhere")
+    assert other.secret("access_token_secret") != first.secret("access_token_secret")
+
+
+def test_production_refuses_missing_or_weak_secrets(tmp_path, monkeypatch) -> None:
+    with pytest.raises(ConfigError, match="access_token_secret is missing"):
+        load_settings(env="production", data_dir=tmp_path)
+    assert not (tmp_path / "secrets.toml").exists()
+    for weak, reason in (("short", "shorter"), ("a" * 40, "distinct"), ("changeme-" + STRONG, "placeholder")):
+        with pytest.raises(ConfigError, match=reason):
+            load_settings(env="production", data_dir=tmp_path, access_token_secret=weak,
+                          room_token_secret=STRONG + "1", turn_secret=STRONG + "2")
+    ok = load_settings(env="production", data_dir=tmp_path, access_token_secret=STRONG,
+                       room_token_secret=STRONG + "1", turn_secret=STRONG + "2")
+    assert ok.env == "production"
+
+
+def test_cli_config_show_masks_and_production_exit_code(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("VIDEOCONF_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("VIDEOCONF_ROOM_TOKEN_SECRET", STRONG)
+    assert main(["config", "show"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["room_token_secret"] == "********" and STRONG not in json.dumps(out)
+    assert out["effective"]["database_url"].startswith("sqlite+aiosqlite:///")
+    monkeypatch.setenv("VIDEOCONF_ENV", "production")
+    assert main(["config", "show"]) == 2
+    assert "refusing to start in production mode" in capsys.readouterr().err
