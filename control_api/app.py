@@ -76,7 +76,7 @@ def build_context(settings: Settings, clock: Clock = utc_now, db: Database | Non
     return ServiceContext(
         settings=settings,
         db=db
-        or Database.from_url(
+        or Database(
             settings.effective_database_url,
             pool_size=settings.database_pool_size,
             search_path=settings.database_schema,

@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
 
-from control_api.storage.database import Database, make_engine
+from control_api.storage.database import Database
 from control_api.storage.migrate import upgrade
 from control_api.storage.tables import metadata
 from videoconf.config import PasswordHashing, RateLimitRule, RateLimits, Settings, load_settings
@@ -60,29 +60,27 @@ def clock() -> FakeClock:
 async def postgres_schema() -> AsyncIterator[str]:
     """A schema of its own for this test run, migrated once, dropped at the end."""
     schema = f"vc_test_{RUN_ID}"
-    admin = make_engine(POSTGRES_URL)
+    admin = Database(POSTGRES_URL)
     try:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        await admin.run_sync(lambda conn: conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"'))
     except Exception as exc:
         pytest.fail(f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc}", pytrace=False)
-    engine = make_engine(POSTGRES_URL, search_path=schema)
-    await upgrade(engine)
-    await engine.dispose()
+    db = Database(POSTGRES_URL, search_path=schema)
+    await upgrade(db)
+    await db.close()
     yield schema
-    async with admin.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    await admin.dispose()
+    await admin.run_sync(lambda conn: conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE'))
+    await admin.close()
 
 
 @pytest.fixture(scope="session")
 async def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
-    engine = make_engine(f"sqlite+aiosqlite:///{path}")
-    await upgrade(engine)
-    async with engine.connect() as conn:
+    db = Database(f"sqlite:///{path}")
+    await upgrade(db)
+    async with db.read() as conn:
         await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    await engine.dispose()
+    await db.close()
     return path
 
 
@@ -94,24 +92,24 @@ class Backend:
     redis_url: str | None
 
     def database(self) -> Database:
-        return Database(make_engine(self.database_url, search_path=self.search_path, pool_size=5))
+        return Database(self.database_url, search_path=self.search_path, pool_size=5)
 
 
 @pytest.fixture
 def sqlite_backend(sqlite_template: Path, tmp_path: Path) -> Backend:
     path = tmp_path / "videoconf.db"
     shutil.copyfile(sqlite_template, path)
-    return Backend("sqlite", f"sqlite+aiosqlite:///{path}", None, None)
+    return Backend("sqlite", f"sqlite:///{path}", None, None)
 
 
 @pytest.fixture
 async def postgres_backend(postgres_schema: str) -> Backend:
     await _redis_reachable()
-    engine = make_engine(POSTGRES_URL, search_path=postgres_schema)
+    db = Database(POSTGRES_URL, search_path=postgres_schema)
     tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-    async with engine.begin() as conn:
+    async with db.write() as conn:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    await engine.dispose()
+    await db.close()
     return Backend("postgres", POSTGRES_URL, postgres_schema, REDIS_URL)
 
 

@@ -11,49 +11,45 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from control_api.storage.database import make_engine
+from control_api.storage.database import Database
 from control_api.storage.migrate import current_revision, downgrade, head_revision, upgrade
 from control_api.storage.tables import metadata, users
 from tests.conftest import POSTGRES_URL, Api, Backend
 
 
 async def test_migrations_match_the_declared_schema(backend: Backend) -> None:
-    engine = make_engine(backend.database_url, search_path=backend.search_path)
+    db = backend.database()
     try:
-        assert await current_revision(engine) == head_revision() == "0001"
-        async with engine.connect() as conn:
-            diff = await conn.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata)
-            )
+        assert await current_revision(db) == head_revision() == "0001"
+        diff = await db.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata)
+        )
         assert diff == []
-        async with engine.connect() as conn:
-            names = set(await conn.run_sync(lambda sync: sync.dialect.get_table_names(sync)))
+        names = set(await db.run_sync(lambda sync: sync.dialect.get_table_names(sync)))
         assert {"users", "refresh_tokens", "meetings", "participants", "messages", "recordings",
                 "calendar_events", "notifications", "invitations"} <= names
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def test_downgrade_and_upgrade_round_trip(tmp_path) -> None:
     schema = f"vc_mig_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(POSTGRES_URL)
-    async with admin.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin = Database(POSTGRES_URL)
+    await admin.run_sync(lambda conn: conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"'))
     try:
-        for engine in (make_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"), make_engine(POSTGRES_URL, search_path=schema)):
-            await upgrade(engine)
-            await downgrade(engine, "base")
-            assert await current_revision(engine) is None
-            await upgrade(engine)
-            assert await current_revision(engine) == "0001"
-            await engine.dispose()
+        for db in (Database(f"sqlite:///{tmp_path / 'm.db'}"), Database(POSTGRES_URL, search_path=schema)):
+            await upgrade(db)
+            await downgrade(db, "base")
+            assert await current_revision(db) is None
+            await upgrade(db)
+            assert await current_revision(db) == "0001"
+            await db.close()
     finally:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
+        await admin.run_sync(lambda conn: conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.close()
 
 
 async def test_sqlite_runs_with_foreign_keys_and_wal(sqlite_backend: Backend) -> None:

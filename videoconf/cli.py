@@ -21,15 +21,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _migrate(settings: Settings) -> str | None:
-    from control_api.storage.database import make_engine
+    from control_api.storage.database import Database
     from control_api.storage.migrate import current_revision, upgrade
 
-    engine = make_engine(settings.effective_database_url, search_path=settings.database_schema)
+    db = Database(settings.effective_database_url, search_path=settings.database_schema)
     try:
-        await upgrade(engine)
-        return await current_revision(engine)
+        await upgrade(db)
+        return await current_revision(db)
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

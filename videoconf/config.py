@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'videoconf.db').resolve()}"
+        return f"sqlite:///{(self.data_dir / 'videoconf.db').resolve()}"
 
     @property
     def effective_recordings_dir(self) -> Path:

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,6 +26,11 @@ from control_api.security import TokenError, new_opaque_token, token_digest
 from control_api.services.context import Record, ServiceContext
 from control_api.storage.tables import refresh_tokens, users
 from videoconf.config import RateLimitRule
+
+
+_PRINCIPAL_BY_ID = select(
+    users.c.id, users.c.email, users.c.display_name, users.c.timezone, users.c.token_version
+).where(users.c.id == bindparam("user_id"))
 
 
 @dataclass(frozen=True)
@@ -263,17 +268,7 @@ class AuthService:
         except ValueError:
             raise unauthorized("access token subject is not valid", code="invalid_token") from None
         async with self.ctx.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        users.c.id,
-                        users.c.email,
-                        users.c.display_name,
-                        users.c.timezone,
-                        users.c.token_version,
-                    ).where(users.c.id == user_id)
-                )
-            ).first()
+            row = (await conn.execute(_PRINCIPAL_BY_ID, {"user_id": user_id})).first()
         if row is None or row.token_version != version:
             raise unauthorized("access token is no longer valid; sign in again", code="invalid_token")
         return Principal(row.id, row.email, row.display_name, row.timezone)

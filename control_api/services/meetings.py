@@ -16,7 +16,7 @@ import zoneinfo
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -60,6 +60,56 @@ TRANSITIONS = {
     "end": ("live", "ended"),
     "cancel": ("scheduled", "cancelled"),
 }
+
+
+_MY_INVITATION = invitations.alias("my_invitation")
+_MY_PARTICIPATION = participants.alias("my_participation")
+# Statements built once: constructing a SQLAlchemy statement and its cache key costs more than
+# running it on SQLite, and the join path runs these on every request.
+MEETING_WITH_ROLE = select(
+    meetings,
+    users.c.display_name.label("host_name"),
+    _MY_INVITATION.c.role.label("invited_role"),
+    _MY_PARTICIPATION.c.id.label("participant_id"),
+).select_from(
+    meetings.join(users, users.c.id == meetings.c.host_id)
+    .outerjoin(
+        _MY_INVITATION,
+        and_(_MY_INVITATION.c.meeting_id == meetings.c.id, _MY_INVITATION.c.user_id == bindparam("me")),
+    )
+    .outerjoin(
+        _MY_PARTICIPATION,
+        and_(_MY_PARTICIPATION.c.meeting_id == meetings.c.id, _MY_PARTICIPATION.c.user_id == bindparam("me")),
+    )
+)
+ONE_MEETING_WITH_ROLE = MEETING_WITH_ROLE.where(meetings.c.id == bindparam("meeting_id"))
+
+
+def _participant_upsert(insert: Any) -> Any:
+    statement = insert(participants).values(
+        id=bindparam("id"),
+        meeting_id=bindparam("meeting_id"),
+        user_id=bindparam("user_id"),
+        display_name=bindparam("display_name"),
+        role=bindparam("role"),
+        first_joined_at=bindparam("now"),
+        last_joined_at=bindparam("now"),
+        left_at=None,
+        join_count=1,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[participants.c.meeting_id, participants.c.user_id],
+        set_={
+            "display_name": statement.excluded.display_name,
+            "role": statement.excluded.role,
+            "last_joined_at": statement.excluded.last_joined_at,
+            "left_at": None,
+            "join_count": participants.c.join_count + 1,
+        },
+    ).returning(*participants.c)
+
+
+PARTICIPANT_UPSERT = {"sqlite": _participant_upsert(sqlite_insert), "postgresql": _participant_upsert(pg_insert)}
 
 
 def new_code() -> str:
@@ -112,21 +162,6 @@ class MeetingService:
 
     # Reading -----------------------------------------------------------------------------------
 
-    def _select(self, user_id: uuid.UUID) -> Any:
-        """Meetings with the host's name and the given user's role in each."""
-        inv = invitations.alias("my_invitation")
-        part = participants.alias("my_participation")
-        return select(
-            meetings,
-            users.c.display_name.label("host_name"),
-            inv.c.role.label("invited_role"),
-            part.c.id.label("participant_id"),
-        ).select_from(
-            meetings.join(users, users.c.id == meetings.c.host_id)
-            .outerjoin(inv, and_(inv.c.meeting_id == meetings.c.id, inv.c.user_id == user_id))
-            .outerjoin(part, and_(part.c.meeting_id == meetings.c.id, part.c.user_id == user_id))
-        )
-
     @staticmethod
     def _role(row: Any, user_id: uuid.UUID) -> str | None:
         if row.host_id == user_id:
@@ -164,7 +199,7 @@ class MeetingService:
         self, conn: AsyncConnection, meeting_id: uuid.UUID, user_id: uuid.UUID
     ) -> tuple[Any, str | None]:
         row = (
-            await conn.execute(self._select(user_id).where(meetings.c.id == meeting_id))
+            await conn.execute(ONE_MEETING_WITH_ROLE, {"me": user_id, "meeting_id": meeting_id})
         ).first()
         if row is None:
             raise not_found("meeting")
@@ -235,7 +270,7 @@ class MeetingService:
         else:
             query = query.order_by(meetings.c.start_time, meetings.c.id)
         async with self.ctx.db.read() as conn:
-            rows = (await conn.execute(query.limit(limit + 1))).all()
+            rows = (await conn.execute(query.limit(limit + 1), {"me": user_id})).all()
         more = len(rows) > limit
         rows = rows[:limit]
         return MeetingPage(
@@ -257,7 +292,7 @@ class MeetingService:
         return or_(*clauses)
 
     async def my_meetings(self, user: Principal, q: MyMeetingsQuery) -> MeetingPage:
-        query = self._select(user.id)
+        query = MEETING_WITH_ROLE
         if q.role == "host":
             query = query.where(meetings.c.host_id == user.id)
         elif q.role == "invited":
@@ -279,7 +314,7 @@ class MeetingService:
         return await self._page(user.id, query, q.limit, q.cursor, newest_first=True)
 
     async def upcoming(self, user: Principal, q: UpcomingQuery) -> MeetingPage:
-        query = self._select(user.id).where(
+        query = MEETING_WITH_ROLE.where(
             self._membership(user.id, participated=False),
             or_(
                 meetings.c.status == "live",
@@ -510,16 +545,20 @@ class MeetingService:
                 await self._check_passcode(row, user.id, body.passcode)
             if body.hidden and not admin:
                 raise forbidden("only the host or a co-host may join hidden")
+            started = False
             if row.status == "scheduled":
                 if not (admin or row.settings.get("join_before_host")):
                     raise conflict("meeting_not_started", "the host has not started the meeting yet")
                 await self._transition(conn, outbox, row, "start", user.id)
+                started = True
             display_name = body.display_name or user.display_name
             participant_role = role if role in ("host", "cohost", "guest") else "participant"
             participant = await self._upsert_participant(
                 conn, row.id, user.id, display_name, participant_role, now
             )
-            row, role = await self.load(conn, meeting_id, user.id)
+            if started:
+                row, role = await self.load(conn, meeting_id, user.id)
+            role = role or "participant"
         await outbox.flush(self.ctx.bus)
         waiting = bool(row.settings.get("waiting_room")) and not admin and role != "guest"
         grants = Grants(
@@ -577,29 +616,16 @@ class MeetingService:
         role: str,
         now: datetime,
     ) -> ParticipantOut:
-        insert = pg_insert if self.ctx.db.backend == "postgresql" else sqlite_insert
-        statement = insert(participants).values(
-            id=uuid.uuid4(),
-            meeting_id=meeting_id,
-            user_id=user_id,
-            display_name=display_name,
-            role=role,
-            first_joined_at=now,
-            last_joined_at=now,
-            left_at=None,
-            join_count=1,
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[participants.c.meeting_id, participants.c.user_id],
-            set_={
-                "display_name": display_name,
-                "role": role,
-                "last_joined_at": now,
-                "left_at": None,
-                "join_count": participants.c.join_count + 1,
-            },
-        ).returning(*participants.c)
-        return _participant_out((await conn.execute(statement)).one())
+        values = {
+            "id": uuid.uuid4(),
+            "meeting_id": meeting_id,
+            "user_id": user_id,
+            "display_name": display_name,
+            "role": role,
+            "now": now,
+        }
+        statement = PARTICIPANT_UPSERT[self.ctx.db.backend]
+        return _participant_out((await conn.execute(statement, values)).one())
 
     async def participants(self, user: Principal, meeting_id: uuid.UUID) -> ParticipantList:
         async with self.ctx.db.read() as conn:

@@ -1,4 +1,4 @@
-"""Schema migrations with Alembic, run from the async engine (``videoconf migrate``)."""
+"""Schema migrations with Alembic, on either backend (``videoconf migrate``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control_api.storage.database import Database
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -21,22 +22,17 @@ def alembic_config(connection: Any = None) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+async def upgrade(db: Database, revision: str = "head") -> None:
+    await db.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
 
 
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), revision))
+async def downgrade(db: Database, revision: str) -> None:
+    await db.run_sync(lambda sync: command.downgrade(alembic_config(sync), revision))
 
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as conn:
-        return await conn.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision()
-        )
+async def current_revision(db: Database) -> str | None:
+    return await db.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())

@@ -79,7 +79,7 @@ def test_cli_config_show_masks_and_production_exit_code(tmp_path, monkeypatch, c
     assert main(["config", "show"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["room_token_secret"] == "********" and STRONG not in json.dumps(out)
-    assert out["effective"]["database_url"].startswith("sqlite+aiosqlite:///")
+    assert out["effective"]["database_url"].startswith("sqlite:///")
     monkeypatch.setenv("VIDEOCONF_ENV", "production")
     assert main(["config", "show"]) == 2
     assert "refusing to start in production mode" in capsys.readouterr().err
