@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     access_token_ttl: int = Field(default=900, ge=30)
     refresh_token_ttl: int = Field(default=30 * 86400, ge=300)
     room_token_ttl: int = Field(default=600, ge=30)
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
 
     signaling_url: str | None = None
     ice_servers: list[IceServer] = []

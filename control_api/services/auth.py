@@ -82,9 +82,45 @@ def rate_limited(decision: Decision, what: str) -> ServiceError:
     )
 
 
+class PrincipalCache:
+    """Recently authenticated users, so that most requests verify their token without a query.
+
+    An entry is trusted only for the token version it was read with and for ``ttl`` seconds.
+    This process drops an entry at once when the password or profile changes; other nodes may
+    accept an access token revoked there for at most ``ttl`` seconds (``auth_cache_seconds``,
+    0 turns the cache off).
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 50_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[uuid.UUID, tuple[Principal, int, float]] = {}
+
+    def get(self, user_id: uuid.UUID, version: Any, now: float) -> Principal | None:
+        entry = self._entries.get(user_id)
+        if entry is None:
+            return None
+        principal, cached_version, expires = entry
+        if now >= expires or cached_version != version:
+            del self._entries[user_id]
+            return None
+        return principal
+
+    def put(self, principal: Principal, version: int, now: float) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[principal.id] = (principal, version, now + self.ttl)
+
+    def invalidate(self, user_id: uuid.UUID) -> None:
+        self._entries.pop(user_id, None)
+
+
 class AuthService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self.principals = PrincipalCache(ctx.settings.auth_cache_seconds)
 
     async def check_rate(self, key: str, rule: RateLimitRule, what: str) -> None:
         decision = await self.ctx.limiter.hit(key, rule, self.ctx.now().timestamp())
@@ -267,11 +303,17 @@ class AuthService:
             raise unauthorized(str(exc), code=exc.code) from None
         except ValueError:
             raise unauthorized("access token subject is not valid", code="invalid_token") from None
+        now = self.ctx.now().timestamp()
+        principal = self.principals.get(user_id, version, now)
+        if principal is not None:
+            return principal
         async with self.ctx.db.read() as conn:
             row = (await conn.execute(_PRINCIPAL_BY_ID, {"user_id": user_id})).first()
         if row is None or row.token_version != version:
             raise unauthorized("access token is no longer valid; sign in again", code="invalid_token")
-        return Principal(row.id, row.email, row.display_name, row.timezone)
+        principal = Principal(row.id, row.email, row.display_name, row.timezone)
+        self.principals.put(principal, row.token_version, now)
+        return principal
 
     # Profile ---------------------------------------------------------------------------------
 
@@ -290,6 +332,7 @@ class AuthService:
                     .returning(*users.c)
                 )
             ).one()
+        self.principals.invalidate(user_id)
         return user_out(row)
 
     async def change_password(
@@ -325,4 +368,6 @@ class AuthService:
                 .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
-            return await self._issue(conn, user, None, user_agent)
+            pair = await self._issue(conn, user, None, user_agent)
+        self.principals.invalidate(user_id)
+        return pair

@@ -3,7 +3,7 @@ password change, rate limits."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from control_api.storage.tables import refresh_tokens, users
 from tests.conftest import Api, RateLimitRule, RateLimits, LOOSE
@@ -194,3 +194,16 @@ async def test_register_is_rate_limited_per_ip(api_factory) -> None:
     )
     assert status == 429 and body["error"]["details"]["retry_after"] == "1800"
     assert await api.count("users") == 2
+
+
+async def test_other_nodes_revocations_are_honoured_within_the_cache_window(api: Api) -> None:
+    """Another node changed the password (the token version moved on in the database): this node
+    may trust its cached entry for ``auth_cache_seconds`` (5 s), never longer."""
+    account = await api.register("Ada Lovelace")
+    await api.call("GET", "/api/users/me", account["token"], expect=200)
+    async with api.services.ctx.db.write() as conn:
+        await conn.execute(update(users).values(token_version=users.c.token_version + 1))
+    await api.call("GET", "/api/users/me", account["token"], expect=200)
+    api.clock.advance(5)
+    status, body = await api.call("GET", "/api/users/me", account["token"])
+    assert (status, body["error"]["code"]) == (401, "invalid_token")
