@@ -100,7 +100,7 @@ class Server:
             self.process.terminate()
             self.process.wait(timeout=20)
         if self.schema:
-            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", f'DROP SCHEMA "{self.schema}" CASCADE'], check=True)
+            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", f'SET client_min_messages = warning; DROP SCHEMA "{self.schema}" CASCADE'], check=True)
 
     def cpu_seconds(self) -> float:
         assert self.process is not None

@@ -69,7 +69,7 @@ def test_migrate_run_and_stop(tmp_path: Path) -> None:
 
 def test_production_mode_refuses_to_start_without_secrets(tmp_path: Path) -> None:
     env = {**os.environ, "VIDEOCONF_DATA_DIR": str(tmp_path), "VIDEOCONF_ENV": "production", "VIDEOCONF_PORT": str(free_port())}
-    for key in ("VIDEOCONF_ACCESS_TOKEN_SECRET", "VIDEOCONF_ROOM_TOKEN_SECRET", "VIDEOCONF_TURN_SECRET"):
+    for key in ("VIDEOCONF_ACCESS_TOKEN_SECRET", "VIDEOCONF_ROOM_TOKEN_SECRET"):
         env.pop(key, None)
     result = videoconf("run", env=env)
     assert result.returncode == 2

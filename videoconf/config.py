@@ -24,7 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-SECRET_FIELDS = ("access_token_secret", "room_token_secret", "turn_secret")
+SECRET_FIELDS = ("access_token_secret", "room_token_secret")
 MIN_SECRET_LENGTH = 32
 _WEAK_WORDS = ("changeme", "change-me", "secret", "password", "example", "default", "videoconf")
 
@@ -92,7 +92,6 @@ class Settings(BaseSettings):
     access_token_previous_secrets: list[SecretStr] = []
     room_token_secret: SecretStr | None = None
     room_token_previous_secrets: list[SecretStr] = []
-    turn_secret: SecretStr | None = None
 
     token_issuer: str = "videoconf"
     access_token_ttl: int = Field(default=900, ge=30)

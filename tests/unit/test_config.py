@@ -52,7 +52,7 @@ def test_development_secrets_are_generated_once_and_kept(tmp_path) -> None:
     path = tmp_path / "secrets.toml"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     second = load_settings(data_dir=tmp_path)
-    for name in ("access_token_secret", "room_token_secret", "turn_secret"):
+    for name in ("access_token_secret", "room_token_secret"):
         value = first.secret(name)
         assert value == second.secret(name) and weakness(value) is None
     assert first.secret("access_token_secret") != first.secret("room_token_secret")
@@ -67,9 +67,9 @@ def test_production_refuses_missing_or_weak_secrets(tmp_path, monkeypatch) -> No
     for weak, reason in (("short", "shorter"), ("a" * 40, "distinct"), ("changeme-" + STRONG, "placeholder")):
         with pytest.raises(ConfigError, match=reason):
             load_settings(env="production", data_dir=tmp_path, access_token_secret=weak,
-                          room_token_secret=STRONG + "1", turn_secret=STRONG + "2")
+                          room_token_secret=STRONG + "1")
     ok = load_settings(env="production", data_dir=tmp_path, access_token_secret=STRONG,
-                       room_token_secret=STRONG + "1", turn_secret=STRONG + "2")
+                       room_token_secret=STRONG + "1")
     assert ok.env == "production"
 
 
@@ -83,3 +83,14 @@ def test_cli_config_show_masks_and_production_exit_code(tmp_path, monkeypatch, c
     monkeypatch.setenv("VIDEOCONF_ENV", "production")
     assert main(["config", "show"]) == 2
     assert "refusing to start in production mode" in capsys.readouterr().err
+
+
+def test_the_example_production_configuration_loads(monkeypatch, tmp_path) -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "videoconf.example.toml"
+    monkeypatch.setenv("VIDEOCONF_ACCESS_TOKEN_SECRET", STRONG)
+    monkeypatch.setenv("VIDEOCONF_ROOM_TOKEN_SECRET", STRONG + "x")
+    settings = load_settings(example, data_dir=tmp_path)
+    assert settings.env == "production" and settings.redis_url and settings.trusted_proxies
+    assert settings.effective_signaling_url == "wss://meet.example.com/signaling"
