@@ -44,25 +44,14 @@ def version() -> str:
 
 
 def token_codecs(settings: Settings, clock: Clock) -> tuple[TokenCodec, TokenCodec]:
-    access = TokenCodec(
-        KeySet(
-            settings.secret("access_token_secret"),
-            [s.get_secret_value() for s in settings.access_token_previous_secrets],
-        ),
-        settings.token_issuer,
-        API_AUDIENCE,
-        clock,
-    )
-    room = TokenCodec(
-        KeySet(
-            settings.secret("room_token_secret"),
-            [s.get_secret_value() for s in settings.room_token_previous_secrets],
-        ),
-        settings.token_issuer,
-        ROOM_AUDIENCE,
-        clock,
-    )
-    return access, room
+    """Access tokens for this API and room tokens for SFU nodes, each with its own keys."""
+
+    def codec(kind: str, audience: str) -> TokenCodec:
+        previous = getattr(settings, f"{kind}_previous_secrets")
+        keys = KeySet(settings.secret(f"{kind}_secret"), [s.get_secret_value() for s in previous])
+        return TokenCodec(keys, settings.token_issuer, audience, clock)
+
+    return codec("access_token", API_AUDIENCE), codec("room_token", ROOM_AUDIENCE)
 
 
 def build_context(settings: Settings, clock: Clock = utc_now, db: Database | None = None) -> ServiceContext:

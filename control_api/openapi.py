@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from control_api.errors import HTTP_CODES
-from control_api.routing import Endpoint, UUID_PATTERN
+from control_api.routing import UUID_PATTERN, Endpoint
 from control_api.schemas import ErrorOut
 
 REF = "#/components/schemas/{model}"

@@ -15,7 +15,7 @@ def _timezone(value: str) -> str:
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)")
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)") from None
     return value
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
 from sqlalchemy import text
 
 from control_api.storage.database import Database
@@ -33,6 +34,11 @@ REDIS_URL = os.environ.get("VIDEOCONF_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 RUN_ID = uuid.uuid4().hex[:10]
 LOOSE = RateLimitRule(limit=100_000, period=1)
 FAST_HASHING = PasswordHashing(time_cost=1, memory_kib=64, parallelism=1)
+
+
+def limits(**rules: RateLimitRule) -> RateLimits:
+    """Every rate limit loose except the ones a test sets."""
+    return RateLimits(**{name: rules.get(name, LOOSE) for name in RateLimits.model_fields})
 
 
 class FakeClock:
@@ -120,8 +126,6 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 async def _redis_reachable() -> None:
-    from redis.asyncio import Redis
-
     client = Redis.from_url(REDIS_URL)
     try:
         await client.ping()
@@ -129,6 +133,15 @@ async def _redis_reachable() -> None:
         pytest.fail(f"Redis at {REDIS_URL} is unreachable: {exc}", pytrace=False)
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[Redis]:
+    """A client of the real Redis; the test fails if Redis cannot be reached."""
+    await _redis_reachable()
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
 
 
 # Settings and the app -------------------------------------------------------------------------
@@ -139,7 +152,7 @@ def make_settings(tmp_path: Path, backend: Backend | None = None, **overrides: A
         "env": "test",
         "data_dir": tmp_path / "data",
         "password_hashing": FAST_HASHING,
-        "rate_limits": RateLimits(**{name: LOOSE for name in RateLimits.model_fields}),
+        "rate_limits": limits(),
         "access_log": False,
         "redis_prefix": f"vctest:{RUN_ID}:{uuid.uuid4().hex[:8]}:",
     }

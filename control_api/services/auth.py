@@ -27,7 +27,6 @@ from control_api.services.context import Record, ServiceContext
 from control_api.storage.tables import refresh_tokens, users
 from videoconf.config import RateLimitRule
 
-
 _PRINCIPAL_BY_ID = select(
     users.c.id, users.c.email, users.c.display_name, users.c.timezone, users.c.token_version
 ).where(users.c.id == bindparam("user_id"))
@@ -49,7 +48,9 @@ def normalise_email(raw: str) -> str:
     try:
         checked = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise invalid("email address is not valid", [{"field": "body.email", "message": str(exc)}])
+        raise invalid(
+            "email address is not valid", [{"field": "body.email", "message": str(exc)}]
+        ) from None
     return checked.normalized.lower()
 
 
@@ -166,7 +167,7 @@ class AuthService:
                 await conn.execute(users.insert().values(row))
                 return await self._issue(conn, Record(row), None, user_agent)
         except IntegrityError:
-            raise conflict("email_taken", "an account with this email address already exists")
+            raise conflict("email_taken", "an account with this email address already exists") from None
 
     async def login(
         self, *, email: str, password: str, client_ip: str, user_agent: str | None

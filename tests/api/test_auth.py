@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 
 from control_api.storage.tables import refresh_tokens, users
-from tests.conftest import Api, RateLimitRule, RateLimits, LOOSE
+from tests.conftest import Api, RateLimitRule, limits
 
 
 async def test_register_normalises_email_and_returns_a_working_session(api: Api) -> None:
@@ -160,12 +160,7 @@ async def test_password_change_revokes_everything(api: Api) -> None:
 
 
 async def test_login_is_rate_limited_per_ip_and_per_account(api_factory) -> None:
-    limits = RateLimits(
-        login_per_ip=RateLimitRule(limit=5, period=60),
-        login_per_account=RateLimitRule(limit=3, period=60),
-        register_per_ip=LOOSE, code_lookup_per_ip=LOOSE, passcode_per_user=LOOSE,
-    )
-    api = await api_factory(rate_limits=limits)
+    api = await api_factory(rate_limits=limits(login_per_ip=RateLimitRule(limit=5, period=60), login_per_account=RateLimitRule(limit=3, period=60)))
     await api.register("Ada Lovelace", email="ada@example.com")
     for _ in range(3):
         await api.call("POST", "/api/auth/login", json={"email": "ada@example.com", "password": "wrong password"}, expect=401)
@@ -182,11 +177,7 @@ async def test_login_is_rate_limited_per_ip_and_per_account(api_factory) -> None
 
 
 async def test_register_is_rate_limited_per_ip(api_factory) -> None:
-    limits = RateLimits(
-        login_per_ip=LOOSE, login_per_account=LOOSE, code_lookup_per_ip=LOOSE, passcode_per_user=LOOSE,
-        register_per_ip=RateLimitRule(limit=2, period=3600),
-    )
-    api = await api_factory(rate_limits=limits)
+    api = await api_factory(rate_limits=limits(register_per_ip=RateLimitRule(limit=2, period=3600)))
     await api.register("One")
     await api.register("Two")
     status, body = await api.call(

@@ -7,7 +7,7 @@ import pytest
 
 from control_api.app import ROOM_AUDIENCE
 from control_api.security import TokenError
-from tests.conftest import LOOSE, Api, RateLimitRule, RateLimits
+from tests.conftest import Api, RateLimitRule, limits
 
 
 def room_claims(api: Api, token: str) -> dict:
@@ -85,11 +85,7 @@ async def test_passcode_rules(api: Api) -> None:
 
 
 async def test_wrong_passcodes_are_rate_limited(api_factory) -> None:
-    limits = RateLimits(
-        login_per_ip=LOOSE, login_per_account=LOOSE, register_per_ip=LOOSE, code_lookup_per_ip=LOOSE,
-        passcode_per_user=RateLimitRule(limit=3, period=600),
-    )
-    api = await api_factory(rate_limits=limits)
+    api = await api_factory(rate_limits=limits(passcode_per_user=RateLimitRule(limit=3, period=600)))
     host = await api.register("Hedy Lamarr")
     guesser = await api.register("Mallory Guess")
     meeting = await api.meeting(host["token"], passcode="2468")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from tests.conftest import LOOSE, Api, RateLimitRule, RateLimits
+from tests.conftest import Api, RateLimitRule, limits
 
 
 async def test_instant_meeting_is_live_with_a_readable_code(api: Api) -> None:
@@ -112,11 +112,7 @@ async def test_lookup_by_code_shows_only_public_details(api: Api) -> None:
 
 
 async def test_lookup_by_code_is_rate_limited(api_factory) -> None:
-    limits = RateLimits(
-        login_per_ip=LOOSE, login_per_account=LOOSE, register_per_ip=LOOSE, passcode_per_user=LOOSE,
-        code_lookup_per_ip=RateLimitRule(limit=3, period=60),
-    )
-    api = await api_factory(rate_limits=limits)
+    api = await api_factory(rate_limits=limits(code_lookup_per_ip=RateLimitRule(limit=3, period=60)))
     user = await api.register("Mallory Guess")
     for _ in range(3):
         await api.call("GET", "/api/meetings/by-code/abc-defg-hjk", user["token"], expect=404)
@@ -134,7 +130,8 @@ async def test_my_meetings_and_upcoming_are_not_captured_by_the_id_route(api: Ap
 async def test_my_meetings_lists_hosted_invited_and_joined_with_pagination(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     other = await api.register("Otto Other")
-    mine = [await api.scheduled(host["token"], hours_ahead=h, title=f"Mine {h}") for h in (1, 2, 3)]
+    for hours in (1, 2, 3):
+        await api.scheduled(host["token"], hours_ahead=hours, title=f"Mine {hours}")
     invited = await api.scheduled(other["token"], hours_ahead=4, title="Invited")
     await api.call("POST", f"/api/meetings/{invited['id']}/invitations", other["token"], json={"emails": [host["email"]]}, expect=200)
     joined = await api.meeting(other["token"], title="Joined")

@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 import logging
 
-from aiohttp import web
-
-from control_api.handlers import SERVICES
-from control_api.storage.database import Database
 from tests.conftest import Api
 
 

@@ -13,17 +13,10 @@ from tests.conftest import REDIS_URL
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def bus(request):
+def bus(request):
     if request.param == "memory":
-        yield MemoryPubSub()
-        return
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:
-        pytest.fail(f"Redis at {REDIS_URL} is unreachable: {exc}", pytrace=False)
-    yield RedisPubSub(client, prefix=f"vctest:{uuid.uuid4().hex}:")
-    await client.aclose()
+        return MemoryPubSub()
+    return RedisPubSub(request.getfixturevalue("redis_client"), prefix=f"vctest:{uuid.uuid4().hex}:")
 
 
 async def test_events_reach_every_subscriber_of_their_channel_in_order(bus) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from redis.asyncio import Redis
 
 from control_api.ratelimit import MemoryRateLimiter, RedisRateLimiter, gcra
-from tests.conftest import REDIS_URL
 from videoconf.config import RateLimitRule
 
 RULE = RateLimitRule(limit=3, period=30)  # a burst of 3, then one every 10 s
@@ -36,17 +34,10 @@ def test_gcra_allows_a_burst_then_one_per_interval() -> None:
 
 
 @pytest.fixture(params=["memory", "redis"])
-async def limiter(request):
+def limiter(request):
     if request.param == "memory":
-        yield MemoryRateLimiter()
-        return
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:
-        pytest.fail(f"Redis at {REDIS_URL} is unreachable: {exc}", pytrace=False)
-    yield RedisRateLimiter(client, prefix=f"vctest:rl:{uuid.uuid4().hex}:")
-    await client.aclose()
+        return MemoryRateLimiter()
+    return RedisRateLimiter(request.getfixturevalue("redis_client"), prefix=f"vctest:rl:{uuid.uuid4().hex}:")
 
 
 async def test_limiters_agree_with_the_pure_algorithm(limiter) -> None:
