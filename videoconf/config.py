@@ -100,7 +100,15 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
 
     signaling_url: str | None = None
-    ice_servers: list[IceServer] = []
+    ice_servers: list[IceServer] = Field(default=[], description="Given to clients by the join endpoint")
+    ice_addresses: list[str] | None = Field(
+        default=["127.0.0.1"],
+        description="IPs or interface names the SFU offers ICE candidates on; null: every interface",
+    )
+    ice_port_range: tuple[int, int] | None = Field(default=None, description="UDP ports for ICE, inclusive")
+    announced_ip: str | None = Field(default=None, description="Public address of a 1:1 NAT in front of the SFU")
+    sfu_ice_servers: list[IceServer] = Field(default=[], description="STUN/TURN servers the SFU itself uses")
+    resume_seconds: int = Field(default=30, ge=1, le=600)
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     trusted_proxies: list[str] = []

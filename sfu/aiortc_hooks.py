@@ -1,0 +1,495 @@
+"""Every use of aiortc's and aioice's private API, in one place.
+
+aiortc has no public API for forwarding RTP, so the SFU taps it here:
+
+* ``ReceiverTap`` replaces a publisher-side receiver's ``_handle_rtp_packet``: every decrypted
+  packet comes to the SFU before depacketizing, jitter buffering or decoding (none of which then
+  happens).  It keeps aiortc's own receiver statistics and bitrate estimator fed, so aiortc's
+  RTCP loop still sends correct receiver reports, and REMB goes upstream from the SFU's own
+  estimate of the publisher's uplink.
+* ``SenderTap`` writes rewritten packets with a subscriber-side sender's DTLS transport,
+  updates the counters aiortc's RTCP loop puts in sender reports, and takes that sender's
+  incoming RTCP (NACK, PLI/FIR, REMB) for the SFU, passing reports on to aiortc.
+* ``ParkedTrack`` keeps a sender's own send loop waiting forever, so its SSRC, RTX SSRC and SDP
+  stay valid while the SFU writes the packets.
+* ``configure_ice`` limits the addresses and UDP ports aioice gathers host candidates on.
+
+aiortc is pinned to ``AIORTC_VERSION``; ``verify_hooks()`` raises ``HookMissing`` naming every
+hook that is gone, and runs when the SFU starts and in the test suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import types
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
+
+import aioice.ice
+import aiortc
+import ifaddr
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs import is_rtx
+from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+    unwrap_rtx,
+)
+
+log = logging.getLogger(__name__)
+
+AIORTC_VERSION = "1.16.0"
+
+_R = "_RTCRtpReceiver__"
+_S = "_RTCRtpSender__"
+_H = "_HeaderExtensionsMap__"
+
+# (what, attribute, how it is checked): "class" attributes are looked up on the class, "instance"
+# attributes on a fresh instance built by verify_hooks.
+REQUIRED_HOOKS: list[tuple[str, str]] = [
+    ("RTCRtpReceiver", "_handle_rtp_packet"),
+    ("RTCRtpReceiver", "_send_rtcp"),
+    ("RTCRtpReceiver", "_send_rtcp_nack"),
+    ("RTCRtpReceiver", "_send_rtcp_pli"),
+    ("RTCRtpReceiver", f"{_R}stop_decoder"),
+    ("receiver", f"{_R}codecs"),
+    ("receiver", f"{_R}rtx_ssrc"),
+    ("receiver", f"{_R}remote_streams"),
+    ("receiver", f"{_R}remote_bitrate_estimator"),
+    ("receiver", f"{_R}rtcp_ssrc"),
+    ("receiver", f"{_R}decoder_thread"),
+    ("RTCRtpSender", "_handle_rtcp_packet"),
+    ("sender", "_ssrc"),
+    ("sender", "_rtx_ssrc"),
+    ("sender", f"{_S}mid"),
+    ("sender", f"{_S}started"),
+    ("sender", f"{_S}rtx_payload_type"),
+    ("sender", f"{_S}rtp_header_extensions_map"),
+    ("sender", f"{_S}ntp_timestamp"),
+    ("sender", f"{_S}rtp_timestamp"),
+    ("sender", f"{_S}packet_count"),
+    ("sender", f"{_S}octet_count"),
+    ("sender", f"{_S}rtt"),
+    ("sender", f"{_S}encoder"),
+    ("RTCDtlsTransport", "_send_rtp"),
+    ("RTCDtlsTransport", "_handle_rtp_data"),
+    ("HeaderExtensionsMap", f"{_H}ids"),
+    ("aioice.ice", "get_host_addresses"),
+    ("aioice.ice", "asyncio"),
+    ("aiortc.rtcrtpreceiver", "get_decoder"),
+    ("aiortc.rtcrtpsender", "get_encoder"),
+    ("transceiver", "_codecs"),
+]
+
+
+class HookMissing(RuntimeError):
+    """aiortc changed: the SFU relies on private attributes that are gone."""
+
+
+def _probe_transceiver() -> Any:
+    """A transceiver that never touches the network, to look at its attributes."""
+    from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+    def build() -> Any:
+        transport = types.SimpleNamespace(state="new")
+        return RTCRtpTransceiver(
+            "video",
+            receiver=RTCRtpReceiver("video", transport),  # type: ignore[arg-type]
+            sender=RTCRtpSender("video", transport),  # type: ignore[arg-type]
+        )
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop running: give the sender one to look at while it is built
+        loop = asyncio.new_event_loop()
+        try:
+            async def build_async() -> Any:
+                return build()
+
+            return loop.run_until_complete(build_async())
+        finally:
+            loop.close()
+    return build()
+
+
+def verify_hooks() -> None:
+    import aiortc.rtcrtpreceiver
+    import aiortc.rtcrtpsender
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+    from aiortc.rtp import HeaderExtensionsMap
+
+    problems = []
+    if aiortc.__version__ != AIORTC_VERSION:
+        problems.append(f"aiortc {aiortc.__version__} is installed; the hooks were written for {AIORTC_VERSION}")
+    transceiver: Any = None
+    try:
+        transceiver = _probe_transceiver()
+    except Exception as exc:  # pragma: no cover - only when aiortc's constructors change
+        problems.append(f"cannot build a transceiver: {exc}")
+    receiver = getattr(transceiver, "receiver", None)
+    sender = getattr(transceiver, "sender", None)
+    targets: dict[str, Any] = {
+        "RTCRtpReceiver": RTCRtpReceiver,
+        "RTCRtpSender": RTCRtpSender,
+        "RTCDtlsTransport": RTCDtlsTransport,
+        "HeaderExtensionsMap": HeaderExtensionsMap(),
+        "receiver": receiver,
+        "sender": sender,
+        "aioice.ice": aioice.ice,
+        "aiortc.rtcrtpreceiver": aiortc.rtcrtpreceiver,
+        "aiortc.rtcrtpsender": aiortc.rtcrtpsender,
+        "transceiver": transceiver,
+    }
+    for what, attribute in REQUIRED_HOOKS:
+        target = targets.get(what)
+        if target is None or not hasattr(target, attribute):
+            problems.append(f"{what}.{attribute}")
+    if problems:
+        raise HookMissing("aiortc hooks missing: " + ", ".join(problems))
+
+
+def negotiated_codecs(transceiver: Any) -> list[RTCRtpCodecParameters]:
+    """The codecs a transceiver settled on in the last negotiation (RTX included)."""
+    return list(transceiver._codecs)
+
+
+# Codec use counters: the proof that the forwarding path never decodes or encodes -------------
+
+
+class CodecCounter:
+    """Counts decoders and encoders aiortc creates in this process."""
+
+    def __init__(self) -> None:
+        self.decoders = 0
+        self.encoders = 0
+        self.listeners: list[Callable[[str, str], None]] = []
+
+    def _record(self, kind: str, codec: RTCRtpCodecParameters) -> None:
+        if kind == "decoder":
+            self.decoders += 1
+        else:
+            self.encoders += 1
+        for listener in self.listeners:
+            listener(kind, codec.mimeType)
+
+
+CODECS = CodecCounter()
+_codec_counting_installed = False
+
+
+def count_codec_instances() -> CodecCounter:
+    """Wrap aiortc's decoder and encoder factories (the only places it creates codecs) so that
+    every instance is counted; idempotent."""
+    global _codec_counting_installed
+    import aiortc.rtcrtpreceiver
+    import aiortc.rtcrtpsender
+
+    if not _codec_counting_installed:
+        original_decoder = aiortc.rtcrtpreceiver.get_decoder
+        original_encoder = aiortc.rtcrtpsender.get_encoder
+
+        def get_decoder(codec: RTCRtpCodecParameters) -> Any:
+            CODECS._record("decoder", codec)
+            return original_decoder(codec)
+
+        def get_encoder(codec: RTCRtpCodecParameters) -> Any:
+            CODECS._record("encoder", codec)
+            return original_encoder(codec)
+
+        aiortc.rtcrtpreceiver.get_decoder = get_decoder
+        aiortc.rtcrtpsender.get_encoder = get_encoder
+        _codec_counting_installed = True
+    return CODECS
+
+
+# Publisher side ------------------------------------------------------------------------------
+
+PacketHandler = Callable[[RtpPacket, RTCRtpCodecParameters, int], Awaitable[None]]
+
+
+class ReceiverTap:
+    """The SFU's view of a publisher-side ``RTCRtpReceiver``."""
+
+    def __init__(self, receiver: RTCRtpReceiver, on_packet: PacketHandler) -> None:
+        self.receiver = receiver
+        self._on_packet = on_packet
+        self._decoder_stopped = False
+        receiver._handle_rtp_packet = self._handle  # type: ignore[method-assign]
+
+    @property
+    def codecs(self) -> dict[int, RTCRtpCodecParameters]:
+        return getattr(self.receiver, f"{_R}codecs")
+
+    def media_codec(self) -> RTCRtpCodecParameters | None:
+        """The negotiated media codec (not RTX), once the receiver has started."""
+        for codec in self.codecs.values():
+            if not is_rtx(codec):
+                return codec
+        return None
+
+    def stop_decoder(self) -> None:
+        """The receiver starts a decoder thread that the SFU never feeds: stop it."""
+        if getattr(self.receiver, f"{_R}decoder_thread") is not None:
+            getattr(self.receiver, f"{_R}stop_decoder")()
+
+    async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        receiver = self.receiver
+        if not self._decoder_stopped:
+            self._decoder_stopped = True
+            self.stop_decoder()
+        codecs = getattr(receiver, f"{_R}codecs")
+        codec = codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        streams: dict[int, StreamStatistics] = getattr(receiver, f"{_R}remote_streams")
+        stats = streams.get(packet.ssrc)
+        if stats is None:
+            stats = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stats.add(packet)
+        estimator: RemoteBitrateEstimator | None = getattr(receiver, f"{_R}remote_bitrate_estimator")
+        if estimator is not None and packet.extensions.abs_send_time is not None:
+            remb = estimator.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
+            rtcp_ssrc = getattr(receiver, f"{_R}rtcp_ssrc")
+            if remb is not None and rtcp_ssrc is not None:
+                await receiver._send_rtcp(
+                    RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb))
+                )
+        if is_rtx(codec):
+            original_ssrc = getattr(receiver, f"{_R}rtx_ssrc").get(packet.ssrc)
+            apt = codec.parameters.get("apt")
+            if original_ssrc is None or not isinstance(apt, int) or apt not in codecs or len(packet.payload) < 2:
+                return
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+            codec = codecs[apt]
+        await self._on_packet(packet, codec, arrival_time_ms)
+
+    async def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
+        await self.receiver._send_rtcp_nack(media_ssrc, [seq & 0xFFFF for seq in lost])
+
+    async def send_pli(self, media_ssrc: int) -> None:
+        await self.receiver._send_rtcp_pli(media_ssrc)
+
+
+# Subscriber side -----------------------------------------------------------------------------
+
+RtcpHandler = Callable[[Any], Awaitable[None]]
+
+
+class SenderTap:
+    """The SFU's view of a subscriber-side ``RTCRtpSender`` whose track is parked."""
+
+    def __init__(self, sender: RTCRtpSender, on_feedback: RtcpHandler) -> None:
+        self.sender = sender
+        self._on_feedback = on_feedback
+        self._original_rtcp = sender._handle_rtcp_packet
+        sender._handle_rtcp_packet = self._rtcp  # type: ignore[method-assign]
+
+    @property
+    def ready(self) -> bool:
+        """The sender has been started by negotiation (mid, extensions and RTX known)."""
+        return bool(getattr(self.sender, f"{_S}started"))
+
+    @property
+    def ssrc(self) -> int:
+        return self.sender._ssrc
+
+    @property
+    def rtx_ssrc(self) -> int:
+        return self.sender._rtx_ssrc
+
+    @property
+    def mid(self) -> str | None:
+        return getattr(self.sender, f"{_S}mid")
+
+    @property
+    def rtx_payload_type(self) -> int | None:
+        return getattr(self.sender, f"{_S}rtx_payload_type")
+
+    @property
+    def rtt(self) -> float | None:
+        return getattr(self.sender, f"{_S}rtt")
+
+    @property
+    def has_encoder(self) -> bool:
+        return getattr(self.sender, f"{_S}encoder") is not None
+
+    def extension_ids(self) -> dict[str, int]:
+        """Negotiated header extension ids by name (mid, abs_send_time, audio_level, ...)."""
+        ids = getattr(getattr(self.sender, f"{_S}rtp_header_extensions_map"), f"{_H}ids")
+        names = ("mid", "abs_send_time", "audio_level", "rtp_stream_id", "repaired_rtp_stream_id")
+        return {name: getattr(ids, name) for name in names if getattr(ids, name, None)}
+
+    async def send(self, data: bytes) -> None:
+        await self.sender.transport._send_rtp(data)
+
+    def record_sent(self, ntp_time: int, rtp_timestamp: int, octets: int) -> None:
+        """What aiortc's RTCP loop reports in its next sender report."""
+        sender = self.sender
+        setattr(sender, f"{_S}ntp_timestamp", ntp_time)
+        setattr(sender, f"{_S}rtp_timestamp", rtp_timestamp)
+        setattr(sender, f"{_S}packet_count", getattr(sender, f"{_S}packet_count") + 1)
+        setattr(sender, f"{_S}octet_count", getattr(sender, f"{_S}octet_count") + octets)
+
+    async def _rtcp(self, packet: Any) -> None:
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            await self._on_feedback(packet)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR, RTCP_PSFB_APP):
+            await self._on_feedback(packet)
+        else:  # receiver and sender reports: aiortc keeps RTT and statistics
+            await self._original_rtcp(packet)
+
+
+def remb_bitrate(packet: RtcpPsfbPacket) -> int | None:
+    try:
+        bitrate, _ = unpack_remb_fci(packet.fci)
+    except ValueError:
+        return None
+    return bitrate
+
+
+class ParkedTrack(MediaStreamTrack):
+    """A track whose ``recv()`` never returns: the sender's own loop waits on it for ever."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+
+# ICE: which addresses and ports host candidates use --------------------------------------------
+
+
+class _IceSettings:
+    def __init__(self) -> None:
+        self.addresses: list[str] | None = None
+        self.port_range: tuple[int, int] | None = None
+        self._ports: Iterator[int] | None = None
+
+    def next_ports(self) -> Iterable[int]:
+        assert self.port_range is not None and self._ports is not None
+        low, high = self.port_range
+        return [next(self._ports) for _ in range(high - low + 1)]
+
+
+_ICE = _IceSettings()
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    found = _original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+    if _ICE.addresses is None:
+        return found
+    allowed = set()
+    for entry in _ICE.addresses:
+        try:
+            allowed.add(str(ipaddress.ip_address(entry)))
+        except ValueError:  # an interface name
+            for adapter in ifaddr.get_adapters():
+                if adapter.nice_name == entry or adapter.name == entry:
+                    allowed.update(str(ip.ip) if isinstance(ip.ip, str) else ip.ip[0] for ip in adapter.ips)
+    candidates = [address for address in found if address in allowed]
+    # Loopback is not in aioice's own list (it skips it); add it when explicitly allowed.
+    for address in sorted(allowed):
+        if address not in candidates and ipaddress.ip_address(address).is_loopback:
+            if (use_ipv4 and ":" not in address) or (use_ipv6 and ":" in address):
+                candidates.append(address)
+    return candidates
+
+
+class _PortRangeLoop:
+    """The running loop, except that UDP endpoints bound to port 0 take a port from the range."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(self, factory: Any, local_addr: Any = None, **kwargs: Any) -> Any:
+        if _ICE.port_range is None or local_addr is None or local_addr[1] != 0:
+            return await self._loop.create_datagram_endpoint(factory, local_addr=local_addr, **kwargs)
+        for port in _ICE.next_ports():
+            try:
+                return await self._loop.create_datagram_endpoint(factory, local_addr=(local_addr[0], port), **kwargs)
+            except OSError:
+                continue
+        raise OSError(f"no free UDP port in {_ICE.port_range[0]}-{_ICE.port_range[1]} on {local_addr[0]}")
+
+
+class _AsyncioForAioice(types.ModuleType):
+    """``asyncio`` as aioice.ice sees it: the same, but for the port range."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    def get_running_loop() -> Any:
+        return _PortRangeLoop(asyncio.get_running_loop())
+
+
+def configure_ice(addresses: list[str] | None = None, port_range: tuple[int, int] | None = None) -> None:
+    """Limit host candidates to ``addresses`` (IPs or interface names; None: every interface
+    aioice finds) and their UDP ports to ``port_range`` (inclusive; None: any port).  Applies
+    to every peer connection of this process."""
+    if port_range is not None:
+        low, high = port_range
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError("the UDP port range must lie within 1024-65535")
+        _ICE._ports = itertools.cycle(range(low, high + 1))
+    _ICE.addresses = list(addresses) if addresses is not None else None
+    _ICE.port_range = port_range
+    aioice.ice.get_host_addresses = _host_addresses
+    if not isinstance(aioice.ice.asyncio, _AsyncioForAioice):
+        aioice.ice.asyncio = _AsyncioForAioice("asyncio")
+
+
+# Test tooling: loss on a client's incoming path -----------------------------------------------
+
+
+class LossStats:
+    def __init__(self) -> None:
+        self.seen = 0
+        self.dropped = 0
+
+
+def drop_incoming_rtp(pc: RTCPeerConnection, rate: float, rng: Any, stats: LossStats | None = None) -> LossStats:
+    """Drop a fraction of the RTP packets a peer connection receives, after decryption and before
+    routing, as a lossy network would.  Idempotent per transport; call again after each
+    negotiation to cover new transports."""
+    stats = stats or LossStats()
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if transport is None or getattr(transport, "_videoconf_loss", None) is not None:
+            continue
+        original = transport._handle_rtp_data
+
+        async def lossy(data: bytes, arrival_time_ms: int, _original: Any = original) -> None:
+            stats.seen += 1
+            if rng.random() < rate:
+                stats.dropped += 1
+                return
+            await _original(data, arrival_time_ms)
+
+        transport._handle_rtp_data = lossy
+        transport._videoconf_loss = stats
+    return stats

@@ -1,0 +1,42 @@
+"""Prometheus metrics of one SFU node, registered on the application's registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+DELAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class SfuMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rooms = Gauge("videoconf_sfu_rooms", "Rooms open on this node", registry=registry)
+        self.participants = Gauge("videoconf_sfu_participants", "Participants connected", registry=registry)
+        self.tracks = Gauge("videoconf_sfu_tracks", "Published tracks", ("kind",), registry=registry)
+        self.packets = Counter(
+            "videoconf_sfu_packets_forwarded", "RTP packets written to subscribers", ("kind",), registry=registry
+        )
+        self.bytes = Counter(
+            "videoconf_sfu_bytes_forwarded", "RTP payload bytes written to subscribers", ("kind",), registry=registry
+        )
+        self.nacks_received = Counter("videoconf_sfu_nacks_received", "Sequence numbers NACKed by subscribers", registry=registry)
+        self.nacks_sent = Counter("videoconf_sfu_nacks_sent", "Sequence numbers NACKed to publishers", registry=registry)
+        self.retransmissions = Counter("videoconf_sfu_retransmissions", "Packets resent to subscribers from the cache", registry=registry)
+        self.plis_received = Counter("videoconf_sfu_plis_received", "PLI/FIR from subscribers", registry=registry)
+        self.plis_sent = Counter("videoconf_sfu_plis_sent", "PLIs sent to publishers", registry=registry)
+        self.codec_instances = Counter(
+            "videoconf_sfu_codec_instances", "Decoders and encoders created in this process (0 when only forwarding)",
+            ("kind",), registry=registry,
+        )
+        self.forward_delay = Histogram(
+            "videoconf_sfu_forward_delay_seconds",
+            "From a packet reaching the SFU to its last copy being written",
+            buckets=DELAY_BUCKETS,
+            registry=registry,
+        )
+        self._packets = {kind: self.packets.labels(kind) for kind in ("audio", "video")}
+        self._bytes = {kind: self.bytes.labels(kind) for kind in ("audio", "video")}
+
+    def record_forward(self, kind: str, packets: int, octets: int, delay: float) -> None:
+        self._packets[kind].inc(packets)
+        self._bytes[kind].inc(octets)
+        self.forward_delay.observe(delay)

@@ -1,0 +1,465 @@
+"""Rooms and participants of one SFU node, and the negotiation of their peer connections.
+
+Each participant has up to two peer connections: a publisher connection (the client offers, the
+SFU answers, receivers only) and a subscriber connection (the SFU offers, the client answers,
+senders only).  Publishing a track creates an up-track; every other participant that may
+subscribe gets a sendonly transceiver with a parked track and a down-track on its sender, and a
+new subscriber offer.  Offers on one connection are serialised: changes that arrive while an
+offer waits for its answer go into the next offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
+from aiortc.sdp import candidate_from_sdp
+
+from sfu.aiortc_hooks import ParkedTrack, count_codec_instances, negotiated_codecs
+from sfu.forwarding import DownTrack, UpTrack
+from sfu.metrics import SfuMetrics
+from sfu.sdp import announce_address
+
+log = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT = 20.0
+TICK_INTERVAL = 0.02
+SOURCES = ("camera", "microphone", "screen", "screen_audio")
+
+Notify = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class SignalError(Exception):
+    """A request the SFU refuses; ``code`` goes back to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class NodeSettings:
+    ice_servers: list[RTCIceServer] = field(default_factory=list)  # the SFU's own (STUN for its address)
+    announced_ip: str | None = None
+
+
+def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
+    """Offer a subscriber exactly the publisher's codec (and RTX for video): no transcoding."""
+    caps = RTCRtpSender.getCapabilities(codec.mimeType.split("/")[0]).codecs
+    chosen = [
+        c for c in caps
+        if c.mimeType.lower() == codec.mimeType.lower() and c.clockRate == codec.clockRate and c.parameters == codec.parameters
+    ]
+    if not chosen:
+        raise SignalError("codec_unsupported", f"no subscriber codec matches {codec.mimeType}")
+    chosen += [c for c in caps if is_rtx(c)][:1]
+    return chosen
+
+
+class Participant:
+    def __init__(
+        self,
+        room: Room,
+        identity: str,
+        name: str,
+        role: str,
+        grants: dict[str, bool],
+        notify: Notify,
+        *,
+        waiting: bool = False,
+    ) -> None:
+        self.room = room
+        self.identity = identity
+        self.name = name
+        self.role = role
+        self.grants = grants
+        self.notify = notify
+        self.waiting = waiting
+        self.hidden = bool(grants.get("hidden"))
+        self.hand_raised = False
+        self.joined_at = time.time()
+        self.publisher: RTCPeerConnection | None = None
+        self.subscriber: RTCPeerConnection | None = None
+        self.uptracks: dict[str, UpTrack] = {}
+        self.downtracks: dict[str, DownTrack] = {}
+        self._mid_tracks: dict[str, str] = {}
+        self._sub_transceivers: dict[str, Any] = {}
+        self._pending: dict[str, tuple[UpTrack, Any]] = {}
+        self._answer: asyncio.Future[str] | None = None
+        self._negotiating = False
+        self._again = False
+        self.closed = False
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "name": self.name,
+            "role": self.role,
+            "hand_raised": self.hand_raised,
+            "tracks": [up.info() for up in self.uptracks.values()],
+        }
+
+    def _peer_connection(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self.room.node.settings.ice_servers)))
+
+        @pc.on("connectionstatechange")
+        async def _state() -> None:
+            if pc.connectionState == "failed" and not self.closed:
+                self.room.spawn(self.room.remove(self, "connection_failed"))
+
+        return pc
+
+    def _local_sdp(self, pc: RTCPeerConnection) -> str:
+        sdp = pc.localDescription.sdp
+        announced = self.room.node.settings.announced_ip
+        return announce_address(sdp, announced) if announced else sdp
+
+    # Publishing --------------------------------------------------------------------------------
+
+    async def publish(self, sdp: str, tracks: list[dict[str, Any]]) -> dict[str, Any]:
+        if not self.grants.get("can_publish"):
+            raise SignalError("publish_not_allowed", "this room token does not allow publishing")
+        if self.waiting:
+            raise SignalError("waiting", "wait until a host admits you")
+        meta = {t["mid"]: t for t in tracks}
+        if self.publisher is None:
+            self.publisher = self._peer_connection()
+        pc = self.publisher
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except (ValueError, AssertionError, KeyError, IndexError, TypeError) as exc:
+            raise SignalError("invalid_sdp", f"the offer could not be used: {exc}") from None
+        published = []
+        for transceiver in pc.getTransceivers():
+            mid = transceiver.mid
+            if mid is None or mid in self._mid_tracks or transceiver.currentDirection not in ("recvonly", "sendrecv"):
+                continue
+            info = meta.get(mid, {})
+            source = info.get("source") or ("camera" if transceiver.kind == "video" else "microphone")
+            up = UpTrack(f"TR_{secrets.token_hex(6)}", self.identity, transceiver.kind, source, self.room.node.metrics)
+            up.muted = bool(info.get("muted"))
+            media = [c for c in negotiated_codecs(transceiver) if not is_rtx(c)]
+            if not media:
+                continue
+            up.codec = media[0]
+            up.attach(transceiver.receiver)
+            self.uptracks[up.track_id] = up
+            self._mid_tracks[mid] = up.track_id
+            published.append(up)
+        result = {
+            "sdp": self._local_sdp(pc),
+            "tracks": [{"mid": mid, "track_id": tid} for mid, tid in self._mid_tracks.items()],
+        }
+        for up in published:
+            self.room.node.metrics.tracks.labels(up.kind).inc()
+            self.room.spawn(self.room.track_published(self, up))
+        return result
+
+    async def unpublish(self, track_id: str) -> None:
+        up = self.uptracks.pop(track_id, None)
+        if up is None:
+            raise SignalError("unknown_track", f"you publish no track {track_id}")
+        self._mid_tracks = {m: t for m, t in self._mid_tracks.items() if t != track_id}
+        self.room.node.metrics.tracks.labels(up.kind).dec()
+        await self.room.track_unpublished(self, up)
+
+    async def add_ice_candidate(self, target: str, candidate: str | None, sdp_mid: str | None, index: int | None) -> None:
+        pc = self.publisher if target == "publisher" else self.subscriber
+        if pc is None:
+            raise SignalError("no_connection", f"there is no {target} connection yet")
+        if candidate is None or not candidate.strip():
+            await pc.addIceCandidate(None)
+            return
+        try:
+            ice = candidate_from_sdp(candidate.removeprefix("candidate:"))
+        except (ValueError, IndexError) as exc:
+            raise SignalError("invalid_candidate", f"the ICE candidate could not be parsed: {exc}") from None
+        ice.sdpMid = sdp_mid
+        ice.sdpMLineIndex = index
+        if sdp_mid is None and index is None:
+            raise SignalError("invalid_candidate", "an ICE candidate needs sdp_mid or sdp_mline_index")
+        await pc.addIceCandidate(ice)
+
+    # Subscribing -------------------------------------------------------------------------------
+
+    async def subscribe(self, up: UpTrack) -> None:
+        if (
+            self.closed
+            or self.waiting
+            or not self.grants.get("can_subscribe")
+            or up.owner == self.identity
+            or up.track_id in self.downtracks
+            or up.track_id in self._pending
+            or up.codec is None
+        ):
+            return
+        if self.subscriber is None:
+            self.subscriber = self._peer_connection()
+        transceiver = self.subscriber.addTransceiver(ParkedTrack(up.kind), direction="sendonly")
+        transceiver.setCodecPreferences(_capabilities_for(up.codec))
+        self._pending[up.track_id] = (up, transceiver)
+        self._sub_transceivers[up.track_id] = transceiver
+        await self._negotiate()
+
+    async def unsubscribe(self, track_id: str) -> None:
+        self._pending.pop(track_id, None)
+        downtrack = self.downtracks.pop(track_id, None)
+        if downtrack is not None:
+            downtrack.up.remove(downtrack)
+        transceiver = self._sub_transceivers.pop(track_id, None)
+        if transceiver is not None and transceiver.mid is not None and not self.closed:
+            transceiver.direction = "inactive"
+            await self._negotiate()
+
+    async def _negotiate(self) -> None:
+        if self._negotiating:
+            self._again = True
+            return
+        self._negotiating = True
+        try:
+            while not self.closed and self.subscriber is not None:
+                self._again = False
+                pc = self.subscriber
+                offer = await pc.createOffer()
+                await pc.setLocalDescription(offer)
+                offered = {tid: (up, t) for tid, (up, t) in self._pending.items() if t.mid is not None}
+                mids = {t.mid: tid for tid, t in self._sub_transceivers.items() if t.mid is not None}
+                self._answer = asyncio.get_running_loop().create_future()
+                await self.notify({"type": "subscriber-offer", "sdp": self._local_sdp(pc), "tracks": mids})
+                try:
+                    sdp = await asyncio.wait_for(self._answer, ANSWER_TIMEOUT)
+                except asyncio.TimeoutError:
+                    log.warning("participant %s did not answer a subscriber offer", self.identity)
+                    self.room.spawn(self.room.remove(self, "negotiation_timeout"))
+                    return
+                finally:
+                    self._answer = None
+                try:
+                    await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+                except (ValueError, AssertionError, KeyError, IndexError, TypeError) as exc:
+                    await self.notify({"type": "error", "code": "invalid_sdp", "message": f"the answer could not be used: {exc}"})
+                    self.room.spawn(self.room.remove(self, "negotiation_failed"))
+                    return
+                for tid, (up, transceiver) in offered.items():
+                    self._pending.pop(tid, None)
+                    media = [c for c in negotiated_codecs(transceiver) if not is_rtx(c)]
+                    if not media or tid not in self._sub_transceivers:
+                        continue
+                    downtrack = DownTrack(up, self.identity, transceiver.sender, media[0].payloadType, self.room.node.metrics, self.room.node.rng)
+                    self.downtracks[tid] = downtrack
+                    up.add(downtrack)
+                if not self._again and not [1 for _, t in self._pending.values() if t.mid is None]:
+                    break
+        finally:
+            self._negotiating = False
+
+    def answer(self, sdp: str) -> None:
+        if self._answer is None or self._answer.done():
+            raise SignalError("unexpected_answer", "there is no subscriber offer waiting for an answer")
+        self._answer.set_result(sdp)
+
+    # Ending ------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._answer is not None and not self._answer.done():
+            self._answer.cancel()
+        for downtrack in self.downtracks.values():
+            downtrack.up.remove(downtrack)
+        self.downtracks.clear()
+        for up in self.uptracks.values():
+            self.room.node.metrics.tracks.labels(up.kind).dec()
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                await pc.close()
+        self.publisher = self.subscriber = None
+
+
+class Room:
+    def __init__(self, node: SfuNode, room_id: str) -> None:
+        self.node = node
+        self.room_id = room_id
+        self.participants: dict[str, Participant] = {}
+        self.banned: set[str] = set()
+        self.closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_empty: Callable[[Room], Awaitable[None]] | None = None
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run a background step of this room; errors are logged, never lost."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("room %s task failed", self.room_id, exc_info=task.exception())
+
+    def visible(self) -> list[Participant]:
+        return [p for p in self.participants.values() if not p.hidden and not p.waiting]
+
+    def tracks(self) -> list[dict[str, Any]]:
+        return [up.info() for p in self.participants.values() if not p.waiting for up in p.uptracks.values()]
+
+    async def broadcast(self, message: dict[str, Any], exclude: Participant | None = None, admins_only: bool = False) -> None:
+        for participant in list(self.participants.values()):
+            if participant is exclude or participant.waiting:
+                continue
+            if admins_only and not participant.grants.get("room_admin"):
+                continue
+            await participant.notify(message)
+
+    async def add(self, participant: Participant) -> None:
+        if participant.identity in self.banned:
+            raise SignalError("removed", "a host removed you from this meeting")
+        previous = self.participants.get(participant.identity)
+        if previous is not None:
+            await previous.notify({"type": "removed", "reason": "replaced", "message": "you joined from somewhere else"})
+            await self.remove(previous, "replaced", keep_room=True)
+        self.participants[participant.identity] = participant
+        self.node.metrics.participants.inc()
+        if participant.waiting:
+            await self.broadcast({"type": "participant-waiting", "participant": participant.info()}, admins_only=True)
+            return
+        await self._admitted(participant)
+
+    async def _admitted(self, participant: Participant) -> None:
+        if not participant.hidden:
+            await self.broadcast({"type": "participant-joined", "participant": participant.info()}, exclude=participant)
+        for other in list(self.participants.values()):
+            if other is not participant and not other.waiting:
+                for up in list(other.uptracks.values()):
+                    self.spawn(participant.subscribe(up))
+
+    async def admit(self, identity: str) -> Participant:
+        participant = self.participants.get(identity)
+        if participant is None or not participant.waiting:
+            raise SignalError("unknown_participant", f"nobody called {identity} is waiting")
+        participant.waiting = False
+        await self._admitted(participant)
+        return participant
+
+    async def remove(self, participant: Participant, reason: str, keep_room: bool = False) -> None:
+        if self.participants.get(participant.identity) is not participant:
+            return
+        del self.participants[participant.identity]
+        self.node.metrics.participants.dec()
+        uptracks = list(participant.uptracks.values())
+        participant.uptracks.clear()
+        await participant.close()
+        for up in uptracks:
+            await self._drop_track(participant, up)
+        if not participant.hidden and not participant.waiting:
+            await self.broadcast({"type": "participant-left", "identity": participant.identity, "reason": reason})
+        self.node.on_participant_removed(participant, reason)
+        if not self.participants and not keep_room:
+            await self.close()
+
+    async def track_published(self, owner: Participant, up: UpTrack) -> None:
+        message = {"type": "track-published", "track": up.info()}
+        await self.broadcast(message, exclude=owner)
+        if up.source == "screen":
+            await self.broadcast({"type": "screen-share-started", "participant": owner.identity, "track_id": up.track_id})
+        await asyncio.gather(*(p.subscribe(up) for p in list(self.participants.values()) if p is not owner))
+
+    async def track_unpublished(self, owner: Participant, up: UpTrack) -> None:
+        await self._drop_track(owner, up)
+
+    async def _drop_track(self, owner: Participant, up: UpTrack) -> None:
+        for participant in list(self.participants.values()):
+            if up.track_id in participant.downtracks or up.track_id in participant._pending:
+                await participant.unsubscribe(up.track_id)
+        up.downtracks.clear()
+        await self.broadcast({"type": "track-unpublished", "track_id": up.track_id, "participant": owner.identity})
+        if up.source == "screen":
+            await self.broadcast({"type": "screen-share-stopped", "participant": owner.identity, "track_id": up.track_id})
+
+    async def set_muted(self, up: UpTrack, muted: bool, by_host: bool = False) -> None:
+        if by_host:
+            up.blocked = muted
+        else:
+            up.muted = muted
+            if not muted:
+                up.blocked = False
+        await self.broadcast({"type": "track-muted", "track_id": up.track_id, "participant": up.owner, "muted": up.muted or up.blocked, "by_host": by_host})
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for participant in list(self.participants.values()):
+            await self.remove(participant, "room_closed", keep_room=True)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        self.node.rooms.pop(self.room_id, None)
+        self.node.metrics.rooms.set(len(self.node.rooms))
+        if self.on_empty is not None:
+            await self.on_empty(self)
+
+
+class SfuNode:
+    """The rooms of this process, the periodic NACK ticker and the node's metrics."""
+
+    def __init__(self, metrics: SfuMetrics, settings: NodeSettings | None = None, rng: random.Random | None = None) -> None:
+        self.metrics = metrics
+        self.settings = settings or NodeSettings()
+        self.rng = rng or random.Random()
+        self.rooms: dict[str, Room] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self.removal_listeners: list[Callable[[Participant, str], None]] = []
+        codecs = count_codec_instances()
+        codecs.listeners.append(lambda kind, _mime: metrics.codec_instances.labels(kind).inc())
+
+    def room(self, room_id: str) -> Room:
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = Room(self, room_id)
+            self.metrics.rooms.set(len(self.rooms))
+        return room
+
+    def on_participant_removed(self, participant: Participant, reason: str) -> None:
+        for listener in self.removal_listeners:
+            listener(participant, reason)
+
+    async def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick(), name="sfu-ticker")
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            for room in list(self.rooms.values()):
+                for participant in list(room.participants.values()):
+                    for up in list(participant.uptracks.values()):
+                        try:
+                            await up.tick()
+                        except ConnectionError:
+                            pass
+                        except Exception:
+                            log.exception("NACK tick failed for %s", up.track_id)
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+        for room in list(self.rooms.values()):
+            await room.close()

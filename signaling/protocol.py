@@ -1,0 +1,376 @@
+"""The signaling protocol, version 1: every message a client may send and every message the server
+sends, as pydantic models.  ``signaling/schema.json`` is generated from these models
+(``python -m signaling.protocol > signaling/schema.json``) and is what every client uses; a test
+keeps the two identical.
+
+Envelope: a JSON object with ``type``.  Client messages may carry an ``id``, which the server
+echoes in the error or reply it causes.  Server messages carry ``seq``, increasing by one per
+message on a session, so that a client resuming a dropped connection says which it last saw.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION = 1
+
+Sdp = Annotated[str, Field(min_length=1, max_length=200_000)]
+Identity = Annotated[str, Field(min_length=1, max_length=100)]
+TrackId = Annotated[str, Field(min_length=1, max_length=64)]
+RequestId = Annotated[str, Field(max_length=64)]
+
+
+class ClientMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: RequestId | None = None
+
+
+class Join(ClientMessage):
+    type: Literal["join"]
+    protocol: int = Field(description="Protocol version the client speaks; the server answers 1")
+    token: Annotated[str, Field(min_length=10, max_length=4096)] = Field(description="Room token from POST /api/meetings/{id}/join")
+
+
+class Resume(ClientMessage):
+    type: Literal["resume"]
+    protocol: int
+    session_id: Annotated[str, Field(min_length=1, max_length=64)]
+    resume_token: Annotated[str, Field(min_length=1, max_length=128)]
+    last_seq: int = Field(ge=0, description="The seq of the last server message received")
+
+
+class TrackMeta(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    mid: Annotated[str, Field(min_length=1, max_length=32)]
+    kind: Literal["audio", "video"]
+    source: Literal["camera", "microphone", "screen", "screen_audio"]
+    muted: bool = False
+
+
+class Publish(ClientMessage):
+    type: Literal["publish"]
+    sdp: Sdp = Field(description="Offer of the client's publisher connection")
+    tracks: Annotated[list[TrackMeta], Field(max_length=16)] = []
+
+
+class Unpublish(ClientMessage):
+    type: Literal["unpublish"]
+    track_id: TrackId
+
+
+class SubscriberAnswer(ClientMessage):
+    type: Literal["subscriber-answer"]
+    sdp: Sdp
+
+
+class IceCandidate(ClientMessage):
+    type: Literal["ice-candidate"]
+    target: Literal["publisher", "subscriber"]
+    candidate: Annotated[str, Field(max_length=2000)] | None = Field(description="null or empty: end of candidates")
+    sdp_mid: Annotated[str, Field(max_length=32)] | None = None
+    sdp_mline_index: Annotated[int, Field(ge=0, le=1000)] | None = None
+
+
+class Mute(ClientMessage):
+    type: Literal["mute"]
+    track_id: TrackId
+    muted: bool
+
+
+class Chat(ClientMessage):
+    type: Literal["chat"]
+    text: Annotated[str, Field(min_length=1, max_length=4000)]
+    to: Identity | None = Field(default=None, description="Identity of one participant for a private message")
+
+
+class RaiseHand(ClientMessage):
+    type: Literal["raise-hand"]
+    raised: bool
+
+
+class MuteParticipant(ClientMessage):
+    type: Literal["mute-participant"]
+    identity: Identity
+    kind: Literal["audio", "video"] = "audio"
+
+
+class RemoveParticipant(ClientMessage):
+    type: Literal["remove-participant"]
+    identity: Identity
+
+
+class Admit(ClientMessage):
+    type: Literal["admit"]
+    identity: Identity
+
+
+class EndMeeting(ClientMessage):
+    type: Literal["end-meeting"]
+
+
+class Ping(ClientMessage):
+    type: Literal["ping"]
+
+
+class Leave(ClientMessage):
+    type: Literal["leave"]
+
+
+ClientMessages = Annotated[
+    Union[
+        Join, Resume, Publish, Unpublish, SubscriberAnswer, IceCandidate, Mute, Chat, RaiseHand,
+        MuteParticipant, RemoveParticipant, Admit, EndMeeting, Ping, Leave,
+    ],
+    Field(discriminator="type"),
+]
+CLIENT_TYPES = {
+    "join", "resume", "publish", "unpublish", "subscriber-answer", "ice-candidate", "mute", "chat",
+    "raise-hand", "mute-participant", "remove-participant", "admit", "end-meeting", "ping", "leave",
+}
+client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessages)
+
+
+# Server messages ------------------------------------------------------------------------------
+
+
+class ServerMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seq: int | None = None
+
+
+class ParticipantInfo(BaseModel):
+    identity: str
+    name: str
+    role: str
+    hand_raised: bool
+    tracks: list[TrackInfo] = []
+
+
+class TrackInfo(BaseModel):
+    track_id: str
+    participant: str
+    kind: Literal["audio", "video"]
+    source: str
+    muted: bool
+    codec: str | None
+
+
+class Joined(ServerMessage):
+    type: Literal["joined"]
+    protocol: int
+    session_id: str
+    resume_token: str
+    resume_seconds: int
+    room: str
+    participant: ParticipantInfo
+    participants: list[ParticipantInfo]
+    tracks: list[TrackInfo]
+    waiting: bool
+    mute_on_join: bool
+
+
+class Resumed(ServerMessage):
+    type: Literal["resumed"]
+    session_id: str
+    replayed: int
+
+
+class ParticipantJoined(ServerMessage):
+    type: Literal["participant-joined"]
+    participant: ParticipantInfo
+
+
+class ParticipantLeft(ServerMessage):
+    type: Literal["participant-left"]
+    identity: str
+    reason: str
+
+
+class ParticipantUpdated(ServerMessage):
+    type: Literal["participant-updated"]
+    participant: ParticipantInfo
+
+
+class ParticipantWaiting(ServerMessage):
+    type: Literal["participant-waiting"]
+    participant: ParticipantInfo
+
+
+class Admitted(ServerMessage):
+    type: Literal["admitted"]
+
+
+class PublishAnswer(ServerMessage):
+    type: Literal["publish-answer"]
+    sdp: str
+    tracks: list[dict[str, str]]
+
+
+class SubscriberOffer(ServerMessage):
+    type: Literal["subscriber-offer"]
+    sdp: str
+    tracks: dict[str, str] = Field(description="mid -> track_id for every m-line that carries a track")
+
+
+class TrackPublished(ServerMessage):
+    type: Literal["track-published"]
+    track: TrackInfo
+
+
+class TrackUnpublished(ServerMessage):
+    type: Literal["track-unpublished"]
+    track_id: str
+    participant: str
+
+
+class TrackMuted(ServerMessage):
+    type: Literal["track-muted"]
+    track_id: str
+    participant: str
+    muted: bool
+    by_host: bool
+
+
+class ScreenShareStarted(ServerMessage):
+    type: Literal["screen-share-started"]
+    participant: str
+    track_id: str
+
+
+class ScreenShareStopped(ServerMessage):
+    type: Literal["screen-share-stopped"]
+    participant: str
+    track_id: str
+
+
+class ChatMessage(BaseModel):
+    id: int
+    sender: dict[str, str] | None
+    recipient_id: str | None
+    private: bool
+    body: str
+    created_at: str
+
+
+class ChatReceived(ServerMessage):
+    type: Literal["chat"]
+    message: ChatMessage
+
+
+class MutedByHost(ServerMessage):
+    type: Literal["muted-by-host"]
+    track_id: str
+    kind: str
+
+
+class Removed(ServerMessage):
+    type: Literal["removed"]
+    reason: str
+    message: str
+
+
+class MeetingEnded(ServerMessage):
+    type: Literal["meeting-ended"]
+
+
+class Pong(ServerMessage):
+    type: Literal["pong"]
+    id: str | None = None
+
+
+class Error(ServerMessage):
+    type: Literal["error"]
+    code: str
+    message: str
+    id: str | None = None
+    details: Any = None
+
+
+ServerMessages = Annotated[
+    Union[
+        Joined, Resumed, ParticipantJoined, ParticipantLeft, ParticipantUpdated, ParticipantWaiting, Admitted,
+        PublishAnswer, SubscriberOffer, TrackPublished, TrackUnpublished, TrackMuted, ScreenShareStarted,
+        ScreenShareStopped, ChatReceived, MutedByHost, Removed, MeetingEnded, Pong, Error,
+    ],
+    Field(discriminator="type"),
+]
+server_adapter: TypeAdapter[Any] = TypeAdapter(ServerMessages)
+
+ERROR_CODES = {
+    "malformed_json": "the frame is not a JSON object",
+    "unknown_type": "the message type is not part of the protocol",
+    "invalid_message": "a field is missing, unknown or of the wrong type",
+    "unsupported_version": "the protocol version is not supported",
+    "not_joined": "join (or resume) first",
+    "already_joined": "this connection has joined already",
+    "invalid_token": "the room token is not valid or has expired",
+    "meeting_not_live": "the meeting is not live",
+    "resume_failed": "the session cannot be resumed; join again",
+    "rate_limited": "too many messages; slow down",
+    "publish_not_allowed": "the room token does not allow publishing",
+    "data_not_allowed": "the room token does not allow chat",
+    "not_room_admin": "only a host or co-host may do this",
+    "unknown_participant": "no such participant",
+    "unknown_track": "no such track",
+    "invalid_sdp": "the SDP could not be used",
+    "invalid_candidate": "the ICE candidate could not be used",
+    "unexpected_answer": "no offer is waiting for an answer",
+    "no_connection": "that peer connection does not exist yet",
+    "waiting": "a host has not admitted you yet",
+    "removed": "a host removed you",
+    "codec_unsupported": "no codec in common",
+    "chat_failed": "the message could not be stored",
+}
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def parse_client_message(text: str | bytes) -> Any:
+    """One client frame to its model, or ``ProtocolError`` with the code to send back."""
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("malformed_json", "the frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("malformed_json", "a message must be a JSON object")
+    kind = data.get("type")
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
+    try:
+        return client_adapter.validate_python(data)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(p) for p in err["loc"][1:]), "message": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ProtocolError("invalid_message", f"invalid {kind} message", details) from None
+
+
+def schema() -> dict[str, Any]:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "VideoConf signaling protocol",
+        "description": __doc__.strip(),
+        "version": PROTOCOL_VERSION,
+        "client": client_adapter.json_schema(ref_template="#/client/$defs/{model}"),
+        "server": server_adapter.json_schema(ref_template="#/server/$defs/{model}"),
+        "errors": ERROR_CODES,
+    }
+
+
+def schema_text() -> str:
+    return json.dumps(schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(schema_text())

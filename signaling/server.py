@@ -1,0 +1,419 @@
+"""The signaling WebSocket (``GET /signaling``) of an SFU node.
+
+A connection first sends ``join`` with a room token minted by the control API (or ``resume``
+with the id and secret of a session it lost less than ``RESUME_SECONDS`` ago).  The token's
+grants are enforced on every request.  Bad frames get an ``error`` and the connection stays
+usable; frames over ``MAX_FRAME`` bytes close it with 1009; more than ``FLOOD_RULE`` allows are
+answered with ``rate_limited`` and dropped, and a connection that keeps flooding is closed (1008).
+
+A session outlives its WebSocket by ``RESUME_SECONDS``: media keeps flowing, server messages are
+buffered with their ``seq`` and replayed on resume.  After that the participant is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import secrets
+import uuid
+from collections import deque
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from control_api.errors import ServiceError
+from control_api.ratelimit import gcra
+from control_api.security import TokenError
+from control_api.services.auth import Principal
+from control_api.services.meetings import meeting_channel
+from control_api.services.registry import Services
+from sfu.room import Participant, Room, SfuNode, SignalError
+from signaling import protocol as p
+from videoconf.config import RateLimitRule
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME = 256 * 1024
+RESUME_SECONDS = 30
+REPLAY_BUFFER = 512
+FLOOD_RULE = RateLimitRule(limit=50, period=2.5)  # a burst of 50, then 20 a second
+FLOOD_CLOSE_AFTER = 100  # dropped messages before the connection is closed
+ADMIN_TYPES = {"mute-participant", "remove-participant", "admit", "end-meeting"}
+
+
+class Session:
+    """One participant's signaling state, which survives a dropped WebSocket for a while."""
+
+    def __init__(self, server: SignalingServer, room: Room, claims: dict[str, Any]) -> None:
+        self.server = server
+        self.room = room
+        self.claims = claims
+        self.session_id = uuid.uuid4().hex
+        self.resume_token = secrets.token_urlsafe(24)
+        self.ws: web.WebSocketResponse | None = None
+        self.seq = 0
+        self.buffer: deque[tuple[int, str]] = deque(maxlen=REPLAY_BUFFER)
+        self.participant: Participant | None = None
+        self.expiry: asyncio.TimerHandle | None = None
+        self.ended = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.seq += 1
+        text = json.dumps({**message, "seq": self.seq}, separators=(",", ":"))
+        self.buffer.append((self.seq, text))
+        ws = self.ws
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(text)
+
+    def detach(self) -> None:
+        """The WebSocket is gone: keep the session for the resume window."""
+        self.ws = None
+        if not self.ended and self.expiry is None:
+            loop = asyncio.get_running_loop()
+            self.expiry = loop.call_later(self.server.resume_seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.expiry = None
+        if self.ws is None and not self.ended and self.participant is not None:
+            self.room.spawn(self.room.remove(self.participant, "disconnected"))
+
+    async def attach(self, ws: web.WebSocketResponse, last_seq: int) -> int:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        self.ws = ws
+        replay = [text for seq, text in self.buffer if seq > last_seq]
+        for text in replay:
+            await ws.send_str(text)
+        return len(replay)
+
+
+class Connection:
+    """One WebSocket: parsing, flood control, dispatch."""
+
+    def __init__(self, server: SignalingServer, ws: web.WebSocketResponse) -> None:
+        self.server = server
+        self.ws = ws
+        self.session: Session | None = None
+        self._tat: float | None = None
+        self.dropped = 0
+
+    async def error(self, code: str, message: str, request_id: str | None = None, details: Any = None) -> None:
+        payload = {"type": "error", "code": code, "message": message, "id": request_id, "details": details}
+        if self.session is not None:
+            await self.session.send(payload)
+        elif not self.ws.closed:
+            await self.ws.send_str(json.dumps(payload))
+
+    def _allowed(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        decision, tat = gcra(self._tat, now, FLOOD_RULE)
+        if tat is not None:
+            self._tat = tat
+        return decision.allowed
+
+    async def run(self) -> None:
+        async for frame in self.ws:
+            if frame.type == WSMsgType.ERROR:
+                break
+            if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            if not self._allowed():
+                self.dropped += 1
+                if self.dropped >= FLOOD_CLOSE_AFTER:
+                    await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"flooding")
+                    break
+                await self.error("rate_limited", p.ERROR_CODES["rate_limited"])
+                continue
+            try:
+                message = p.parse_client_message(frame.data)
+            except p.ProtocolError as exc:
+                await self.error(exc.code, exc.message, details=exc.details)
+                continue
+            try:
+                await self.dispatch(message)
+            except p.ProtocolError as exc:
+                await self.error(exc.code, exc.message, message.id, exc.details)
+            except SignalError as exc:
+                await self.error(exc.code, exc.message, message.id)
+            except ServiceError as exc:
+                await self.error(exc.code, exc.message, message.id, exc.details)
+            except Exception:
+                log.exception("signaling failed on %s", message.type)
+                await self.error("internal_error", "the server failed to handle this message", message.id)
+            if self.session is not None and self.session.ended:
+                break
+
+    async def dispatch(self, message: Any) -> None:
+        kind = message.type
+        if kind == "ping":
+            await self._reply({"type": "pong", "id": message.id})
+            return
+        if kind in ("join", "resume"):
+            if self.session is not None:
+                raise p.ProtocolError("already_joined", p.ERROR_CODES["already_joined"])
+            if message.protocol != p.PROTOCOL_VERSION:
+                raise p.ProtocolError("unsupported_version", f"this server speaks protocol {p.PROTOCOL_VERSION}")
+            if kind == "join":
+                await self.server.join(self, message)
+            else:
+                await self.server.resume(self, message)
+            return
+        session = self.session
+        if session is None or session.participant is None:
+            raise p.ProtocolError("not_joined", p.ERROR_CODES["not_joined"])
+        participant = session.participant
+        if kind in ADMIN_TYPES and not participant.grants.get("room_admin"):
+            raise p.ProtocolError("not_room_admin", p.ERROR_CODES["not_room_admin"])
+        handler = getattr(self.server, "on_" + kind.replace("-", "_"))
+        await handler(session, participant, message)
+
+    async def _reply(self, payload: dict[str, Any]) -> None:
+        if self.session is not None:
+            await self.session.send(payload)
+        else:
+            await self.ws.send_str(json.dumps(payload))
+
+
+class SignalingServer:
+    def __init__(self, node: SfuNode, services: Services, resume_seconds: float = RESUME_SECONDS) -> None:
+        self.node = node
+        self.services = services
+        self.resume_seconds = resume_seconds
+        self.sessions: dict[str, Session] = {}
+        self._room_watchers: dict[str, asyncio.Task[None]] = {}
+        self._closing: set[asyncio.Task[Any]] = set()
+        node.removal_listeners.append(self._participant_removed)
+
+    # WebSocket entry --------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=15.0)
+        await ws.prepare(request)
+        connection = Connection(self, ws)
+        try:
+            await connection.run()
+        finally:
+            session = connection.session
+            if session is not None and session.ws is ws:
+                session.detach()
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    # Joining -----------------------------------------------------------------------------------
+
+    async def join(self, connection: Connection, message: p.Join) -> None:
+        try:
+            claims = self.services.ctx.room_tokens.decode(message.token)
+        except TokenError as exc:
+            raise p.ProtocolError("invalid_token", str(exc)) from None
+        room_id = str(claims.get("room", ""))
+        identity = str(claims["sub"])
+        try:
+            meeting, _ = await self.services.meetings.member_role(uuid.UUID(room_id), uuid.UUID(identity))
+        except (ValueError, ServiceError):
+            raise p.ProtocolError("invalid_token", "the room token names no meeting") from None
+        if meeting.status != "live":
+            raise p.ProtocolError("meeting_not_live", f"the meeting is {meeting.status}")
+        room = self.node.room(room_id)
+        self._watch(room)
+        session = Session(self, room, claims)
+        session.ws = connection.ws
+        grants = dict(claims.get("grants") or {})
+        participant = Participant(
+            room, identity, str(claims.get("name") or identity), str(claims.get("role") or "participant"),
+            grants, session.send, waiting=bool(claims.get("waiting")),
+        )
+        session.participant = participant
+        await room.add(participant)  # raises SignalError("removed") for banned identities
+        connection.session = session
+        self.sessions[session.session_id] = session
+        await session.send(self._joined(session, participant, meeting))
+
+    def _joined(self, session: Session, participant: Participant, meeting: Any) -> dict[str, Any]:
+        room = session.room
+        return {
+            "type": "joined",
+            "protocol": p.PROTOCOL_VERSION,
+            "session_id": session.session_id,
+            "resume_token": session.resume_token,
+            "resume_seconds": int(self.resume_seconds),
+            "room": room.room_id,
+            "participant": participant.info(),
+            "participants": [x.info() for x in room.visible() if x is not participant],
+            "tracks": [] if participant.waiting else [t for t in room.tracks() if t["participant"] != participant.identity],
+            "waiting": participant.waiting,
+            "mute_on_join": bool(meeting.settings.get("mute_on_join")),
+        }
+
+    async def resume(self, connection: Connection, message: p.Resume) -> None:
+        session = self.sessions.get(message.session_id)
+        if (
+            session is None
+            or session.ended
+            or not hmac.compare_digest(session.resume_token.encode(), message.resume_token.encode())
+        ):
+            raise p.ProtocolError("resume_failed", p.ERROR_CODES["resume_failed"])
+        old = session.ws
+        if old is not None and old is not connection.ws and not old.closed:
+            await old.close(code=WSCloseCode.GOING_AWAY, message=b"resumed elsewhere")
+        connection.session = session
+        replayed = await session.attach(connection.ws, message.last_seq)
+        await session.send({"type": "resumed", "session_id": session.session_id, "replayed": replayed})
+
+    def _participant_removed(self, participant: Participant, reason: str) -> None:
+        for session_id, session in list(self.sessions.items()):
+            if session.participant is participant:
+                session.ended = True
+                if session.expiry is not None:
+                    session.expiry.cancel()
+                del self.sessions[session_id]
+                ws = session.ws
+                if ws is not None and not ws.closed:
+                    task = asyncio.ensure_future(ws.close(code=WSCloseCode.OK, message=reason.encode()[:100]))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
+
+    # Room events from the bus (chat, meeting status) -----------------------------------------
+
+    def _watch(self, room: Room) -> None:
+        if room.room_id in self._room_watchers:
+            return
+        task = asyncio.create_task(self._room_events(room), name=f"room-events:{room.room_id}")
+        self._room_watchers[room.room_id] = task
+
+        async def stop_watching(closed: Room) -> None:
+            watcher = self._room_watchers.pop(closed.room_id, None)
+            if watcher is not None and watcher is not asyncio.current_task():
+                watcher.cancel()
+
+        room.on_empty = stop_watching
+
+    async def _room_events(self, room: Room) -> None:
+        try:
+            async with self.services.ctx.bus.subscribe(meeting_channel(uuid.UUID(room.room_id))) as events:
+                while not room.closed:
+                    event = await events.get()
+                    if event.get("type") == "chat.message":
+                        await self._deliver_chat(room, event["message"])
+                    elif event.get("type") == "meeting.status" and event.get("status") in ("ended", "cancelled"):
+                        await room.broadcast({"type": "meeting-ended"})
+                        await room.close()
+        except asyncio.CancelledError:
+            pass
+        except ConnectionError:
+            log.warning("lost the event stream of room %s", room.room_id)
+
+    async def _deliver_chat(self, room: Room, message: dict[str, Any]) -> None:
+        recipient = message.get("recipient_id")
+        sender = (message.get("sender") or {}).get("id")
+        for participant in list(room.participants.values()):
+            if participant.waiting:
+                continue
+            if recipient is None or participant.identity in (recipient, sender):
+                await participant.notify({"type": "chat", "message": _chat_payload(message)})
+
+    # Requests ----------------------------------------------------------------------------------
+
+    async def on_publish(self, session: Session, participant: Participant, message: p.Publish) -> None:
+        result = await participant.publish(message.sdp, [t.model_dump() for t in message.tracks])
+        await session.send({"type": "publish-answer", **result})
+
+    async def on_unpublish(self, session: Session, participant: Participant, message: p.Unpublish) -> None:
+        await participant.unpublish(message.track_id)
+
+    async def on_subscriber_answer(self, session: Session, participant: Participant, message: p.SubscriberAnswer) -> None:
+        participant.answer(message.sdp)
+
+    async def on_ice_candidate(self, session: Session, participant: Participant, message: p.IceCandidate) -> None:
+        await participant.add_ice_candidate(message.target, message.candidate, message.sdp_mid, message.sdp_mline_index)
+
+    async def on_mute(self, session: Session, participant: Participant, message: p.Mute) -> None:
+        up = participant.uptracks.get(message.track_id)
+        if up is None:
+            raise SignalError("unknown_track", f"you publish no track {message.track_id}")
+        await participant.room.set_muted(up, message.muted)
+
+    async def on_chat(self, session: Session, participant: Participant, message: p.Chat) -> None:
+        if not participant.grants.get("can_publish_data") or participant.waiting:
+            raise SignalError("data_not_allowed", p.ERROR_CODES["data_not_allowed"])
+        recipient = None
+        if message.to is not None:
+            target = participant.room.participants.get(message.to)
+            if target is None or target.hidden:
+                raise SignalError("unknown_participant", f"nobody called {message.to} is here")
+            recipient = uuid.UUID(target.identity)
+        principal = Principal(uuid.UUID(participant.identity), "", participant.name, "UTC")
+        await self.services.chat.post(principal, uuid.UUID(participant.room.room_id), message.text, recipient, participant.name)
+
+    async def on_raise_hand(self, session: Session, participant: Participant, message: p.RaiseHand) -> None:
+        participant.hand_raised = message.raised
+        await participant.room.broadcast({"type": "participant-updated", "participant": participant.info()})
+
+    async def on_mute_participant(self, session: Session, participant: Participant, message: p.MuteParticipant) -> None:
+        target = self._target(participant.room, message.identity)
+        for up in target.uptracks.values():
+            if up.kind == message.kind:
+                await participant.room.set_muted(up, True, by_host=True)
+                await target.notify({"type": "muted-by-host", "track_id": up.track_id, "kind": up.kind})
+
+    async def on_remove_participant(self, session: Session, participant: Participant, message: p.RemoveParticipant) -> None:
+        room = participant.room
+        target = self._target(room, message.identity)
+        room.banned.add(target.identity)
+        await target.notify({"type": "removed", "reason": "removed_by_host", "message": f"{participant.name} removed you"})
+        await room.remove(target, "removed_by_host")
+
+    async def on_admit(self, session: Session, participant: Participant, message: p.Admit) -> None:
+        admitted = await participant.room.admit(message.identity)
+        await admitted.notify({"type": "admitted"})
+        for sess in self.sessions.values():
+            if sess.participant is admitted:
+                meeting, _ = await self.services.meetings.member_role(uuid.UUID(admitted.room.room_id), uuid.UUID(admitted.identity))
+                await sess.send(self._joined(sess, admitted, meeting))
+
+    async def on_end_meeting(self, session: Session, participant: Participant, message: p.EndMeeting) -> None:
+        principal = Principal(uuid.UUID(participant.identity), "", participant.name, "UTC")
+        await self.services.meetings.change_status(principal, uuid.UUID(participant.room.room_id), "end")
+
+    async def on_leave(self, session: Session, participant: Participant, message: p.Leave) -> None:
+        session.ended = True
+        await participant.room.remove(participant, "left")
+
+    def _target(self, room: Room, identity: str) -> Participant:
+        target = room.participants.get(identity)
+        if target is None:
+            raise SignalError("unknown_participant", f"nobody called {identity} is here")
+        return target
+
+    async def close(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        for task in list(self._room_watchers.values()):
+            task.cancel()
+        for task in list(self._room_watchers.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._room_watchers.clear()
+        for session in list(self.sessions.values()):
+            if session.expiry is not None:
+                session.expiry.cancel()
+            if session.ws is not None and not session.ws.closed:
+                await session.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+def _chat_payload(message: dict[str, Any]) -> dict[str, Any]:
+    sender = message.get("sender")
+    return {
+        "id": message["id"],
+        "sender": {"identity": str(sender["id"]), "name": sender["display_name"]} if sender else None,
+        "recipient_id": message.get("recipient_id"),
+        "private": bool(message.get("private")),
+        "body": message["body"],
+        "created_at": message["created_at"],
+    }
