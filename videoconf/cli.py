@@ -80,6 +80,18 @@ def parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(func=cmd_migrate)
 
+    bot = sub.add_parser("bot", help="join a meeting as a bot and print a JSON report of the media received")
+
+    def run_bot(args: argparse.Namespace) -> int:
+        from clients.sdk.bot import cmd_bot
+
+        return cmd_bot(args)
+
+    from clients.sdk.bot import add_arguments
+
+    add_arguments(bot)
+    bot.set_defaults(func=run_bot)
+
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     show = config_sub.add_parser("show", help="print the effective configuration, secrets masked")

@@ -1,0 +1,1 @@
+"""The Python participant SDK: signaling client and synthetic, verifiable media."""
