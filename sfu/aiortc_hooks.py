@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import aioice.ice
-import aiortc
 import ifaddr
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import is_rtx

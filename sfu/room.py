@@ -27,7 +27,7 @@ from aiortc.sdp import candidate_from_sdp
 from sfu.aiortc_hooks import ParkedTrack, count_codec_instances, negotiated_codecs
 from sfu.forwarding import DownTrack, UpTrack
 from sfu.metrics import SfuMetrics
-from sfu.sdp import announce_address
+from sfu.sdp import announce_address, check_description
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,10 @@ class Participant:
             raise SignalError("publish_not_allowed", "this room token does not allow publishing")
         if self.waiting:
             raise SignalError("waiting", "wait until a host admits you")
+        try:
+            check_description(sdp)
+        except ValueError as exc:
+            raise SignalError("invalid_sdp", f"the offer could not be used: {exc}") from None
         meta = {t["mid"]: t for t in tracks}
         if self.publisher is None:
             self.publisher = self._peer_connection()
@@ -247,6 +251,7 @@ class Participant:
                 finally:
                     self._answer = None
                 try:
+                    check_description(sdp)
                     await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
                 except (ValueError, AssertionError, KeyError, IndexError, TypeError) as exc:
                     await self.notify({"type": "error", "code": "invalid_sdp", "message": f"the answer could not be used: {exc}"})

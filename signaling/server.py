@@ -245,7 +245,7 @@ class SignalingServer:
             "resume_seconds": int(self.resume_seconds),
             "room": room.room_id,
             "participant": participant.info(),
-            "participants": [x.info() for x in room.visible() if x is not participant],
+            "participants": [] if participant.waiting else [x.info() for x in room.visible() if x is not participant],
             "tracks": [] if participant.waiting else [t for t in room.tracks() if t["participant"] != participant.identity],
             "waiting": participant.waiting,
             "mute_on_join": bool(meeting.settings.get("mute_on_join")),

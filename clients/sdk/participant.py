@@ -101,6 +101,8 @@ class Participant:
         self._waiters: list[tuple[Callable[[dict[str, Any]], bool], asyncio.Future[dict[str, Any]]]] = []
         self._mid_tracks: dict[str, str] = {}
         self._incoming_tap: Callable[[RTCPeerConnection], None] | None = None
+        self._requests = 0
+        self._consumed: set[int] = set()
         self.closed = False
 
     # Connection --------------------------------------------------------------------------------
@@ -172,29 +174,43 @@ class Participant:
             self.errors.append(message)
         for predicate, future in list(self._waiters):
             if not future.done() and predicate(message):
+                self._consumed.add(len(self.history) - 1)
                 future.set_result(message)
+                break
         await self.events.put(message)
 
     async def wait_for(
-        self, kind: str, predicate: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 15.0
+        self,
+        kind: str,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 15.0,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
-        """The next server message of this type (and matching ``predicate``); an ``error``
-        answering a request raises ``SignalingError`` for ``join``/``resume``."""
+        """The oldest server message of this type (matching ``predicate``) not yet returned by
+        an earlier call, waiting for it if it has not come.  An ``error`` answering
+        ``join``/``resume``, or carrying ``request_id``, raises ``SignalingError``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
 
         def matches(message: dict[str, Any]) -> bool:
-            if kind in ("joined", "resumed") and message.get("type") == "error":
+            if message.get("type") == "error" and (
+                kind in ("joined", "resumed") or (request_id is not None and message.get("id") == request_id)
+            ):
                 return True
             return message.get("type") == kind and (predicate is None or predicate(message))
 
+        for index, seen in enumerate(self.history):
+            if index not in self._consumed and matches(seen):
+                self._consumed.add(index)
+                future.set_result(seen)
+                break
         entry = (matches, future)
         self._waiters.append(entry)
         try:
             message = await asyncio.wait_for(future, timeout)
         finally:
             self._waiters.remove(entry)
-        if message.get("type") == "error":
+        if message.get("type") == "error" and kind != "error":
             raise SignalingError(message["code"], message["message"])
         return message
 
@@ -228,8 +244,10 @@ class Participant:
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)
         meta = [{"mid": t.mid, "kind": t.kind, "source": source} for t, source in added]
-        await self.send({"type": "publish", "sdp": pc.localDescription.sdp, "tracks": meta})
-        answer = await self.wait_for("publish-answer", timeout=timeout)
+        self._requests += 1
+        request_id = f"publish-{self._requests}"
+        await self.send({"type": "publish", "id": request_id, "sdp": pc.localDescription.sdp, "tracks": meta})
+        answer = await self.wait_for("publish-answer", timeout=timeout, request_id=request_id)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         by_mid = {t["mid"]: t["track_id"] for t in answer["tracks"]}
         ids = [by_mid[t.mid] for t, _ in added if t.mid in by_mid]

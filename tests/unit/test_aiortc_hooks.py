@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import aiortc
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-import aiortc
 from sfu import aiortc_hooks
 from sfu.aiortc_hooks import AIORTC_VERSION, HookMissing, configure_ice, verify_hooks
 from sfu.sdp import announce_address

@@ -24,8 +24,8 @@ def test_unwrapper_crosses_16_and_32_bit_boundaries() -> None:
 
 
 def test_built_packets_parse_back_with_aiortc() -> None:
-    from aiortc.rtp import HeaderExtensionsMap
     from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap
 
     ext_map = HeaderExtensionsMap()
     params = RTCRtpParameters(headerExtensions=[

@@ -1,0 +1,300 @@
+"""The signaling WebSocket: tokens and grants, bad input, floods, meeting features, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import aiohttp
+import pytest
+
+from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
+from clients.sdk.participant import Participant, SignalingError
+from signaling.protocol import PROTOCOL_VERSION, server_adapter
+from signaling.server import FLOOD_CLOSE_AFTER, MAX_FRAME
+from tests.media.conftest import Meeting, until
+from videoconf.app import SFU
+
+
+async def raw_socket(meeting: Meeting) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(meeting.signaling_url, max_msg_size=4 * 1024 * 1024)
+    return http, ws
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 5) -> dict:
+    while True:
+        frame = await asyncio.wait_for(ws.receive(), timeout)
+        assert frame.type == aiohttp.WSMsgType.TEXT, frame
+        message = json.loads(frame.data)
+        server_adapter.validate_python(message)  # every server message fits the schema
+        if message["type"] == kind:
+            return message
+
+
+async def test_bad_tokens_are_refused_and_the_connection_stays_usable(meeting: Meeting) -> None:
+    http, ws = await raw_socket(meeting)
+    try:
+        for token in ("x" * 40, meeting.api.services.ctx.access_tokens.encode({"sub": "u"}, 60)[0]):
+            await ws.send_json({"type": "join", "protocol": PROTOCOL_VERSION, "token": token})
+            error = await receive(ws, "error")
+            assert error["code"] == "invalid_token"
+        await ws.send_json({"type": "join", "protocol": 99, "token": "x" * 40})
+        assert (await receive(ws, "error"))["code"] == "unsupported_version"
+        await ws.send_json({"type": "chat", "text": "before joining"})
+        assert (await receive(ws, "error"))["code"] == "not_joined"
+        await ws.send_str("{not json")
+        assert (await receive(ws, "error"))["code"] == "malformed_json"
+        await ws.send_json({"type": "warp"})
+        assert (await receive(ws, "error"))["code"] == "unknown_type"
+        await ws.send_json({"type": "ping", "id": "still-here"})
+        assert (await receive(ws, "pong"))["id"] == "still-here"
+        # Now a good token on the same connection.
+        await ws.send_json({"type": "join", "protocol": PROTOCOL_VERSION, "token": await meeting.token(meeting.host)})
+        joined = await receive(ws, "joined")
+        assert joined["participant"]["identity"] == meeting.host["user"]["id"] and joined["seq"] >= 1
+        await ws.send_json({"type": "mute", "track_id": "TR_none", "muted": "yes"})
+        error = await receive(ws, "error")
+        assert error["code"] == "invalid_message" and error["details"][0]["field"] == "muted"
+        await ws.send_json({"type": "mute", "track_id": "TR_none", "muted": True, "id": "r7"})
+        error = await receive(ws, "error")
+        assert (error["code"], error["id"]) == ("unknown_track", "r7")
+        await ws.send_json({"type": "subscriber-answer", "sdp": "v=0"})
+        assert (await receive(ws, "error"))["code"] == "unexpected_answer"
+        await ws.send_json({"type": "publish", "sdp": "this is not sdp", "tracks": []})
+        assert (await receive(ws, "error"))["code"] == "invalid_sdp"
+        await ws.send_json({"type": "ping", "id": "after"})
+        assert (await receive(ws, "pong"))["id"] == "after"
+    finally:
+        await ws.close()
+        await http.close()
+
+
+async def test_expired_token_and_ended_meeting_are_refused(meeting: Meeting) -> None:
+    codec = meeting.api.services.ctx.room_tokens
+    claims = {"sub": meeting.host["user"]["id"], "room": meeting.meeting["id"], "grants": {}}
+    expired, _ = codec.encode({**claims, "exp": 1}, 60)
+    client = Participant(meeting.signaling_url, expired, ice_servers=[])
+    meeting.clients.append(client)
+    with pytest.raises(SignalingError) as error:
+        await client.connect()
+    assert error.value.code == "invalid_token"
+    token = await meeting.token(meeting.host)
+    await meeting.api.call("POST", f"/api/meetings/{meeting.meeting['id']}/end", meeting.host["token"], expect=200)
+    late = Participant(meeting.signaling_url, token, ice_servers=[])
+    meeting.clients.append(late)
+    with pytest.raises(SignalingError) as error:
+        await late.connect()
+    assert error.value.code == "meeting_not_live"
+
+
+async def test_oversized_frames_close_with_1009_and_floods_are_limited(meeting: Meeting) -> None:
+    http, ws = await raw_socket(meeting)
+    try:
+        await ws.send_str(json.dumps({"type": "chat", "text": "x" * (MAX_FRAME + 10)}))
+        frame = await asyncio.wait_for(ws.receive(), 5)
+        assert frame.type == aiohttp.WSMsgType.CLOSE and frame.data == 1009
+    finally:
+        await http.close()
+    http, ws = await raw_socket(meeting)
+    try:
+        for i in range(60):
+            await ws.send_json({"type": "ping", "id": str(i)})
+        codes = []
+        for _ in range(60):
+            message = json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
+            codes.append(message.get("code") or message["type"])
+        assert codes.count("pong") == 50 and codes.count("rate_limited") == 10
+        for i in range(FLOOD_CLOSE_AFTER):
+            await ws.send_json({"type": "ping", "id": str(i)})
+        while True:
+            frame = await asyncio.wait_for(ws.receive(), 5)
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                break
+        assert frame.type == aiohttp.WSMsgType.CLOSE and frame.data == 1008
+    finally:
+        await http.close()
+
+
+async def test_grants_are_enforced(meeting: Meeting) -> None:
+    codec = meeting.api.services.ctx.room_tokens
+    host = await meeting.participant(meeting.host)
+    guest_account = meeting.people[0]
+    await meeting.token(guest_account)  # records the participant
+    viewer_token, _ = codec.encode({
+        "sub": guest_account["user"]["id"], "name": "Viewer", "room": meeting.meeting["id"], "role": "participant",
+        "grants": {"can_publish": False, "can_subscribe": True, "can_publish_data": False, "room_admin": False, "hidden": False},
+    }, 600)
+    viewer = Participant(meeting.signaling_url, viewer_token, ice_servers=[])
+    meeting.clients.append(viewer)
+    await viewer.connect()
+    with pytest.raises(SignalingError) as error:
+        await viewer.publish([(ToneAudioTrack(), "microphone")], timeout=5)
+    assert error.value.code == "publish_not_allowed"
+    await viewer.chat("hello")
+    assert (await viewer.wait_for("error"))["code"] == "data_not_allowed"
+    for message in ({"type": "end-meeting"}, {"type": "remove-participant", "identity": host.identity}, {"type": "mute-participant", "identity": host.identity}):
+        await viewer.send(message)
+        assert (await viewer.wait_for("error"))["code"] == "not_room_admin"
+
+
+async def test_hidden_participants_are_not_announced(meeting: Meeting) -> None:
+    watcher = await meeting.participant(meeting.people[0])
+    cohost = meeting.people[1]
+    await meeting.api.call(
+        "POST", f"/api/meetings/{meeting.meeting['id']}/invitations", meeting.host["token"],
+        json={"emails": [cohost["email"]], "role": "cohost"}, expect=200,
+    )
+    hidden = Participant(meeting.signaling_url, await meeting.token(cohost, hidden=True), ice_servers=[])
+    meeting.clients.append(hidden)
+    await hidden.connect()
+    visible = await meeting.participant(meeting.people[2])
+    await watcher.wait_for("participant-joined", lambda m: m["participant"]["identity"] == visible.identity)
+    announced = {m["participant"]["identity"] for m in watcher.history if m["type"] == "participant-joined"}
+    assert hidden.identity not in announced and visible.identity in announced
+    assert hidden.identity not in [p["identity"] for p in visible.joined["participants"]]
+    await hidden.close()
+    await visible.close()
+    await watcher.wait_for("participant-left", lambda m: m["identity"] == visible.identity)
+    left = {m["identity"] for m in watcher.history if m["type"] == "participant-left"}
+    assert hidden.identity not in left
+
+
+async def test_chat_to_the_room_and_privately_is_stored(meeting: Meeting) -> None:
+    alice = await meeting.participant(meeting.host)
+    bob = await meeting.participant(meeting.people[0])
+    carol = await meeting.participant(meeting.people[1])
+    await alice.chat("hello everyone")
+    for client in (alice, bob, carol):
+        message = await client.wait_for("chat", lambda m: m["message"]["body"] == "hello everyone")
+        assert message["message"]["sender"]["identity"] == alice.identity and not message["message"]["private"]
+    await bob.chat("just for you", to=alice.identity)
+    private = await alice.wait_for("chat", lambda m: m["message"]["body"] == "just for you")
+    assert private["message"]["private"] is True
+    await bob.wait_for("chat", lambda m: m["message"]["body"] == "just for you")
+    await asyncio.sleep(0.3)
+    assert "just for you" not in [m["body"] for m in carol.chat_messages]
+    await bob.chat("to nobody", to="no-such-person")
+    assert (await bob.wait_for("error"))["code"] == "unknown_participant"
+    # Stored through the control API's chat service: the history shows them.
+    _, history = await meeting.api.call("GET", f"/api/meetings/{meeting.meeting['id']}/messages", meeting.host["token"], expect=200)
+    assert [m["body"] for m in history["items"]] == ["just for you", "hello everyone"]
+    # A message posted over HTTP reaches the room too.
+    await meeting.api.call("POST", f"/api/meetings/{meeting.meeting['id']}/messages", meeting.people[1]["token"], json={"body": "from a bot"}, expect=201)
+    await alice.wait_for("chat", lambda m: m["message"]["body"] == "from a bot")
+
+
+async def test_raise_hand_mute_and_screen_share(meeting: Meeting) -> None:
+    alice = await meeting.participant(meeting.host)
+    bob = await meeting.participant(meeting.people[0])
+    await bob.raise_hand(True)
+    updated = await alice.wait_for("participant-updated", lambda m: m["participant"]["identity"] == bob.identity)
+    assert updated["participant"]["hand_raised"] is True
+    (mic,) = await bob.publish([(ToneAudioTrack(), "microphone")])
+    await alice.wait_for("track-published", lambda m: m["track"]["track_id"] == mic)
+    await bob.mute(mic, True)
+    muted = await alice.wait_for("track-muted", lambda m: m["track_id"] == mic)
+    assert muted["muted"] is True and muted["by_host"] is False
+    await bob.mute(mic, False)
+    assert (await alice.wait_for("track-muted", lambda m: m["track_id"] == mic and not m["muted"]))["participant"] == bob.identity
+    (screen,) = await bob.publish([(PatternVideoTrack(320, 240, fps=5), "screen")])
+    started = await alice.wait_for("screen-share-started")
+    assert (started["participant"], started["track_id"]) == (bob.identity, screen)
+    published = next(m for m in alice.history if m["type"] == "track-published" and m["track"]["track_id"] == screen)
+    assert published["track"]["source"] == "screen" and published["track"]["kind"] == "video"
+    await bob.unpublish(screen)
+    stopped = await alice.wait_for("screen-share-stopped")
+    assert stopped["track_id"] == screen
+    await alice.wait_for("track-unpublished", lambda m: m["track_id"] == screen)
+
+
+async def test_host_actions(meeting: Meeting) -> None:
+    host = await meeting.participant(meeting.host)
+    bob = await meeting.participant(meeting.people[0])
+    carol = await meeting.participant(meeting.people[1])
+    (mic,) = await bob.publish([(ToneAudioTrack(), "microphone")])
+    await until(lambda: [r for r in host.remote.values() if r.track is not None], timeout=15)
+    await host.send({"type": "mute-participant", "identity": bob.identity, "kind": "audio"})
+    notice = await bob.wait_for("muted-by-host")
+    assert notice["track_id"] == mic
+    state = await carol.wait_for("track-muted", lambda m: m["track_id"] == mic)
+    assert state["muted"] is True and state["by_host"] is True
+    node = meeting.api.app[SFU]
+    (room,) = node.rooms.values()
+    up = room.participants[bob.identity].uptracks[mic]
+    forwarded = sum(d.packets for d in up.downtracks)
+    await asyncio.sleep(0.5)
+    assert sum(d.packets for d in up.downtracks) == forwarded  # nothing forwarded while muted by the host
+    await bob.mute(mic, False)
+    await until(lambda: sum(d.packets for d in up.downtracks) > forwarded, timeout=5)
+    # Remove carol: she is told, everyone else sees her leave, she cannot come back.
+    await host.send({"type": "remove-participant", "identity": carol.identity})
+    removed = await carol.wait_for("removed")
+    assert removed["reason"] == "removed_by_host"
+    assert (await bob.wait_for("participant-left", lambda m: m["identity"] == carol.identity))["reason"] == "removed_by_host"
+    again = Participant(meeting.signaling_url, await meeting.token(meeting.people[1]), ice_servers=[])
+    meeting.clients.append(again)
+    with pytest.raises(SignalingError) as error:
+        await again.connect()
+    assert error.value.code == "removed"
+    # End the meeting for everyone.
+    await host.send({"type": "end-meeting"})
+    await bob.wait_for("meeting-ended")
+    _, ended = await meeting.api.call("GET", f"/api/meetings/{meeting.meeting['id']}", meeting.host["token"], expect=200)
+    assert ended["status"] == "ended"
+    await until(lambda: not node.rooms, timeout=5)
+
+
+async def test_resume_within_the_window_and_removal_after_it(meeting: Meeting) -> None:
+    alice = await meeting.participant(meeting.host)
+    bob = await meeting.participant(meeting.people[0])
+    await bob.drop_connection()
+    await alice.chat("while bob was away")
+    await asyncio.sleep(0.2)
+    resumed = await bob.resume()
+    assert resumed["replayed"] >= 1
+    await until(lambda: bob.chat_messages, timeout=5)
+    assert "while bob was away" in [m["body"] for m in bob.chat_messages]
+    node = meeting.api.app[SFU]
+    (room,) = node.rooms.values()
+    assert bob.identity in room.participants
+    # Past the window (3 s in these tests) the participant is gone.
+    await bob.drop_connection()
+    left = await alice.wait_for("participant-left", lambda m: m["identity"] == bob.identity, timeout=10)
+    assert left["reason"] == "disconnected"
+    with pytest.raises(SignalingError) as error:
+        await bob.resume()
+    assert error.value.code == "resume_failed"
+
+
+async def test_waiting_room_admission(meeting: Meeting) -> None:
+    await meeting.api.call("PATCH", f"/api/meetings/{meeting.meeting['id']}", meeting.host["token"], json={"settings": {"waiting_room": True}}, expect=200)
+    host = await meeting.participant(meeting.host)
+    guest = await meeting.participant(meeting.people[0])
+    assert guest.joined["waiting"] is True and guest.joined["participants"] == []
+    waiting = await host.wait_for("participant-waiting")
+    assert waiting["participant"]["identity"] == guest.identity
+    with pytest.raises(SignalingError) as error:
+        await guest.publish([(ToneAudioTrack(), "microphone")], timeout=5)
+    assert error.value.code == "waiting"
+    await host.send({"type": "admit", "identity": guest.identity})
+    await guest.wait_for("admitted")
+    rejoined = await guest.wait_for("joined")
+    assert rejoined["waiting"] is False and host.identity in [p["identity"] for p in rejoined["participants"]]
+    await host.wait_for("participant-joined", lambda m: m["participant"]["identity"] == guest.identity)
+
+
+async def test_leave_and_rejoin_receives_media_again(meeting: Meeting) -> None:
+    publisher = await meeting.participant(meeting.host, video_codec="VP8")
+    await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera")])
+    viewer = await meeting.participant(meeting.people[0])
+    await until(lambda: any(r.verifier and r.verifier.frames_verified >= 15 for r in viewer.remote.values()), timeout=20)
+    await viewer.close()
+    await publisher.wait_for("participant-left", lambda m: m["identity"] == viewer.identity)
+    again = await meeting.participant(meeting.people[0])
+    assert [t["participant"] for t in again.joined["tracks"]] == [publisher.identity]
+    await until(lambda: any(r.verifier and r.verifier.frames_verified >= 15 for r in again.remote.values()), timeout=20)
+    report = next(r for r in again.remote.values() if r.verifier).verifier.report()
+    assert report["frames_corrupt"] == 0
+    assert str(uuid.UUID(again.identity)) == meeting.people[0]["user"]["id"]
