@@ -114,7 +114,8 @@ class Participant:
 
         @pc.on("connectionstatechange")
         async def _state() -> None:
-            if pc.connectionState == "failed" and not self.closed:
+            # "closed" without our asking means the client's side went away (DTLS close).
+            if pc.connectionState in ("failed", "closed") and not self.closed:
                 self.room.spawn(self.room.remove(self, "connection_failed"))
 
         return pc
@@ -224,7 +225,9 @@ class Participant:
             downtrack.up.remove(downtrack)
         transceiver = self._sub_transceivers.pop(track_id, None)
         if transceiver is not None and transceiver.mid is not None and not self.closed:
+            # The m-line stays (inactive) but its sender's loops end now.
             transceiver.direction = "inactive"
+            await transceiver.sender.stop()
             await self._negotiate()
 
     async def _negotiate(self) -> None:

@@ -168,6 +168,7 @@ class Participant:
             remote = self.remote.get(message["track_id"])
             if remote is not None:
                 remote.ended = True
+                self._spawn(self._stop_receiving(message["track_id"]))
         elif kind == "chat":
             self.chat_messages.append(message["message"])
         elif kind == "error":
@@ -289,6 +290,14 @@ class Participant:
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         await self.send({"type": "subscriber-answer", "sdp": pc.localDescription.sdp})
+
+    async def _stop_receiving(self, track_id: str) -> None:
+        """The track is gone: end its receiver (decoder thread, RTCP loop) at once."""
+        if self.subscriber is None:
+            return
+        for transceiver in self.subscriber.getTransceivers():
+            if transceiver.mid is not None and self._mid_tracks.get(transceiver.mid) == track_id:
+                await transceiver.receiver.stop()
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         assert self.subscriber is not None

@@ -133,10 +133,10 @@ def test_munger_offsets_wraps_and_maps_nacks_back() -> None:
     munger.start(65530, 2**32 - 100)
     outs = [munger.map(s, 2**32 - 100 + 3000 * (s - 65530)) for s in range(65530, 65540)]
     seqs = [o[0] for o in outs]
-    assert all(((b - a) & 0xFFFF) == 1 for a, b in zip(seqs, seqs[1:]))
+    assert all(((b - a) & 0xFFFF) == 1 for a, b in zip(seqs, seqs[1:], strict=False))
     assert all(((outs[i + 1][1] - outs[i][1]) & 0xFFFFFFFF) == 3000 for i in range(len(outs) - 1))
     assert munger.map(65529, 0) is None  # from before the start point
-    for s, (out_seq, _) in zip(range(65530, 65540), outs):
+    for s, (out_seq, _) in zip(range(65530, 65540), outs, strict=True):
         assert munger.unmap(out_seq) == s
     # A restart (layer switch) continues the output without a gap.
     last_seq, last_ts = outs[-1]

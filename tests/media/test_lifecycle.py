@@ -1,0 +1,70 @@
+"""Participants come and go without leaving anything behind."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+
+from aiortc import RTCPeerConnection
+
+from clients.sdk.media import ToneAudioTrack
+from tests.media.conftest import Meeting, until
+from videoconf.app import SFU
+
+
+def live_peer_connections() -> int:
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, RTCPeerConnection) and obj.connectionState != "closed")
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0.1)
+        gc.collect()
+
+
+async def test_twenty_join_leave_cycles_leave_nothing_behind(meeting: Meeting) -> None:
+    node = meeting.api.app[SFU]
+    anchor = await meeting.participant(meeting.host)
+    await anchor.publish([(ToneAudioTrack(), "microphone")])
+
+    async def cycle(number: int) -> None:
+        guest = await meeting.participant(meeting.people[number % 4])
+        await guest.publish([(ToneAudioTrack(frequency=300 + number), "microphone")])
+        await until(lambda: [r for r in guest.remote.values() if r.frames > 0], timeout=15)
+        await guest.close()
+        meeting.clients.remove(guest)
+        await anchor.wait_for("participant-left", lambda m: m["identity"] == guest.identity)
+
+    await cycle(0)  # the anchor's subscriber connection now exists and stays
+    await settle()
+    tasks, pcs, fds = len(asyncio.all_tasks()), live_peer_connections(), open_fds()
+    for number in range(1, 21):
+        await cycle(number)
+    await settle()
+    (room,) = node.rooms.values()
+    assert list(room.participants) == [anchor.identity]
+    assert not room._tasks
+    assert live_peer_connections() == pcs, "peer connections were left open"
+    assert len(asyncio.all_tasks()) <= tasks, f"tasks left behind: {len(asyncio.all_tasks())} > {tasks}"
+    assert open_fds() <= fds, f"sockets or files left open: {open_fds()} > {fds}"
+    up = next(iter(room.participants[anchor.identity].uptracks.values()))
+    assert up.downtracks == []
+
+
+async def test_a_participant_whose_media_connection_dies_is_removed(meeting: Meeting) -> None:
+    node = meeting.api.app[SFU]
+    alice = await meeting.participant(meeting.host)
+    bob = await meeting.participant(meeting.people[0])
+    await bob.publish([(ToneAudioTrack(), "microphone")])
+    await until(lambda: [r for r in alice.remote.values() if r.frames > 0], timeout=15)
+    await bob.publisher.close()  # the media path dies; the WebSocket lives on
+    left = await alice.wait_for("participant-left", lambda m: m["identity"] == bob.identity, timeout=15)
+    assert left["reason"] == "connection_failed"
+    (room,) = node.rooms.values()
+    assert bob.identity not in room.participants
+    assert (await alice.wait_for("track-unpublished"))["participant"] == bob.identity
