@@ -33,6 +33,8 @@ class SfuMetrics:
             buckets=DELAY_BUCKETS,
             registry=registry,
         )
+        for kind in ("decoder", "encoder"):
+            self.codec_instances.labels(kind)  # exported as 0 from the start
         self._packets = {kind: self.packets.labels(kind) for kind in ("audio", "video")}
         self._bytes = {kind: self.bytes.labels(kind) for kind in ("audio", "video")}
 

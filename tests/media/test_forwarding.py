@@ -3,9 +3,11 @@ checked against the pattern its publisher drew, audio carries the publisher's to
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
+from aiortc.rtp import RTCP_PSFB_APP
 
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
 from sfu.aiortc_hooks import LossStats, drop_incoming_rtp
@@ -73,3 +75,37 @@ async def test_loss_on_a_subscriber_path_is_repaired_by_nack(meeting: Meeting) -
     (room,) = node.rooms.values()
     down = room.participants[lossy.identity].downtracks
     assert sum(d.retransmitted for d in down.values()) >= stats.dropped // 2
+
+
+async def test_rtcp_sender_reports_down_receiver_reports_and_remb_up(meeting: Meeting) -> None:
+    publisher = await meeting.participant(meeting.host, video_codec="VP8")
+    subscriber = await meeting.participant(meeting.people[0])
+    await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera")])
+    assert publisher.publisher is not None
+    (sender,) = [s for s in publisher.publisher.getSenders() if s.track is not None]
+    feedback: list[int] = []
+    original = sender._handle_rtcp_packet
+
+    async def record(packet, _original=original) -> None:  # noqa: ANN001
+        feedback.append(getattr(packet, "fmt", -1))
+        await _original(packet)
+
+    sender._handle_rtcp_packet = record
+    await until(lambda: video_tracks(subscriber) and video_tracks(subscriber)[0].verifier.frames_verified >= 30, timeout=30)
+
+    async def stats_of(pc, kind: str) -> list:  # noqa: ANN001
+        report = await pc.getStats()
+        return [s for s in report.values() if s.type == kind]
+
+    # Sender reports from the SFU carry the counts of what it forwarded on this stream.
+    for _ in range(40):
+        if await stats_of(subscriber.subscriber, "remote-outbound-rtp"):
+            break
+        await asyncio.sleep(0.25)
+    (sent,) = await stats_of(subscriber.subscriber, "remote-outbound-rtp")
+    (inbound,) = await stats_of(subscriber.subscriber, "inbound-rtp")
+    assert 0 < sent.packetsSent <= inbound.packetsReceived + 50
+    # The publisher hears receiver reports (it knows its RTT) and REMB from the SFU's own estimate.
+    await until(lambda: RTCP_PSFB_APP in feedback, timeout=15)
+    (remote_inbound,) = await stats_of(publisher.publisher, "remote-inbound-rtp")
+    assert remote_inbound.roundTripTime is not None and remote_inbound.roundTripTime < 1.0

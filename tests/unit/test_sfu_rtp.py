@@ -146,3 +146,26 @@ def test_munger_offsets_wraps_and_maps_nacks_back() -> None:
     assert munger.unmap(seq) == 500_000
     assert munger.unmap(last_seq) == 65539  # sent before the restart: still maps back
     assert munger.unmap((seq + 2) & 0xFFFF) == 500_002  # not sent yet: by the current offset
+
+
+async def test_keyframe_requests_upstream_are_throttled() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sfu.forwarding import KEYFRAME_REQUEST_INTERVAL, UpTrack
+    from sfu.metrics import SfuMetrics
+
+    now = [100.0]
+    up = UpTrack("t1", "alice", "video", "camera", SfuMetrics(CollectorRegistry()), clock=lambda: now[0])
+    sent: list[int] = []
+
+    class Tap:
+        async def send_pli(self, ssrc: int) -> None:
+            sent.append(ssrc)
+
+    up.tap, up.media_ssrc = Tap(), 1234  # type: ignore[assignment]
+    for step in (0.0, 0.1, 0.2, KEYFRAME_REQUEST_INTERVAL - 0.25, 0.3, 0.0):
+        now[0] += step
+        await up.request_keyframe()
+    # Requests at 100.0, 100.1, 100.3, 100.55, 100.85, 100.85: only 100.0 and 100.55 go upstream.
+    assert sent == [1234, 1234]
+    assert up.metrics.plis_sent._value.get() == 2
