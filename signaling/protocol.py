@@ -112,6 +112,24 @@ class EndMeeting(ClientMessage):
     type: Literal["end-meeting"]
 
 
+class TrackSettings(ClientMessage):
+    """How a subscriber shows one remote video track: the size it renders (the SFU forwards the
+    best layer at or under it) or a quality; ``off`` stops the track."""
+
+    type: Literal["track-settings"]
+    track_id: TrackId
+    quality: Literal["high", "medium", "low", "off"] | None = None
+    width: Annotated[int, Field(ge=0, le=7680)] | None = None
+    height: Annotated[int, Field(ge=0, le=4320)] | None = None
+
+
+class Pin(ClientMessage):
+    """Participants whose video this subscriber always wants (on top of the recent speakers)."""
+
+    type: Literal["pin"]
+    identities: Annotated[list[Identity], Field(max_length=16)]
+
+
 class Ping(ClientMessage):
     type: Literal["ping"]
 
@@ -123,13 +141,14 @@ class Leave(ClientMessage):
 ClientMessages = Annotated[
     Union[
         Join, Resume, Publish, Unpublish, SubscriberAnswer, IceCandidate, Mute, Chat, RaiseHand,
-        MuteParticipant, RemoveParticipant, Admit, EndMeeting, Ping, Leave,
+        MuteParticipant, RemoveParticipant, Admit, EndMeeting, TrackSettings, Pin, Ping, Leave,
     ],
     Field(discriminator="type"),
 ]
 CLIENT_TYPES = {
     "join", "resume", "publish", "unpublish", "subscriber-answer", "ice-candidate", "mute", "chat",
-    "raise-hand", "mute-participant", "remove-participant", "admit", "end-meeting", "ping", "leave",
+    "raise-hand", "mute-participant", "remove-participant", "admit", "end-meeting", "track-settings", "pin",
+    "ping", "leave",
 }
 client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessages)
 
@@ -150,6 +169,14 @@ class ParticipantInfo(BaseModel):
     tracks: list[TrackInfo] = []
 
 
+class LayerInfo(BaseModel):
+    rid: str | None = Field(description="RID of the encoding, null for SSRC-group simulcast")
+    index: int = Field(description="0 is the lowest spatial layer")
+    width: int | None
+    height: int | None
+    active: bool = True
+
+
 class TrackInfo(BaseModel):
     track_id: str
     participant: str
@@ -157,6 +184,7 @@ class TrackInfo(BaseModel):
     source: str
     muted: bool
     codec: str | None
+    simulcast: bool = False
 
 
 class Joined(ServerMessage):
@@ -277,6 +305,34 @@ class MeetingEnded(ServerMessage):
     type: Literal["meeting-ended"]
 
 
+class TrackForwarding(ServerMessage):
+    """What the SFU now forwards to this subscriber for one remote video track."""
+
+    type: Literal["track-forwarding"]
+    track_id: str
+    participant: str
+    forwarding: bool
+    layer: int | None = Field(description="Spatial layer index, null when paused")
+    temporal: int | None = Field(description="Highest temporal layer forwarded, null if the codec has none")
+    width: int | None
+    height: int | None
+    reason: Literal["requested", "bandwidth", "last_n", "muted", "unavailable"]
+
+
+class SetLayers(ServerMessage):
+    """To a publisher (dynacast): the encodings subscribers take; disable the others."""
+
+    type: Literal["set-layers"]
+    track_id: str
+    layers: list[LayerInfo]
+
+
+class ActiveSpeakers(ServerMessage):
+    type: Literal["active-speakers"]
+    dominant: str | None
+    speakers: list[str] = Field(description="Identities speaking now, loudest first")
+
+
 class Pong(ServerMessage):
     type: Literal["pong"]
     id: str | None = None
@@ -294,7 +350,8 @@ ServerMessages = Annotated[
     Union[
         Joined, Resumed, ParticipantJoined, ParticipantLeft, ParticipantUpdated, ParticipantWaiting, Admitted,
         PublishAnswer, SubscriberOffer, TrackPublished, TrackUnpublished, TrackMuted, ScreenShareStarted,
-        ScreenShareStopped, ChatReceived, MutedByHost, Removed, MeetingEnded, Pong, Error,
+        ScreenShareStopped, ChatReceived, MutedByHost, Removed, MeetingEnded, TrackForwarding, SetLayers,
+        ActiveSpeakers, Pong, Error,
     ],
     Field(discriminator="type"),
 ]

@@ -4,6 +4,7 @@ application (one process, one core)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 from aiortc import RTCIceServer
@@ -30,6 +31,8 @@ LANDING = """<!doctype html>
 </main></body></html>
 """
 
+WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
+
 SFU: web.AppKey[SfuNode] = web.AppKey("sfu", SfuNode)
 SIGNALING: web.AppKey[SignalingServer] = web.AppKey("signaling", SignalingServer)
 
@@ -55,6 +58,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app[SIGNALING] = signaling
     app.router.add_get("/", landing, name="landing")
     app.router.add_get("/signaling", signaling.handle, name="signaling")
+    app.router.add_static("/web", WEB_ROOT, name="web")
 
     async def media(app: web.Application) -> AsyncIterator[None]:
         await node.start()
