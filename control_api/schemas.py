@@ -123,6 +123,9 @@ class MeetingSettings(In):
     allow_recording: bool = True
     join_before_host: bool = False
     max_participants: int = Field(default=100, ge=2, le=1000)
+    last_n: int = Field(
+        default=16, ge=1, le=100, description="Each participant receives video from at most this many others (recent speakers and pins first)"
+    )
 
 
 class MeetingSettingsPatch(In):
@@ -131,6 +134,7 @@ class MeetingSettingsPatch(In):
     allow_recording: bool | None = None
     join_before_host: bool | None = None
     max_participants: int | None = Field(default=None, ge=2, le=1000)
+    last_n: int | None = Field(default=None, ge=1, le=100)
 
 
 class MeetingCreateIn(In):

@@ -30,7 +30,7 @@ from typing import Any
 
 import aioice.ice
 import ifaddr
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import is_rtx
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -41,7 +41,9 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
     unpack_remb_fci,
@@ -91,6 +93,14 @@ REQUIRED_HOOKS: list[tuple[str, str]] = [
     ("aiortc.rtcrtpreceiver", "get_decoder"),
     ("aiortc.rtcrtpsender", "get_encoder"),
     ("transceiver", "_codecs"),
+    ("transceiver", "_headerExtensions"),
+    ("RTCPeerConnection", "_RTCPeerConnection__cname"),
+    ("RtpRouter", "route_rtp"),
+    ("RtpRouter", "mid_table"),
+    ("RtpRouter", "ssrc_table"),
+    ("aiortc.codecs", "HEADER_EXTENSIONS"),
+    ("HeaderExtensionIds", "rtp_stream_id"),
+    ("HeaderExtensionIds", "repaired_rtp_stream_id"),
 ]
 
 
@@ -124,10 +134,26 @@ def _probe_transceiver() -> Any:
     return build()
 
 
+def _probe_peer_connection() -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        loop = asyncio.new_event_loop()
+        try:
+            async def build() -> Any:
+                return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+            return loop.run_until_complete(build())
+        finally:
+            loop.close()
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
 def verify_hooks() -> None:
+    import aiortc.codecs
     import aiortc.rtcrtpreceiver
     import aiortc.rtcrtpsender
-    from aiortc.rtcdtlstransport import RTCDtlsTransport
+    from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
     from aiortc.rtp import HeaderExtensionsMap
 
     problems = []
@@ -145,12 +171,16 @@ def verify_hooks() -> None:
         "RTCRtpSender": RTCRtpSender,
         "RTCDtlsTransport": RTCDtlsTransport,
         "HeaderExtensionsMap": HeaderExtensionsMap(),
+        "RtpRouter": RtpRouter(),
+        "HeaderExtensionIds": getattr(HeaderExtensionsMap(), f"{_H}ids", None),
+        "aiortc.codecs": aiortc.codecs,
         "receiver": receiver,
         "sender": sender,
         "aioice.ice": aioice.ice,
         "aiortc.rtcrtpreceiver": aiortc.rtcrtpreceiver,
         "aiortc.rtcrtpsender": aiortc.rtcrtpsender,
         "transceiver": transceiver,
+        "RTCPeerConnection": _probe_peer_connection(),
     }
     for what, attribute in REQUIRED_HOOKS:
         target = targets.get(what)
@@ -163,6 +193,77 @@ def verify_hooks() -> None:
 def negotiated_codecs(transceiver: Any) -> list[RTCRtpCodecParameters]:
     """The codecs a transceiver settled on in the last negotiation (RTX included)."""
     return list(transceiver._codecs)
+
+
+# Simulcast: header extensions and routing ----------------------------------------------------
+
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+_simulcast_installed = False
+
+
+def enable_simulcast() -> None:
+    """Let aiortc negotiate what simulcast needs; idempotent, process-wide.
+
+    - the RID and repaired-RID header extensions join aiortc's video extensions (its answers
+      otherwise drop them, and a browser then sends only its first encoding);
+    - RTP whose SSRC is not known yet is routed by its MID header extension before aiortc's
+      payload-type fallback, which cannot tell two video m-sections (camera and screen) apart
+      and never sees SSRCs for RID simulcast, which offers none."""
+    global _simulcast_installed
+    if _simulcast_installed:
+        return
+    import aiortc.codecs
+    from aiortc.rtcdtlstransport import RtpRouter
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+
+    video = aiortc.codecs.HEADER_EXTENSIONS["video"]
+    known = {ext.uri for ext in video}
+    for ext_id, uri in ((10, RID_URI), (11, REPAIRED_RID_URI)):
+        if uri not in known:
+            video.append(RTCRtpHeaderExtensionParameters(id=ext_id, uri=uri))
+
+    original = RtpRouter.route_rtp
+
+    def route_rtp(self: Any, packet: RtpPacket) -> Any:
+        if packet.ssrc not in self.ssrc_table:
+            mid = packet.extensions.mid
+            receiver = self.mid_table.get(mid) if mid is not None else None
+            if receiver is not None:
+                self.ssrc_table[packet.ssrc] = receiver
+                return receiver
+        return original(self, packet)
+
+    RtpRouter.route_rtp = route_rtp  # type: ignore[method-assign]
+    _simulcast_installed = True
+
+
+# Simulcast from an aiortc client (the SDK) --------------------------------------------------
+
+
+def layer_sender(primary: RTCRtpSender, track: MediaStreamTrack) -> RTCRtpSender:
+    """A sender for one more encoding of ``primary``'s m-section (SSRC-group simulcast): its
+    own SSRC and RTX SSRC, started with ``start_layer_sender`` once negotiation is done."""
+    return RTCRtpSender(track, primary.transport)
+
+
+def cname_of(pc: RTCPeerConnection) -> str:
+    return pc._RTCPeerConnection__cname
+
+
+async def start_layer_sender(pc: RTCPeerConnection, transceiver: Any, sender: RTCRtpSender) -> None:
+    """Start a layer sender with the parameters its m-section negotiated (same codecs,
+    extensions and MID as the transceiver's own sender, on the same transport)."""
+    from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpSendParameters
+
+    sender.setTransport(transceiver.sender.transport)
+    parameters = RTCRtpSendParameters(
+        codecs=transceiver._codecs,
+        headerExtensions=transceiver._headerExtensions,
+        muxId=transceiver.mid,
+        rtcp=RTCRtcpParameters(cname=cname_of(pc), ssrc=sender._ssrc, mux=True),
+    )
+    await sender.send(parameters)
 
 
 # Codec use counters: the proof that the forwarding path never decodes or encodes -------------
@@ -216,7 +317,7 @@ def count_codec_instances() -> CodecCounter:
 
 # Publisher side ------------------------------------------------------------------------------
 
-PacketHandler = Callable[[RtpPacket, RTCRtpCodecParameters, int], Awaitable[None]]
+PacketHandler = Callable[[RtpPacket, RTCRtpCodecParameters, int, bool], Awaitable[None]]
 
 
 class ReceiverTap:
@@ -271,14 +372,21 @@ class ReceiverTap:
                 await receiver._send_rtcp(
                     RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb))
                 )
+        repaired = False
         if is_rtx(codec):
-            original_ssrc = getattr(receiver, f"{_R}rtx_ssrc").get(packet.ssrc)
             apt = codec.parameters.get("apt")
-            if original_ssrc is None or not isinstance(apt, int) or apt not in codecs or len(packet.payload) < 2:
+            if not isinstance(apt, int) or apt not in codecs or len(packet.payload) < 2:
                 return
-            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+            # The up-track maps the RTX SSRC to its layer (FID group, repaired RID, or the one
+            # media SSRC of a plain stream); the SSRC stays the RTX one here.
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=packet.ssrc)
             codec = codecs[apt]
-        await self._on_packet(packet, codec, arrival_time_ms)
+            repaired = True
+        await self._on_packet(packet, codec, arrival_time_ms, repaired)
+
+    def rtx_media_ssrc(self, rtx_ssrc: int) -> int | None:
+        """The media SSRC an RTX SSRC repairs, as the SDP's FID group said."""
+        return getattr(self.receiver, f"{_R}rtx_ssrc").get(rtx_ssrc)
 
     async def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
         await self.receiver._send_rtcp_nack(media_ssrc, [seq & 0xFFFF for seq in lost])
@@ -354,6 +462,10 @@ class SenderTap:
             await self._on_feedback(packet)
         else:  # receiver and sender reports: aiortc keeps RTT and statistics
             await self._original_rtcp(packet)
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc == self.sender._ssrc:
+                        await self._on_feedback(report)
 
 
 def remb_bitrate(packet: RtcpPsfbPacket) -> int | None:

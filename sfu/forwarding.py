@@ -1,11 +1,18 @@
-"""Up-tracks (one per published track) and down-tracks (one per subscriber of it).
+"""Up-tracks (one per published track), their layers, and down-tracks (one per subscriber).
 
-An up-track receives every packet of its publisher from the receiver tap, unwraps its sequence
-number and timestamp, caches it once, tracks upstream loss, and hands it to each down-track.  A
-down-track waits for a keyframe (asking upstream for one), rewrites SSRC, sequence number,
-timestamp, payload type and header extensions for its subscriber, writes the packet with the
-subscriber's transport, and answers its subscriber's NACKs from the up-track's cache (as RTX where
-negotiated), passing misses upstream.  Nothing here decodes or encodes media.
+An up-track receives every packet of its publisher from the receiver tap and files it under its
+**layer**: one layer for a plain stream, one per encoding for simulcast (told apart by RID, by
+the SSRC a RID was first seen on, or by an ``a=ssrc-group:SIM`` position).  Each layer unwraps
+its own sequence numbers and timestamps, caches its packets once, tracks its upstream loss,
+measures its bit rate per temporal layer, and learns its size from keyframes.
+
+A down-track forwards one layer (``current``) and may be moving to another (``target``): it
+switches only on a keyframe of the target (asking the publisher for one), continuing sequence
+numbers without a gap and timestamps by wall clock.  For VP8 it also drops frames above its
+temporal layer (closing the sequence gap), and keeps picture IDs and TL0PICIDX continuous across
+switches and drops, so that a browser's decoder sees one unbroken stream.  It answers its
+subscriber's NACKs from the layer's cache (as RTX where negotiated), passing misses upstream.
+Nothing here decodes or encodes media.
 """
 
 from __future__ import annotations
@@ -22,16 +29,64 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RTCP_PSFB_APP, RTCP_RTPFB_NACK, RtpPacket
 
 from sfu.aiortc_hooks import ReceiverTap, SenderTap, remb_bitrate
-from sfu.keyframe import is_keyframe
+from sfu.bandwidth import RateMeter
+from sfu.h264 import sps_dimensions
+from sfu.keyframe import h264_keyframe
 from sfu.metrics import SfuMetrics
 from sfu.munger import Munger
 from sfu.nack import LossTracker, RetransmitFilter
 from sfu.packet_cache import CachedPacket, PacketCache
 from sfu.rtp import Unwrapper, abs_send_time, audio_level, build_packet, extension_block, rtx_payload
+from sfu.sdp import SimulcastOffer
+from sfu.vp8 import parse_vp8, rewrite_vp8
 
 log = logging.getLogger(__name__)
 
-KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between PLIs sent upstream for one track
+KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between PLIs sent upstream for one layer
+LAYER_TIMEOUT = 1.5  # a layer with no packet for this long is not being sent
+MAX_TEMPORAL = 4
+FRAME_MEMORY = 64  # VP8 picture-ID decisions a down-track remembers
+
+
+class Layer:
+    """One encoding of an up-track."""
+
+    def __init__(self, position: int, rid: str | None, kind: str) -> None:
+        self.position = position  # as the publisher declared it (lowest first by convention)
+        self.rid = rid
+        self.ssrc: int | None = None
+        self.seq = Unwrapper(16)
+        self.ts = Unwrapper(32)
+        self.picture_ids = Unwrapper(15)
+        self.tl0 = Unwrapper(8)
+        self.cache = PacketCache(512 if kind == "video" else 64)
+        self.losses = LossTracker()
+        self.width: int | None = None
+        self.height: int | None = None
+        self.meters = [RateMeter() for _ in range(MAX_TEMPORAL)]
+        self.temporal_layers = 1
+        self.last_packet = float("-inf")
+        self.last_keyframe_request = float("-inf")
+        self.active = True  # what the SFU last asked the publisher (dynacast)
+        self.inactive_since: float | None = None
+        self.last_rate: list[float] = []
+        self.packets = 0
+
+    def sending(self, now: float) -> bool:
+        return now - self.last_packet < LAYER_TIMEOUT
+
+    def rates(self, now: float) -> list[float]:
+        """Cumulative bits/s with temporal layers 0..t; the last measured while it is paused."""
+        if not self.sending(now) and self.last_rate:
+            return self.last_rate
+        total = 0.0
+        rates = []
+        for meter in self.meters[: self.temporal_layers]:
+            total += meter.rate(now)
+            rates.append(total)
+        if rates and rates[-1] > 0:
+            self.last_rate = rates
+        return rates
 
 
 class UpTrack:
@@ -43,6 +98,7 @@ class UpTrack:
         source: str,
         metrics: SfuMetrics,
         clock: Callable[[], float] = time.monotonic,
+        simulcast: SimulcastOffer | None = None,
     ) -> None:
         self.track_id = track_id
         self.owner = owner
@@ -51,20 +107,51 @@ class UpTrack:
         self.metrics = metrics
         self.clock = clock
         self.codec: RTCRtpCodecParameters | None = None
-        self.media_ssrc: int | None = None
         self.muted = False  # as the publisher says
         self.blocked = False  # muted by a host: nothing is forwarded
         self.downtracks: list[DownTrack] = []
-        self.cache = PacketCache(512 if kind == "video" else 64)
-        self.losses = LossTracker()
-        self._seq = Unwrapper(16)
-        self._ts = Unwrapper(32)
-        self._last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL
+        self.simulcast = simulcast
+        if simulcast is not None and simulcast.layers > 1:
+            count = simulcast.layers
+            rids = simulcast.rids or [None] * count
+            self.layers = [Layer(i, rids[i], kind) for i in range(count)]
+        else:
+            self.layers = [Layer(0, None, kind)]
+        self._by_rid = {layer.rid: layer for layer in self.layers if layer.rid}
+        self._by_ssrc: dict[int, Layer] = {}
+        if simulcast is not None and simulcast.ssrcs and len(self.layers) > 1:
+            for layer, ssrc in zip(self.layers, simulcast.ssrcs, strict=False):
+                layer.ssrc = ssrc
+                self._by_ssrc[ssrc] = layer
+            for rtx, media in simulcast.rtx.items():
+                if media in self._by_ssrc:
+                    self._by_ssrc[rtx] = self._by_ssrc[media]
+        self.order: list[Layer] = list(self.layers)  # lowest first
+        self.audio_level: tuple[bool, int] | None = None
         self.tap: ReceiverTap | None = None
         self.packets = 0
+        self.on_layers_changed: Callable[[UpTrack], None] | None = None
+
+    @property
+    def is_simulcast(self) -> bool:
+        return len(self.layers) > 1
+
+    @property
+    def media_ssrc(self) -> int | None:
+        return self.layers[0].ssrc
+
+    @property
+    def cache(self) -> PacketCache:
+        return self.layers[0].cache
 
     def attach(self, receiver: RTCRtpReceiver) -> None:
         self.tap = ReceiverTap(receiver, self._on_packet)
+
+    def layer_info(self) -> list[dict[str, Any]]:
+        return [
+            {"rid": layer.rid, "index": index, "width": layer.width, "height": layer.height, "active": layer.active}
+            for index, layer in enumerate(self.order)
+        ]
 
     def info(self) -> dict[str, Any]:
         return {
@@ -74,28 +161,103 @@ class UpTrack:
             "source": self.source,
             "muted": self.muted or self.blocked,
             "codec": self.codec.mimeType if self.codec else None,
+            "simulcast": self.is_simulcast,
         }
 
-    async def _on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters, arrival_ms: int) -> None:
+    def index_of(self, layer: Layer | None) -> int | None:
+        return None if layer is None else self.order.index(layer)
+
+    def _reorder(self) -> None:
+        """Lowest first by measured height once every layer's size is known, else as declared."""
+        if all(layer.height is not None for layer in self.layers):
+            order = sorted(self.layers, key=lambda layer: (layer.height or 0, layer.position))
+        else:
+            order = list(self.layers)
+        if order != self.order:
+            self.order = order
+        if self.on_layers_changed is not None:
+            self.on_layers_changed(self)
+
+    def _layer_for(self, packet: RtpPacket, repaired: bool) -> Layer | None:
+        if len(self.layers) == 1:
+            layer = self.layers[0]
+            if not repaired and layer.ssrc != packet.ssrc:
+                layer.ssrc = packet.ssrc
+            return layer
+        layer = self._by_ssrc.get(packet.ssrc)
+        if layer is not None:
+            return layer
+        extensions = packet.extensions
+        rid = extensions.repaired_rtp_stream_id if repaired else extensions.rtp_stream_id
+        if rid is None and repaired and self.tap is not None:
+            media = self.tap.rtx_media_ssrc(packet.ssrc)
+            layer = self._by_ssrc.get(media) if media is not None else None
+        elif rid is not None:
+            layer = self._by_rid.get(rid)
+        if layer is None:
+            return None  # an SSRC not seen with its RID yet: nothing says which layer it is
+        self._by_ssrc[packet.ssrc] = layer
+        if not repaired:
+            layer.ssrc = packet.ssrc
+        return layer
+
+    async def _on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters, arrival_ms: int, repaired: bool = False) -> None:
         started = time.perf_counter()
         now = self.clock()
+        layer = self._layer_for(packet, repaired)
+        if layer is None:
+            return
         self.codec = codec
-        self.media_ssrc = packet.ssrc
-        sequence = self._seq.unwrap(packet.sequence_number)
-        timestamp = self._ts.unwrap(packet.timestamp)
+        sequence = layer.seq.unwrap(packet.sequence_number)
+        if layer.cache.get(sequence) is not None:
+            return  # a retransmission of a packet that arrived after all
+        timestamp = layer.ts.unwrap(packet.timestamp)
+        payload = packet.payload
         video = self.kind == "video"
+        keyframe = True
+        vp8 = None
+        tid = None
+        picture_id = tl0 = None
         if video:
-            self.losses.on_packet(sequence, now)
+            layer.losses.on_packet(sequence, now)
+            name = codec.name.lower()
+            if name == "vp8":
+                vp8 = parse_vp8(payload)
+                if vp8 is None:
+                    return
+                keyframe = vp8.keyframe
+                tid = vp8.tid
+                if vp8.picture_id is not None:
+                    picture_id = layer.picture_ids.unwrap(vp8.picture_id & 0x7FFF) if vp8.picture_id_bits == 15 else vp8.picture_id
+                if vp8.tl0picidx is not None:
+                    tl0 = layer.tl0.unwrap(vp8.tl0picidx)
+                if keyframe and vp8.width and (vp8.width != layer.width or vp8.height != layer.height):
+                    layer.width, layer.height = vp8.width, vp8.height
+                    self._reorder()
+            elif name == "h264":
+                keyframe = h264_keyframe(payload)
+                if keyframe:
+                    size = sps_dimensions(payload)
+                    if size is not None and (size[0] != layer.width or size[1] != layer.height):
+                        layer.width, layer.height = size
+                        self._reorder()
+            if tid is not None and tid < MAX_TEMPORAL:
+                if tid >= layer.temporal_layers:
+                    layer.temporal_layers = tid + 1
+                layer.meters[tid].add(len(payload), now)
+            else:
+                layer.meters[0].add(len(payload), now)
+        else:
+            self.audio_level = packet.extensions.audio_level
+        if not layer.sending(now) and not layer.active:
+            layer.inactive_since = None
+        layer.last_packet = now
         cached = CachedPacket(
-            sequence,
-            timestamp,
-            packet.marker,
-            packet.payload,
-            is_keyframe(codec.name, packet.payload) if video else True,
-            now,
-            packet.extensions.audio_level,
+            sequence, timestamp, packet.marker, payload, keyframe, now, packet.extensions.audio_level,
+            layer.position, tid, vp8, picture_id, tl0,
         )
-        self.cache.add(cached)
+        layer.cache.add(cached)
+        layer.packets += 1
         self.packets += 1
         if self.blocked or not self.downtracks:
             return
@@ -103,38 +265,43 @@ class UpTrack:
         sent = 0
         octets = 0
         for downtrack in self.downtracks:
-            if await downtrack.forward(cached, ntp):
+            if (downtrack.current is layer or downtrack.target is layer) and await downtrack.forward(cached, layer, ntp):
                 sent += 1
-                octets += len(packet.payload)
+                octets += len(payload)
         if sent:
             self.metrics.record_forward(self.kind, sent, octets, time.perf_counter() - started)
 
     async def tick(self) -> None:
-        """Periodic work: NACK what is still missing upstream."""
-        if self.tap is None or self.media_ssrc is None:
+        """Periodic work: NACK what is still missing upstream, per layer."""
+        if self.tap is None:
             return
         rtt = min((d.tap.rtt for d in self.downtracks if d.tap.rtt), default=None)
-        due = self.losses.due(self.clock(), rtt)
-        if due:
-            self.metrics.nacks_sent.inc(len(due))
-            await self.tap.send_nack(self.media_ssrc, due)
-
-    async def nack_upstream(self, sequences: list[int]) -> None:
-        """Subscribers asked for packets the cache does not hold: ask the publisher now."""
-        if self.tap is not None and self.media_ssrc is not None and sequences:
-            self.metrics.nacks_sent.inc(len(sequences))
-            await self.tap.send_nack(self.media_ssrc, sequences)
-
-    async def request_keyframe(self) -> None:
-        """PLI upstream, at most once per ``KEYFRAME_REQUEST_INTERVAL``."""
         now = self.clock()
-        if self.kind != "video" or self.tap is None or self.media_ssrc is None:
+        for layer in self.layers:
+            if layer.ssrc is None:
+                continue
+            due = layer.losses.due(now, rtt)
+            if due:
+                self.metrics.nacks_sent.inc(len(due))
+                await self.tap.send_nack(layer.ssrc, due)
+
+    async def nack_upstream(self, layer: Layer, sequences: list[int]) -> None:
+        """Subscribers asked for packets the cache does not hold: ask the publisher now."""
+        if self.tap is not None and layer.ssrc is not None and sequences:
+            self.metrics.nacks_sent.inc(len(sequences))
+            await self.tap.send_nack(layer.ssrc, sequences)
+
+    async def request_keyframe(self, layer: Layer | None = None) -> None:
+        """PLI upstream for a layer, at most once per ``KEYFRAME_REQUEST_INTERVAL`` each."""
+        layer = layer or self.layers[0]
+        now = self.clock()
+        if self.kind != "video" or self.tap is None or layer.ssrc is None:
             return
-        if now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
+        if now - layer.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
             return
-        self._last_keyframe_request = now
+        layer.last_keyframe_request = now
         self.metrics.plis_sent.inc()
-        await self.tap.send_pli(self.media_ssrc)
+        await self.tap.send_pli(layer.ssrc)
 
     def add(self, downtrack: DownTrack) -> None:
         self.downtracks.append(downtrack)
@@ -142,6 +309,9 @@ class UpTrack:
     def remove(self, downtrack: DownTrack) -> None:
         if downtrack in self.downtracks:
             self.downtracks.remove(downtrack)
+
+
+FeedbackListener = Callable[[str, float], None]
 
 
 class DownTrack:
@@ -161,15 +331,52 @@ class DownTrack:
         self.tap = SenderTap(sender, self._feedback)
         self.munger = Munger(rng)
         self.retransmits = RetransmitFilter()
-        self.paused = False
         self.bound = False
         self.remb: int | None = None
+        self.listener: FeedbackListener | None = None
+        # what is forwarded: the layer now sent, the layer wanted, the highest temporal layer
+        self.current: Layer | None = None
+        self.target: Layer | None = up.layers[-1] if up.kind == "video" else up.layers[0]
+        self.temporal: int | None = None
+        self._temporal_wanted: int | None = None
+        self.reason = "requested"
+        self.meter = RateMeter()
         self._rtx_seq = (rng or random.Random()).randrange(0, 1 << 16)
         self._mid_element: tuple[int, bytes] | None = None
         self._abs_id: int | None = None
         self._level_id: int | None = None
+        self._last_sent_at: float | None = None
+        self._clock_rate = 90000
+        # VP8: input picture ID -> output picture ID (None: dropped), and offsets
+        self._frames: dict[int, int | None] = {}
+        self._picture_offset = 0
+        self._tl0_offset = 0
+        self._last_picture: int | None = None
+        self._last_tl0: int | None = None
         self.packets = 0
         self.retransmitted = 0
+        self.switches = 0
+
+    @property
+    def paused(self) -> bool:
+        return self.target is None
+
+    def set_target(self, layer: Layer | None, temporal: int | None = None, reason: str = "requested") -> None:
+        """Forward ``layer`` from its next keyframe on (None: pause now); ``temporal`` caps the
+        temporal layers (raised at the next TL0 frame, lowered at the next frame)."""
+        self.reason = reason
+        if layer is None:
+            self.target = None
+            if self.current is not None:
+                self.current = None
+                self.munger.stop()
+            return
+        self.target = layer
+        if temporal is None or self.temporal is None or temporal < self.temporal:
+            self.temporal = temporal
+            self._temporal_wanted = None
+        elif temporal > self.temporal:
+            self._temporal_wanted = temporal
 
     def _bind(self) -> bool:
         """Read what negotiation settled (mid, extension ids) once the sender has started."""
@@ -180,6 +387,8 @@ class DownTrack:
         self._mid_element = (ids["mid"], mid.encode()) if "mid" in ids and mid else None
         self._abs_id = ids.get("abs_send_time")
         self._level_id = ids.get("audio_level")
+        if self.up.codec is not None:
+            self._clock_rate = self.up.codec.clockRate
         self.bound = True
         return True
 
@@ -193,74 +402,148 @@ class DownTrack:
             elements.append((self._level_id, audio_level(*packet.audio_level)))
         return extension_block(elements)
 
-    async def forward(self, packet: CachedPacket, ntp: int) -> bool:
+    def _switch(self, layer: Layer, packet: CachedPacket) -> None:
+        now = self.up.clock()
+        gap = 0
+        if self._last_sent_at is not None:
+            gap = int((now - self._last_sent_at) * self._clock_rate)
+        if self.current is not None and self.current is not layer:
+            self.switches += 1
+        self.munger.start(packet.sequence, packet.timestamp, gap, layer.position)
+        self.current = layer
+        self._frames.clear()
+        if packet.picture_id is not None:
+            self._picture_offset = (self._last_picture + 1 - packet.picture_id) if self._last_picture is not None else 0
+        if packet.tl0 is not None:
+            self._tl0_offset = (self._last_tl0 + 1 - packet.tl0) if self._last_tl0 is not None else 0
+        if self._temporal_wanted is not None:
+            self.temporal, self._temporal_wanted = self._temporal_wanted, None
+
+    def _frame_forwarded(self, packet: CachedPacket) -> bool:
+        """VP8 temporal layers: decide once per frame (by picture ID) whether it goes out."""
+        picture = packet.picture_id
+        if picture is None:
+            return packet.tid is None or self.temporal is None or packet.tid <= self.temporal
+        known = self._frames.get(picture, False)
+        if known is not False:
+            return known is not None
+        tid = packet.tid
+        if self._temporal_wanted is not None and (tid == 0 or tid is None or (packet.vp8 is not None and packet.vp8.layer_sync and tid <= self._temporal_wanted)):
+            self.temporal, self._temporal_wanted = self._temporal_wanted, None
+        forward = tid is None or self.temporal is None or tid <= self.temporal
+        if forward:
+            out: int | None = picture + self._picture_offset
+        else:
+            out = None
+            self._picture_offset -= 1
+        if len(self._frames) >= FRAME_MEMORY:
+            del self._frames[next(iter(self._frames))]
+        self._frames[picture] = out
+        return forward
+
+    def _payload(self, packet: CachedPacket) -> bytes:
+        vp8 = packet.vp8
+        if vp8 is None or (self._picture_offset == 0 and self._tl0_offset == 0 and not self._frames_shifted(packet)):
+            return packet.payload
+        picture = self._frames.get(packet.picture_id) if packet.picture_id is not None else None
+        tl0 = packet.tl0 + self._tl0_offset if packet.tl0 is not None else None
+        return rewrite_vp8(packet.payload, vp8, picture, tl0 & 0xFF if tl0 is not None else None)
+
+    def _frames_shifted(self, packet: CachedPacket) -> bool:
+        picture = packet.picture_id
+        return picture is not None and self._frames.get(picture, picture) != picture
+
+    async def forward(self, packet: CachedPacket, layer: Layer, ntp: int) -> bool:
         """Rewrite and send one packet; False when it was not sent."""
-        if self.paused or (not self.bound and not self._bind()):
+        if not self.bound and not self._bind():
             return False
-        munger = self.munger
-        if not munger.started:
-            if not packet.keyframe:
-                await self.up.request_keyframe()
+        if layer is not self.current:
+            if layer is not self.target:
                 return False
-            munger.start(packet.sequence, packet.timestamp)
-        mapped = munger.map(packet.sequence, packet.timestamp)
+            if not packet.keyframe:
+                await self.up.request_keyframe(layer)
+                return False
+            self._switch(layer, packet)
+        if not self._frame_forwarded(packet):
+            self.munger.drop(packet.sequence)
+            return False
+        mapped = self.munger.map(packet.sequence, packet.timestamp)
         if mapped is None:
             return False
         sequence, timestamp = mapped
         data = build_packet(
-            packet.marker, self.payload_type, sequence, timestamp, self.tap.ssrc, self._extensions(packet, ntp), packet.payload
+            packet.marker, self.payload_type, sequence, timestamp, self.tap.ssrc, self._extensions(packet, ntp),
+            self._payload(packet),
         )
         try:
             await self.tap.send(data)
         except ConnectionError:
             return False
+        now = self.up.clock()
+        self._last_sent_at = now
+        self.meter.add(len(data), now)
+        if packet.picture_id is not None:
+            out = self._frames.get(packet.picture_id)
+            if out is not None and (self._last_picture is None or out > self._last_picture):
+                self._last_picture = out
+        if packet.tl0 is not None:
+            out_tl0 = packet.tl0 + self._tl0_offset
+            if self._last_tl0 is None or out_tl0 > self._last_tl0:
+                self._last_tl0 = out_tl0
         self.tap.record_sent(ntp, timestamp, len(packet.payload))
         self.packets += 1
         return True
 
     async def _feedback(self, packet: Any) -> None:
-        if getattr(packet, "fmt", None) == RTCP_RTPFB_NACK and hasattr(packet, "lost"):
+        fmt = getattr(packet, "fmt", None)
+        if fmt == RTCP_RTPFB_NACK and hasattr(packet, "lost"):
             await self._on_nack(packet.lost)
-        elif getattr(packet, "fmt", None) == RTCP_PSFB_APP:
+        elif fmt == RTCP_PSFB_APP:
             self.remb = remb_bitrate(packet)
+            if self.remb is not None and self.listener is not None:
+                self.listener("remb", float(self.remb))
+        elif hasattr(packet, "fraction_lost"):  # a report block about this stream
+            if self.listener is not None and self.up.kind == "video" and self.current is not None:
+                self.listener("loss", packet.fraction_lost / 256)
         else:  # PLI or FIR
             self.metrics.plis_received.inc()
-            await self.up.request_keyframe()
+            await self.up.request_keyframe(self.current or self.target)
 
     async def _on_nack(self, lost: list[int]) -> None:
         self.metrics.nacks_received.inc(len(lost))
         now = self.up.clock()
         rtt = self.tap.rtt
+        current = self.current
         missing = []
         for out_sequence in lost:
-            sequence = self.munger.unmap(out_sequence)
-            if sequence is None:
-                continue
-            cached = self.up.cache.get(sequence)
+            entry = self.munger.unmap(out_sequence)
+            if entry is None or current is None or entry[0] != current.position:
+                continue  # dropped on purpose, or from a layer no longer forwarded
+            sequence = entry[1]
+            cached = current.cache.get(sequence)
             if cached is None:
                 missing.append(sequence)
                 continue
             if self.retransmits.allow(sequence, now, rtt):
                 await self._retransmit(cached, out_sequence)
-        await self.up.nack_upstream(missing)
+        if current is not None:
+            await self.up.nack_upstream(current, missing)
 
     async def _retransmit(self, packet: CachedPacket, out_sequence: int) -> None:
-        mapped = self.munger.map(packet.sequence, packet.timestamp)
-        if mapped is None:
-            return
-        _, timestamp = mapped
+        timestamp = self.munger.timestamp_for(packet.timestamp)
         ntp = current_ntp_time()
         rtx_type = self.tap.rtx_payload_type
+        payload = self._payload(packet)
         if rtx_type is not None:
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
             data = build_packet(
                 packet.marker, rtx_type, self._rtx_seq, timestamp, self.tap.rtx_ssrc,
-                self._extensions(packet, ntp), rtx_payload(out_sequence, packet.payload),
+                self._extensions(packet, ntp), rtx_payload(out_sequence, payload),
             )
         else:
             data = build_packet(
                 packet.marker, self.payload_type, out_sequence, timestamp, self.tap.ssrc,
-                self._extensions(packet, ntp), packet.payload,
+                self._extensions(packet, ntp), payload,
             )
         try:
             await self.tap.send(data)

@@ -1,16 +1,21 @@
 """Per-subscriber rewriting of sequence numbers and timestamps.
 
 A down-track starts at a random sequence number and timestamp and continues from there without
-gaps of its own: input packets are mapped by a fixed offset from the point where forwarding
+gaps of its own: input packets are mapped by an offset from the point where forwarding
 (re)started, so upstream gaps stay gaps that the subscriber can NACK, and NACKed output numbers
-map back to input numbers.  Inputs and offsets are unwrapped integers; outputs are cut to 16 and
-32 bits only when they leave."""
+map back to (layer, input number).  Packets the SFU chooses not to forward (a temporal layer
+above the subscriber's) are ``drop``ped: later packets move down to close the gap, so the
+subscriber sees a contiguous stream.  A restart (a simulcast layer switch) continues the output
+where it stopped.  Inputs and offsets are unwrapped integers; outputs are cut to 16 and 32 bits
+only when they leave."""
 
 from __future__ import annotations
 
 import random
 
 HISTORY = 1024
+SEGMENTS = 64
+DROPPED = 256
 
 
 class Munger:
@@ -18,52 +23,110 @@ class Munger:
         rng = rng or random.Random()
         self._next_seq = rng.randrange(0, 1 << 15)
         self._next_ts = rng.randrange(0, 1 << 31)
-        self._seq_offset = 0
         self._ts_offset = 0
+        self._layer = 0
         self._start_seq: int | None = None
+        self._highest_in: int | None = None
+        # (first input sequence, offset) since the start point, newest last; a drop adds one
+        self._segments: list[tuple[int, int]] = []
+        self._dropped: set[int] = set()
+        self._dropped_order: list[int] = []
         self._last_out_seq: int | None = None
         self._last_out_ts = 0
-        # output -> input for recent packets, so NACKs map back across restarts (layer switches)
-        self._history: list[tuple[int, int] | None] = [None] * HISTORY
+        # output -> (layer, input) for recent packets, so NACKs map back across restarts
+        self._history: list[tuple[int, int, int] | None] = [None] * HISTORY
 
     @property
     def started(self) -> bool:
         return self._start_seq is not None
 
-    def start(self, sequence: int, timestamp: int, ts_gap: int = 0) -> None:
-        """Begin (or resume, e.g. after a layer switch) at this input packet: it becomes the
-        next output number, its timestamp ``ts_gap`` ticks after the last one sent."""
+    @property
+    def last_timestamp(self) -> int:
+        return self._last_out_ts
+
+    def start(self, sequence: int, timestamp: int, ts_gap: int = 0, layer: int = 0) -> None:
+        """Begin (or resume, e.g. after a layer switch) at this input packet of ``layer``: it
+        becomes the next output number, its timestamp ``ts_gap`` ticks after the last one sent."""
         if self._last_out_seq is not None:
             self._next_seq = self._last_out_seq + 1
             self._next_ts = self._last_out_ts + max(ts_gap, 1)
-        self._seq_offset = self._next_seq - sequence
+        self._segments = [(sequence, self._next_seq - sequence)]
         self._ts_offset = self._next_ts - timestamp
         self._start_seq = sequence
+        self._highest_in = sequence - 1
+        self._layer = layer
+        self._dropped.clear()
+        self._dropped_order.clear()
+
+    def stop(self) -> None:
+        """Forwarding paused: the next ``start`` continues the output after the last packet."""
+        self._start_seq = None
+
+    def _offset(self, sequence: int) -> int:
+        segments = self._segments
+        for index in range(len(segments) - 1, -1, -1):
+            first, offset = segments[index]
+            if sequence >= first:
+                return offset
+        return segments[0][1]
 
     def map(self, sequence: int, timestamp: int) -> tuple[int, int] | None:
         """Output (sequence16, timestamp32) for an input packet, or None for packets from before
-        the start point."""
-        if self._start_seq is None or sequence < self._start_seq:
+        the start point and packets dropped earlier."""
+        if self._start_seq is None or sequence < self._start_seq or sequence in self._dropped:
             return None
-        out_seq = sequence + self._seq_offset
+        out_seq = sequence + self._offset(sequence)
         out_ts = timestamp + self._ts_offset
+        if self._highest_in is None or sequence > self._highest_in:
+            self._highest_in = sequence
         if self._last_out_seq is None or out_seq > self._last_out_seq:
             self._last_out_seq = out_seq
             self._last_out_ts = out_ts
-        self._history[out_seq % HISTORY] = (out_seq, sequence)
+        self._history[out_seq % HISTORY] = (out_seq, self._layer, sequence)
         return out_seq & 0xFFFF, out_ts & 0xFFFFFFFF
 
-    def unmap(self, out_sequence16: int) -> int | None:
-        """The input sequence number behind an output number a subscriber NACKed."""
+    def drop(self, sequence: int) -> None:
+        """Do not forward this input packet.  In order, later packets close its gap; a packet
+        older than what was already forwarded leaves its gap (the subscriber's NACK for it is
+        ignored)."""
+        if self._start_seq is None or sequence < self._start_seq or sequence in self._dropped:
+            return
+        self._dropped.add(sequence)
+        self._dropped_order.append(sequence)
+        if len(self._dropped_order) > DROPPED:
+            self._dropped.discard(self._dropped_order.pop(0))
+        if self._highest_in is not None and sequence > self._highest_in:
+            # Inputs between the highest forwarded and this one are upstream losses: their
+            # output slots stay for them.
+            offset = self._offset(sequence)
+            self._segments.append((sequence + 1, offset - 1))
+            if len(self._segments) > SEGMENTS:
+                del self._segments[0]
+            self._highest_in = sequence
+
+    def timestamp_for(self, timestamp: int) -> int:
+        """The output timestamp of an input timestamp of the current layer."""
+        return (timestamp + self._ts_offset) & 0xFFFFFFFF
+
+    def was_dropped(self, sequence: int) -> bool:
+        return sequence in self._dropped
+
+    def unmap(self, out_sequence16: int) -> tuple[int, int] | None:
+        """(layer, input sequence) behind an output number a subscriber NACKed."""
         if self._last_out_seq is None:
             return None
         delta = ((out_sequence16 - self._last_out_seq + 0x8000) & 0xFFFF) - 0x8000
         out_seq = self._last_out_seq + delta
         entry = self._history[out_seq % HISTORY]
         if entry is not None and entry[0] == out_seq:
-            return entry[1]
-        # Never sent (lost upstream before it reached us): it maps by the current offset.
-        sequence = out_seq - self._seq_offset
-        if self._start_seq is None or sequence < self._start_seq:
+            return entry[1], entry[2]
+        if self._start_seq is None:
             return None
-        return sequence
+        # Never sent (lost upstream before it reached us): find the input it stands for.
+        for first, offset in reversed(self._segments):
+            sequence = out_seq - offset
+            if sequence >= first:
+                if sequence in self._dropped:
+                    return None
+                return self._layer, sequence
+        return None

@@ -5,6 +5,7 @@ The packet is stored once; every subscriber's retransmission reads it from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -16,7 +17,11 @@ class CachedPacket:
     keyframe: bool
     arrival: float  # seconds, monotonic
     audio_level: tuple[bool, int] | None = None
-    layer: int = 0
+    layer: int = 0  # position of its layer in the up-track
+    tid: int | None = None  # VP8 temporal layer
+    vp8: Any = None  # the parsed VP8 payload descriptor (sfu.vp8.Vp8Descriptor)
+    picture_id: int | None = None  # VP8 picture ID, unwrapped
+    tl0: int | None = None  # VP8 TL0PICIDX, unwrapped
 
 
 class PacketCache:

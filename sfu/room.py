@@ -24,15 +24,24 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
-from sfu.aiortc_hooks import ParkedTrack, count_codec_instances, negotiated_codecs
+from sfu.aiortc_hooks import ParkedTrack, count_codec_instances, enable_simulcast, negotiated_codecs
+from sfu.bandwidth import BandwidthEstimator
 from sfu.forwarding import DownTrack, UpTrack
 from sfu.metrics import SfuMetrics
-from sfu.sdp import announce_address, check_description
+from sfu.sdp import accept_simulcast, announce_address, check_description, simulcast_offers
+from sfu.selector import Allocator, Choice, Demand, wanted_layer
+from sfu.speaker import ActiveSpeakerDetector
 
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 20.0
 TICK_INTERVAL = 0.02
+SPEAKER_INTERVAL = 0.25
+ALLOCATE_INTERVAL = 0.5
+DYNACAST_INTERVAL = 1.0
+DYNACAST_PAUSE_AFTER = 3.0  # seconds a layer is unwanted before the publisher is told to stop it
+DEFAULT_LAST_N = 16
+PRIORITY_PINNED, PRIORITY_SCREEN, PRIORITY_DOMINANT, PRIORITY_SPEAKER = 4, 3, 2, 1
 SOURCES = ("camera", "microphone", "screen", "screen_audio")
 
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
@@ -99,6 +108,12 @@ class Participant:
         self._negotiating = False
         self._again = False
         self.closed = False
+        # what this subscriber asked for, and what its downlink takes
+        self.track_settings: dict[str, tuple[str | None, int | None, int | None]] = {}
+        self.pins: list[str] = []
+        self.estimator = BandwidthEstimator()
+        self.allocator = Allocator()
+        self._forwarding: dict[str, tuple[Any, ...]] = {}
 
     def info(self) -> dict[str, Any]:
         return {
@@ -137,6 +152,7 @@ class Participant:
         except ValueError as exc:
             raise SignalError("invalid_sdp", f"the offer could not be used: {exc}") from None
         meta = {t["mid"]: t for t in tracks}
+        simulcast = simulcast_offers(sdp)
         if self.publisher is None:
             self.publisher = self._peer_connection()
         pc = self.publisher
@@ -153,7 +169,10 @@ class Participant:
                 continue
             info = meta.get(mid, {})
             source = info.get("source") or ("camera" if transceiver.kind == "video" else "microphone")
-            up = UpTrack(f"TR_{secrets.token_hex(6)}", self.identity, transceiver.kind, source, self.room.node.metrics)
+            up = UpTrack(
+                f"TR_{secrets.token_hex(6)}", self.identity, transceiver.kind, source, self.room.node.metrics,
+                simulcast=simulcast.get(mid) if transceiver.kind == "video" else None,
+            )
             up.muted = bool(info.get("muted"))
             media = [c for c in negotiated_codecs(transceiver) if not is_rtx(c)]
             if not media:
@@ -164,7 +183,7 @@ class Participant:
             self._mid_tracks[mid] = up.track_id
             published.append(up)
         result = {
-            "sdp": self._local_sdp(pc),
+            "sdp": accept_simulcast(self._local_sdp(pc), simulcast),
             "tracks": [{"mid": mid, "track_id": tid} for mid, tid in self._mid_tracks.items()],
         }
         for up in published:
@@ -266,12 +285,113 @@ class Participant:
                     if not media or tid not in self._sub_transceivers:
                         continue
                     downtrack = DownTrack(up, self.identity, transceiver.sender, media[0].payloadType, self.room.node.metrics, self.room.node.rng)
+                    downtrack.listener = self._on_feedback
                     self.downtracks[tid] = downtrack
                     up.add(downtrack)
+                    if up.kind == "video":
+                        await self.reallocate()
                 if not self._again and not [1 for _, t in self._pending.values() if t.mid is None]:
                     break
         finally:
             self._negotiating = False
+
+    # Layer selection ---------------------------------------------------------------------------
+
+    def set_track_settings(self, track_id: str, quality: str | None, width: int | None, height: int | None) -> None:
+        if track_id not in self.downtracks and track_id not in self._pending:
+            raise SignalError("unknown_track", f"you receive no track {track_id}")
+        self.track_settings[track_id] = (quality, width, height)
+        self.room.spawn(self.reallocate())
+
+    def set_pins(self, identities: list[str]) -> None:
+        self.pins = list(dict.fromkeys(identities))
+        self.room.spawn(self.reallocate())
+
+    def sending_rate(self, now: float) -> float:
+        return sum(d.meter.rate(now) for d in self.downtracks.values())
+
+    def _on_feedback(self, kind: str, value: float) -> None:
+        now = self.room.node.clock()
+        if kind == "loss":
+            self.estimator.on_loss(value, self.sending_rate(now), now)
+        elif kind == "remb":
+            self.estimator.on_remb(value, self.sending_rate(now), now)
+
+    def _demand(self, down: DownTrack, visible: set[str], now: float) -> tuple[Demand, str]:
+        up = down.up
+        layers = up.order
+        quality, width, height = self.track_settings.get(up.track_id, (None, None, None))
+        wanted = wanted_layer([layer.height for layer in layers], quality, width, height, [layer.width for layer in layers])
+        cause = "requested"
+        if up.muted or up.blocked:
+            wanted, cause = None, "muted"
+        elif up.track_id not in visible:
+            wanted, cause = None, "last_n"
+        room = self.room
+        if up.owner in self.pins:
+            priority = PRIORITY_PINNED
+        elif up.source == "screen":
+            priority = PRIORITY_SCREEN
+        elif up.owner == room.speakers.dominant:
+            priority = PRIORITY_DOMINANT
+        elif up.owner in room.current_speakers:
+            priority = PRIORITY_SPEAKER
+        else:
+            priority = 0
+        demand = Demand(
+            up.track_id,
+            wanted,
+            [layer.rates(now) for layer in layers],
+            [layer.sending(now) or not layer.active for layer in layers],
+            priority,
+        )
+        return demand, cause
+
+    async def reallocate(self) -> None:
+        """Choose, for every video track this participant receives, the layer its downlink and
+        its wishes allow, and tell it what changed."""
+        if self.closed:
+            return
+        now = self.room.node.clock()
+        videos = [d for d in self.downtracks.values() if d.up.kind == "video"]
+        if not videos:
+            return
+        visible = self.room.video_set_for(self)
+        demands = []
+        causes = {}
+        for down in videos:
+            demand, cause = self._demand(down, visible, now)
+            demands.append(demand)
+            causes[demand.track_id] = cause
+        audio = sum(d.meter.rate(now) for d in self.downtracks.values() if d.up.kind == "audio")
+        changes = self.allocator.update(max(self.estimator.value - audio, 0.0), demands, now)
+        for track_id, choice in changes.items():
+            down = self.downtracks.get(track_id)
+            if down is None:
+                continue
+            if choice.layer is None and choice.reason != "bandwidth":
+                choice = Choice(None, None, causes[track_id] if causes[track_id] != "requested" else choice.reason)
+            layer = down.up.order[choice.layer] if choice.layer is not None and choice.layer < len(down.up.order) else None
+            down.set_target(layer, choice.temporal, choice.reason)
+            await self._tell_forwarding(down, choice)
+
+    async def _tell_forwarding(self, down: DownTrack, choice: Choice) -> None:
+        layer = down.target
+        state = (choice.layer, choice.temporal, choice.reason)
+        if self._forwarding.get(down.up.track_id) == state:
+            return
+        self._forwarding[down.up.track_id] = state
+        await self.notify({
+            "type": "track-forwarding",
+            "track_id": down.up.track_id,
+            "participant": down.up.owner,
+            "forwarding": layer is not None,
+            "layer": choice.layer,
+            "temporal": choice.temporal,
+            "width": layer.width if layer is not None else None,
+            "height": layer.height if layer is not None else None,
+            "reason": choice.reason,
+        })
 
     def answer(self, sdp: str) -> None:
         if self._answer is None or self._answer.done():
@@ -289,6 +409,7 @@ class Participant:
         for downtrack in self.downtracks.values():
             downtrack.up.remove(downtrack)
         self.downtracks.clear()
+        self.room.speakers.remove(self.identity)
         for up in self.uptracks.values():
             self.room.node.metrics.tracks.labels(up.kind).dec()
         for pc in (self.publisher, self.subscriber):
@@ -306,6 +427,11 @@ class Room:
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.on_empty: Callable[[Room], Awaitable[None]] | None = None
+        self.last_n = DEFAULT_LAST_N
+        self.speakers = ActiveSpeakerDetector()
+        self.current_speakers: list[str] = []
+        self._order = 0
+        self.join_order: dict[str, int] = {}
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run a background step of this room; errors are logged, never lost."""
@@ -340,6 +466,8 @@ class Room:
             await previous.notify({"type": "removed", "reason": "replaced", "message": "you joined from somewhere else"})
             await self.remove(previous, "replaced", keep_room=True)
         self.participants[participant.identity] = participant
+        self._order += 1
+        self.join_order[participant.identity] = self._order
         self.node.metrics.participants.inc()
         if participant.waiting:
             await self.broadcast({"type": "participant-waiting", "participant": participant.info()}, admins_only=True)
@@ -377,6 +505,78 @@ class Room:
         self.node.on_participant_removed(participant, reason)
         if not self.participants and not keep_room:
             await self.close()
+
+    def video_set_for(self, subscriber: Participant) -> set[str]:
+        """Last-N: the camera tracks ``subscriber`` receives video from: its pins, then the most
+        recent speakers, then the earliest joined, at most ``last_n``; screen shares always."""
+        cameras: dict[str, UpTrack] = {}
+        chosen: set[str] = set()
+        for participant in self.participants.values():
+            if participant is subscriber or participant.waiting:
+                continue
+            for up in participant.uptracks.values():
+                if up.kind != "video":
+                    continue
+                if up.source == "screen":
+                    chosen.add(up.track_id)
+                else:
+                    cameras.setdefault(participant.identity, up)
+        if len(cameras) <= self.last_n:
+            return chosen | {up.track_id for up in cameras.values()}
+        order = list(subscriber.pins)
+        order += self.speakers.recent(self.last_n)
+        order += sorted(cameras, key=lambda identity: self.join_order.get(identity, 0))
+        picked: list[str] = []
+        for identity in order:
+            if identity in cameras and identity not in picked:
+                picked.append(identity)
+            if len(picked) >= self.last_n:
+                break
+        return chosen | {cameras[identity].track_id for identity in picked}
+
+    async def reallocate_all(self) -> None:
+        for participant in list(self.participants.values()):
+            await participant.reallocate()
+
+    async def update_speakers(self, now: float) -> None:
+        for participant in self.participants.values():
+            for up in participant.uptracks.values():
+                if up.kind == "audio" and not up.muted and not up.blocked and up.audio_level is not None:
+                    if up.layers[0].sending(now) and now - up.layers[0].last_packet < 0.1:
+                        self.speakers.add_level(participant.identity, up.audio_level[1], now)
+        change = self.speakers.update(now)
+        if change is None:
+            return
+        dominant_changed = change.dominant != (self.current_speakers[0] if self.current_speakers else None)
+        self.current_speakers = list(change.speakers)
+        visible = [p for p in self.participants.values() if not p.hidden]
+        speakers = [s for s in change.speakers if s in {p.identity for p in visible}]
+        dominant = change.dominant if change.dominant in {p.identity for p in visible} else None
+        await self.broadcast({"type": "active-speakers", "dominant": dominant, "speakers": speakers})
+        if dominant_changed and len(self.participants) > self.last_n + 1:
+            await self.reallocate_all()
+
+    async def dynacast(self, now: float) -> None:
+        """Tell publishers to stop encodings no subscriber takes, and to resume them on demand."""
+        for owner in list(self.participants.values()):
+            for up in owner.uptracks.values():
+                if not up.is_simulcast:
+                    continue
+                changed = False
+                for layer in up.layers:
+                    wanted = any(d.target is layer or d.current is layer for d in up.downtracks)
+                    if wanted:
+                        layer.inactive_since = None
+                        if not layer.active:
+                            layer.active = changed = True
+                    elif layer.active:
+                        if layer.inactive_since is None:
+                            layer.inactive_since = now
+                        elif now - layer.inactive_since >= DYNACAST_PAUSE_AFTER and up.downtracks:
+                            layer.active = False
+                            changed = True
+                if changed:
+                    await owner.notify({"type": "set-layers", "track_id": up.track_id, "layers": up.layer_info()})
 
     async def track_published(self, owner: Participant, up: UpTrack) -> None:
         message = {"type": "track-published", "track": up.info()}
@@ -430,8 +630,10 @@ class SfuNode:
         self.settings = settings or NodeSettings()
         self.rng = rng or random.Random()
         self.rooms: dict[str, Room] = {}
+        self.clock: Callable[[], float] = time.monotonic
         self._ticker: asyncio.Task[None] | None = None
         self.removal_listeners: list[Callable[[Participant, str], None]] = []
+        enable_simulcast()
         codecs = count_codec_instances()
         codecs.listeners.append(lambda kind, _mime: metrics.codec_instances.labels(kind).inc())
 
@@ -450,8 +652,10 @@ class SfuNode:
         self._ticker = asyncio.create_task(self._tick(), name="sfu-ticker")
 
     async def _tick(self) -> None:
+        last_speakers = last_allocation = last_dynacast = self.clock()
         while True:
             await asyncio.sleep(TICK_INTERVAL)
+            now = self.clock()
             for room in list(self.rooms.values()):
                 for participant in list(room.participants.values()):
                     for up in list(participant.uptracks.values()):
@@ -461,6 +665,31 @@ class SfuNode:
                             pass
                         except Exception:
                             log.exception("NACK tick failed for %s", up.track_id)
+            await self._periodic(now, last_speakers, SPEAKER_INTERVAL, Room.update_speakers)
+            if now - last_speakers >= SPEAKER_INTERVAL:
+                last_speakers = now
+            if now - last_allocation >= ALLOCATE_INTERVAL:
+                last_allocation = now
+                for room in list(self.rooms.values()):
+                    await self._guarded(room.reallocate_all(), "allocation")
+            if now - last_dynacast >= DYNACAST_INTERVAL:
+                last_dynacast = now
+                await self._periodic(now, now - DYNACAST_INTERVAL, DYNACAST_INTERVAL, Room.dynacast)
+
+    async def _periodic(self, now: float, last: float, interval: float, step: Callable[[Room, float], Awaitable[None]]) -> None:
+        if now - last < interval:
+            return
+        for room in list(self.rooms.values()):
+            await self._guarded(step(room, now), step.__name__)
+
+    @staticmethod
+    async def _guarded(step: Awaitable[None], what: str) -> None:
+        try:
+            await step
+        except ConnectionError:
+            pass
+        except Exception:
+            log.exception("SFU %s step failed", what)
 
     async def stop(self) -> None:
         if self._ticker is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, field
 
 
 def announce_address(sdp: str, announced_ip: str) -> str:
@@ -45,3 +46,138 @@ def check_description(sdp: str) -> None:
     for section in parsed.media:
         if section.kind in ("audio", "video") and (section.dtls is None or section.ice is None):
             raise ValueError(f"media section {section.rtp.muxId!r} lacks ICE or DTLS parameters")
+
+
+# Simulcast ------------------------------------------------------------------------------------
+
+MAX_LAYERS = 4
+
+
+@dataclass(slots=True)
+class SimulcastOffer:
+    """What a publisher's offer says about the encodings of one video m-section, lowest first as
+    the client listed them.  RID simulcast (``a=rid`` + ``a=simulcast:send``) gives ``rids``;
+    SSRC-group simulcast (``a=ssrc-group:SIM``) gives ``ssrcs`` and their RTX SSRCs."""
+
+    mid: str
+    rids: list[str] = field(default_factory=list)
+    ssrcs: list[int] = field(default_factory=list)
+    rtx: dict[int, int] = field(default_factory=dict)  # RTX SSRC -> media SSRC (FID groups)
+
+    @property
+    def layers(self) -> int:
+        return len(self.rids) or len(self.ssrcs)
+
+
+def _sections(sdp: str) -> list[list[str]]:
+    """Session part first, then one list of lines per m-section."""
+    sections: list[list[str]] = [[]]
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            sections.append([])
+        sections[-1].append(line)
+    return sections
+
+
+def _simulcast_rids(value: str) -> list[str]:
+    """``send q;~h;f`` -> [q, h, f]: paused (~) streams still exist; of alternatives (a,b) the
+    first is taken."""
+    parts = value.split()
+    if len(parts) < 2 or parts[0] != "send":
+        return []
+    rids = []
+    for stream in parts[1].split(";"):
+        rid = stream.split(",")[0].lstrip("~")
+        if rid and len(rid) <= 16 and rid.replace("-", "").replace("_", "").isalnum():
+            rids.append(rid)
+    return rids
+
+
+def simulcast_offers(sdp: str) -> dict[str, SimulcastOffer]:
+    """The video m-sections of an offer that carry simulcast, by mid.  Malformed or partial
+    attributes are ignored (the section is then treated as a single stream)."""
+    offers: dict[str, SimulcastOffer] = {}
+    for section in _sections(sdp)[1:]:
+        if not section[0].startswith("m=video"):
+            continue
+        mid = None
+        send_rids: set[str] = set()
+        listed: list[str] = []
+        sim: list[int] = []
+        fid: dict[int, int] = {}
+        for line in section:
+            name, _, value = line.partition(":")
+            if name == "a=mid":
+                mid = value.strip()
+            elif name == "a=rid":
+                parts = value.split()
+                if len(parts) >= 2 and parts[1] == "send":
+                    send_rids.add(parts[0])
+            elif name == "a=simulcast":
+                listed = _simulcast_rids(value)
+            elif name == "a=ssrc-group":
+                parts = value.split()
+                try:
+                    numbers = [int(p) for p in parts[1:]]
+                except ValueError:
+                    continue
+                if parts and parts[0] == "SIM" and 1 < len(numbers) <= MAX_LAYERS:
+                    sim = numbers
+                elif parts and parts[0] == "FID" and len(numbers) == 2:
+                    fid[numbers[1]] = numbers[0]
+        if mid is None:
+            continue
+        rids = [rid for rid in listed if rid in send_rids][:MAX_LAYERS]
+        if len(rids) > 1:
+            offers[mid] = SimulcastOffer(mid, rids=rids)
+        elif sim:
+            offers[mid] = SimulcastOffer(mid, ssrcs=sim, rtx={r: m for r, m in fid.items() if m in sim})
+    return offers
+
+
+def accept_simulcast(answer: str, offers: dict[str, SimulcastOffer]) -> str:
+    """aiortc's answer drops ``a=rid``/``a=simulcast``; without them a browser sends only its
+    first encoding.  Add ``a=rid:<rid> recv`` and ``a=simulcast:recv`` to each answered section
+    whose offer had RID simulcast (SSRC-group simulcast needs nothing in the answer)."""
+    if not any(offer.rids for offer in offers.values()):
+        return answer
+    out: list[str] = []
+    for section in _sections(answer):
+        mid = next((line.split(":", 1)[1].strip() for line in section if line.startswith("a=mid:")), None)
+        offer = offers.get(mid) if mid is not None and section and section[0].startswith("m=video") else None
+        out.extend(section)
+        if offer is not None and offer.rids and not section[0].startswith("m=video 0 "):
+            out.extend(f"a=rid:{rid} recv" for rid in offer.rids)
+            out.append("a=simulcast:recv " + ";".join(offer.rids))
+    return "\r\n".join(out) + "\r\n"
+
+
+def offer_ssrc_simulcast(sdp: str, mid: str, layers: list[tuple[int, int | None]], cname: str) -> str:
+    """Describe SSRC-group simulcast in an offer's m-section ``mid``: ``layers`` are (media SSRC,
+    RTX SSRC or None), lowest first.  Adds the ``a=ssrc`` lines and FID groups that are missing,
+    then ``a=ssrc-group:SIM``.  (The Python SDK sends its layers this way; the SFU reads them
+    back with ``simulcast_offers``.)"""
+    out: list[str] = []
+    for section in _sections(sdp):
+        out.extend(section)
+        if not section or not section[0].startswith("m=video"):
+            continue
+        if f"a=mid:{mid}" not in section:
+            continue
+        present = set()
+        for line in section:
+            if line.startswith("a=ssrc:"):
+                try:
+                    present.add(int(line[7:].split(" ", 1)[0]))
+                except ValueError:
+                    continue
+        groups = {line for line in section if line.startswith("a=ssrc-group:FID ")}
+        for media, rtx in layers:
+            if rtx is not None and f"a=ssrc-group:FID {media} {rtx}" not in groups:
+                out.append(f"a=ssrc-group:FID {media} {rtx}")
+            for ssrc in (media, rtx):
+                if ssrc is not None and ssrc not in present:
+                    out.append(f"a=ssrc:{ssrc} cname:{cname}")
+                    present.add(ssrc)
+        out.append("a=ssrc-group:SIM " + " ".join(str(media) for media, _ in layers))
+    return "\r\n".join(out) + "\r\n"

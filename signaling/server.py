@@ -221,6 +221,7 @@ class SignalingServer:
         if meeting.status != "live":
             raise p.ProtocolError("meeting_not_live", f"the meeting is {meeting.status}")
         room = self.node.room(room_id)
+        room.last_n = int(meeting.settings.get("last_n") or room.last_n)
         self._watch(room)
         session = Session(self, room, claims)
         session.ws = connection.ws
@@ -338,6 +339,12 @@ class SignalingServer:
         if up is None:
             raise SignalError("unknown_track", f"you publish no track {message.track_id}")
         await participant.room.set_muted(up, message.muted)
+
+    async def on_track_settings(self, session: Session, participant: Participant, message: p.TrackSettings) -> None:
+        participant.set_track_settings(message.track_id, message.quality, message.width, message.height)
+
+    async def on_pin(self, session: Session, participant: Participant, message: p.Pin) -> None:
+        participant.set_pins(message.identities)
 
     async def on_chat(self, session: Session, participant: Participant, message: p.Chat) -> None:
         if not participant.grants.get("can_publish_data") or participant.waiting:

@@ -394,3 +394,81 @@ class FrameVerifier:
             "first_index": self.first_index,
             "last_index": self.highest_index,
         }
+
+
+class PatternLayerTrack(MediaStreamTrack):
+    """One encoding of a :class:`SimulcastPattern`: the same frame indices as its siblings at
+    the same moments, at its own size.  A paused layer (dynacast) produces nothing until
+    resumed, then continues at the current index."""
+
+    kind = "video"
+
+    def __init__(self, source: SimulcastPattern, width: int, height: int) -> None:
+        super().__init__()
+        draw_pattern(0, width, height)
+        self.source = source
+        self.width = width
+        self.height = height
+        self.frames_sent = 0
+        self._next = 0
+        self._running = asyncio.Event()
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        await self._running.wait()
+        source = self.source
+        start = source.start()
+        now = source.clock()
+        # Never behind the shared timeline: after a pause, jump to the current index.
+        index = max(self._next, int((now - start) * source.fps))
+        await asyncio.sleep(max(0.0, start + index / source.fps - now))
+        frame = draw_pattern(index % INDEX_MODULO, self.width, self.height)
+        frame.pts = round(index * VIDEO_CLOCK_RATE / source.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        self._next = index + 1
+        self.frames_sent += 1
+        return frame
+
+
+class SimulcastPattern:
+    """A verifiable pattern published as several encodings (lowest first), as a browser does
+    with simulcast: every layer carries the same frame index at the same moment, so a
+    subscriber moved between layers keeps seeing one increasing sequence of indices."""
+
+    def __init__(
+        self,
+        sizes: Sequence[tuple[int, int]] = ((320, 180), (640, 360), (1280, 720)),
+        fps: float = 15,
+        clock: Clock | None = None,
+    ) -> None:
+        if fps <= 0:
+            raise ValueError("fps must be positive")
+        if len(sizes) < 2:
+            raise ValueError("simulcast needs at least two layers")
+        self.fps = fps
+        self.clock: Clock = clock or time.monotonic
+        self._start: float | None = None
+        self.tracks = [PatternLayerTrack(self, w, h) for w, h in sorted(sizes, key=lambda s: s[0] * s[1])]
+
+    kind = "video"
+
+    def start(self) -> float:
+        if self._start is None:
+            self._start = self.clock()
+        return self._start
+
+    def stop(self) -> None:
+        for track in self.tracks:
+            track.stop()

@@ -38,6 +38,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from clients.sdk.media import FrameVerifier, tone_strength
+from sfu.aiortc_hooks import cname_of, layer_sender, start_layer_sender
+from sfu.sdp import offer_ssrc_simulcast
 from signaling.protocol import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,9 @@ class RemoteTrack:
     audio: deque[Any] = field(default_factory=lambda: deque(maxlen=AUDIO_KEEP))
     frames: int = 0
     ended: bool = False
+    sizes: dict[tuple[int, int], int] = field(default_factory=dict)  # decoded frames per (width, height)
+    last_size: tuple[int, int] | None = None
+    forwarding: dict[str, Any] | None = None  # the SFU's last track-forwarding message
     first_frame: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -101,6 +106,8 @@ class Participant:
         self._waiters: list[tuple[Callable[[dict[str, Any]], bool], asyncio.Future[dict[str, Any]]]] = []
         self._mid_tracks: dict[str, str] = {}
         self._incoming_tap: Callable[[RTCPeerConnection], None] | None = None
+        self._layer_senders: dict[str, list[RTCRtpSender]] = {}
+        self.active_speakers: dict[str, Any] | None = None
         self._requests = 0
         self._consumed: set[int] = set()
         self.closed = False
@@ -171,6 +178,14 @@ class Participant:
                 self._spawn(self._stop_receiving(message["track_id"]))
         elif kind == "chat":
             self.chat_messages.append(message["message"])
+        elif kind == "set-layers":
+            self._set_layers(message)
+        elif kind == "track-forwarding":
+            remote = self.remote.get(message["track_id"])
+            if remote is not None:
+                remote.forwarding = message
+        elif kind == "active-speakers":
+            self.active_speakers = message
         elif kind == "error":
             self.errors.append(message)
         for predicate, future in list(self._waiters):
@@ -230,37 +245,86 @@ class Participant:
 
     # Publishing --------------------------------------------------------------------------------
 
-    async def publish(self, tracks: list[tuple[MediaStreamTrack, str]], timeout: float = 20.0) -> list[str]:
-        """Publish (track, source) pairs; returns their track ids on the SFU."""
+    async def publish(self, tracks: list[tuple[Any, str]], timeout: float = 20.0) -> list[str]:
+        """Publish (track, source) pairs; returns their track ids on the SFU.  A track may be a
+        :class:`SimulcastPattern` (or anything with ``kind == "video"`` and ``tracks``, lowest
+        layer first): its layers go out as SSRC-group simulcast on one m-section, the top layer
+        on the transceiver's own sender and the others on senders of their own."""
         if self.publisher is None:
             self.publisher = self._peer_connection()
         pc = self.publisher
         added = []
         for track, source in tracks:
-            transceiver = pc.addTransceiver(track, direction="sendonly")
+            layers = list(getattr(track, "tracks", []) or [])
+            transceiver = pc.addTransceiver(layers[-1] if layers else track, direction="sendonly")
             if track.kind == "video" and self.video_codec:
                 prefs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name.lower() in (self.video_codec.lower(), "rtx")]
                 transceiver.setCodecPreferences(prefs)
-            added.append((transceiver, source))
+            extra = [layer_sender(transceiver.sender, layer) for layer in layers[:-1]]
+            added.append((transceiver, source, track, extra))
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)
-        meta = [{"mid": t.mid, "kind": t.kind, "source": source} for t, source in added]
+        sdp = pc.localDescription.sdp
+        for transceiver, _, _, extra in added:
+            if extra:
+                senders = [*extra, transceiver.sender]
+                sdp = offer_ssrc_simulcast(sdp, transceiver.mid, [(s._ssrc, s._rtx_ssrc) for s in senders], cname_of(pc))
+        meta = [{"mid": t.mid, "kind": t.kind, "source": source} for t, source, _, _ in added]
         self._requests += 1
         request_id = f"publish-{self._requests}"
-        await self.send({"type": "publish", "id": request_id, "sdp": pc.localDescription.sdp, "tracks": meta})
+        await self.send({"type": "publish", "id": request_id, "sdp": sdp, "tracks": meta})
         answer = await self.wait_for("publish-answer", timeout=timeout, request_id=request_id)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         by_mid = {t["mid"]: t["track_id"] for t in answer["tracks"]}
-        ids = [by_mid[t.mid] for t, _ in added if t.mid in by_mid]
-        for (transceiver, _), track_id in zip(added, ids, strict=False):
-            self.published[track_id] = transceiver.sender.track
+        ids = []
+        for transceiver, _, track, extra in added:
+            track_id = by_mid.get(transceiver.mid)
+            if track_id is None:
+                continue
+            ids.append(track_id)
+            self.published[track_id] = track
+            for sender in extra:
+                await start_layer_sender(pc, transceiver, sender)
+            self._layer_senders[track_id] = extra
         return ids
+
+    def _set_layers(self, message: dict[str, Any]) -> None:
+        """Dynacast: pause the encodings no subscriber takes, resume the ones wanted again."""
+        source = self.published.get(message["track_id"])
+        layers = list(getattr(source, "tracks", []) or [])
+        if not layers:
+            return
+        for info in message["layers"]:
+            match = [t for t in layers if (t.width, t.height) == (info.get("width"), info.get("height"))]
+            if not match and 0 <= info["index"] < len(layers):
+                match = [layers[info["index"]]]
+            for layer in match:
+                if info["active"]:
+                    layer.resume()
+                else:
+                    layer.pause()
 
     async def unpublish(self, track_id: str) -> None:
         await self.send({"type": "unpublish", "track_id": track_id})
 
     async def mute(self, track_id: str, muted: bool) -> None:
         await self.send({"type": "mute", "track_id": track_id, "muted": muted})
+
+    async def track_settings(
+        self, track_id: str, quality: str | None = None, width: int | None = None, height: int | None = None
+    ) -> None:
+        """Ask for a remote video track at the size it is shown (or a quality, or "off")."""
+        message: dict[str, Any] = {"type": "track-settings", "track_id": track_id}
+        if quality is not None:
+            message["quality"] = quality
+        if width is not None:
+            message["width"] = width
+        if height is not None:
+            message["height"] = height
+        await self.send(message)
+
+    async def pin(self, identities: list[str]) -> None:
+        await self.send({"type": "pin", "identities": identities})
 
     # Subscribing -------------------------------------------------------------------------------
 
@@ -322,6 +386,10 @@ class Participant:
                 remote.ended = True
                 return
             remote.frames += 1
+            if remote.kind == "video":
+                size = (frame.width, frame.height)
+                remote.sizes[size] = remote.sizes.get(size, 0) + 1
+                remote.last_size = size
             if remote.verifier is not None:
                 remote.verifier.add(frame)
             else:
@@ -362,6 +430,8 @@ class Participant:
                 "frames": remote.frames,
                 "packets_lost": lost.get(remote.track_id),
             }
+            if remote.sizes:
+                entry["sizes"] = {f"{w}x{h}": n for (w, h), n in sorted(remote.sizes.items())}
             if remote.verifier is not None:
                 entry.update(remote.verifier.report())
             elif remote.audio:
@@ -379,6 +449,10 @@ class Participant:
             await self._ws.close()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
+        for senders in self._layer_senders.values():
+            for sender in senders:
+                await sender.stop()
+        self._layer_senders.clear()
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
                 await pc.close()

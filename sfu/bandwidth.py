@@ -1,0 +1,95 @@
+"""Rates and bandwidth estimates, pure and clock-driven.
+
+``RateMeter`` measures a bit rate over a sliding window.  ``BandwidthEstimator`` is the SFU's
+estimate of what one subscriber's downlink carries, from the feedback that subscriber sends:
+
+- **loss** (fraction lost in its receiver reports, as GCC's loss-based controller): above 10%
+  the estimate falls to ``(1 - loss / 2)`` of what is being sent; under 2% it grows by
+  ``GROWTH`` per second once ``HOLD`` seconds have passed since the last decrease; in between it
+  holds;
+- **REMB**: a receiver-side estimate under what is being sent means the path is congested, and
+  the estimate drops to it.  A REMB above the sending rate says nothing about how much more the
+  path takes (a delay-based estimator only ever allows a little over what it receives), so it
+  never raises the estimate.
+
+The estimate starts at ``initial`` so that a new subscriber starts on the layers it asked for,
+and stays between ``minimum`` and ``maximum``.
+"""
+
+from __future__ import annotations
+
+HIGH_LOSS = 0.10
+LOW_LOSS = 0.02
+GROWTH = 1.15  # per second while the path is clean
+HOLD = 1.0  # seconds after a decrease before growing again
+REMB_CONGESTED = 0.85  # REMB under this share of the sending rate means congestion
+
+
+class RateMeter:
+    """Bits per second over the last ``window`` seconds, in ``buckets`` slots."""
+
+    __slots__ = ("_width", "_buckets", "_slots", "_stamps")
+
+    def __init__(self, window: float = 1.0, buckets: int = 10) -> None:
+        self._width = window / buckets
+        self._buckets = buckets
+        self._slots = [0] * buckets
+        self._stamps = [-1] * buckets
+
+    def add(self, octets: int, now: float) -> None:
+        tick = int(now / self._width)
+        index = tick % self._buckets
+        if self._stamps[index] != tick:
+            self._stamps[index] = tick
+            self._slots[index] = 0
+        self._slots[index] += octets
+
+    def rate(self, now: float) -> float:
+        tick = int(now / self._width)
+        oldest = tick - self._buckets + 1
+        total = sum(octets for octets, stamp in zip(self._slots, self._stamps, strict=True) if stamp >= oldest)
+        return total * 8 / (self._width * self._buckets)
+
+
+class BandwidthEstimator:
+    def __init__(self, initial: float = 3_000_000, minimum: float = 100_000, maximum: float = 20_000_000) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.value = min(max(initial, minimum), maximum)
+        self._last_decrease: float | None = None
+        self._last_update: float | None = None
+
+    def _clamp(self) -> None:
+        self.value = min(max(self.value, self.minimum), self.maximum)
+
+    def _decrease(self, target: float, now: float) -> None:
+        if target < self.value:
+            self.value = target
+            self._clamp()
+            self._last_decrease = now
+
+    def on_loss(self, fraction_lost: float, sending_rate: float, now: float) -> None:
+        """A receiver report: ``fraction_lost`` in 0..1 of what ``sending_rate`` carried."""
+        fraction = min(max(fraction_lost, 0.0), 1.0)
+        if fraction > HIGH_LOSS:
+            base = min(self.value, sending_rate) if sending_rate > 0 else self.value
+            self._decrease(base * (1 - fraction / 2), now)
+        elif fraction < LOW_LOSS:
+            self.grow(now)
+
+    def on_remb(self, bitrate: float, sending_rate: float, now: float) -> None:
+        if sending_rate > 0 and bitrate < sending_rate * REMB_CONGESTED:
+            self._decrease(bitrate, now)
+
+    def grow(self, now: float) -> None:
+        """Clean feedback: grow by ``GROWTH`` per second elapsed since the last growth."""
+        last = self._last_update
+        self._last_update = now
+        if last is None:
+            return
+        if self._last_decrease is not None:
+            last = max(last, self._last_decrease + HOLD)
+        elapsed = min(now - last, 2.0)
+        if elapsed > 0:
+            self.value *= GROWTH**elapsed
+            self._clamp()

@@ -1,0 +1,195 @@
+"""Layer choice, bandwidth steps and simulcast SDP, without sockets; the clock is passed in."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sfu.bandwidth import GROWTH, HOLD, BandwidthEstimator, RateMeter
+from sfu.munger import Munger
+from sfu.sdp import accept_simulcast, offer_ssrc_simulcast, simulcast_offers
+from sfu.selector import UP_HOLD, UP_MARGIN, Allocator, Choice, Demand, allocate, wanted_layer
+
+HEIGHTS = [180, 360, 720]
+WIDTHS = [320, 640, 1280]
+# bits/s of each spatial layer with temporal layers 0, 0-1, 0-2 (L1T3)
+RATES = [[60e3, 100e3, 150e3], [200e3, 350e3, 500e3], [700e3, 1100e3, 1500e3]]
+
+
+def demand(track_id: str, max_layer: int | None = 2, priority: int = 0, available: list[bool] | None = None) -> Demand:
+    return Demand(track_id, max_layer, RATES, available or [True, True, True], priority)
+
+
+def test_wanted_layer_by_size_quality_and_off() -> None:
+    assert wanted_layer(HEIGHTS, width=1280, height=720, widths=WIDTHS) == 2
+    assert wanted_layer(HEIGHTS, width=700, height=400, widths=WIDTHS) == 1  # best at or under
+    assert wanted_layer(HEIGHTS, width=320, height=180, widths=WIDTHS) == 0
+    assert wanted_layer(HEIGHTS, width=100, height=60, widths=WIDTHS) == 0  # smaller than all: lowest
+    assert wanted_layer(HEIGHTS, height=360) == 1
+    assert wanted_layer(HEIGHTS, width=640, widths=WIDTHS) == 1
+    assert wanted_layer(HEIGHTS) == 2  # nothing asked: the top
+    assert [wanted_layer(HEIGHTS, q) for q in ("high", "medium", "low")] == [2, 1, 0]
+    assert wanted_layer(HEIGHTS, "off") is None
+    assert wanted_layer(HEIGHTS, width=0, height=0) is None
+    assert wanted_layer([None, None, None], height=200) == 0  # sizes unknown: a halving guess
+    assert wanted_layer([None, None, None], height=720) == 2
+    assert wanted_layer([], "high") is None
+
+
+def test_allocate_steps_spatial_then_temporal_then_pauses_lowest_priority_first() -> None:
+    demands = [demand("a", priority=0), demand("b", priority=1)]
+    assert allocate(10e6, demands) == {"a": Choice(2, 2), "b": Choice(2, 2)}
+    # 1.7 Mbit/s: "a" (lower priority) steps down spatially first, all the way.
+    got = allocate(1.7e6, demands)
+    assert got["b"] == Choice(2, 2) and got["a"] == Choice(0, 2, "bandwidth")
+    # 0.7 Mbit/s: both at the lowest spatial layer... and "b" steps down before temporal drops.
+    got = allocate(0.7e6, demands)
+    assert got["a"].layer == 0 and got["b"].layer == 1 and got["b"].temporal == 2
+    # 0.2 Mbit/s: both lowest, then temporal layers drop, "a" first.
+    got = allocate(0.2e6, demands)
+    assert got["a"] == Choice(0, 0, "bandwidth") and got["b"] == Choice(0, 1, "bandwidth")
+    # 0.1 Mbit/s: video of the lower priority track pauses.
+    got = allocate(0.1e6, demands)
+    assert got["a"] == Choice(None, None, "bandwidth") and got["b"] == Choice(0, 0, "bandwidth")
+    assert allocate(0, demands) == {"a": Choice(None, None, "bandwidth"), "b": Choice(None, None, "bandwidth")}
+
+
+def test_allocate_respects_wishes_and_availability() -> None:
+    assert allocate(10e6, [demand("a", max_layer=1)]) == {"a": Choice(1, 2)}
+    assert allocate(10e6, [demand("a", max_layer=None)]) == {"a": Choice(None, None)}
+    # The publisher does not send the top layer: the best one it sends.
+    assert allocate(10e6, [demand("a", available=[True, True, False])]) == {"a": Choice(1, 2)}
+    # It sends only layers larger than wanted: the lowest that it sends.
+    assert allocate(10e6, [demand("a", max_layer=0, available=[False, True, True])]) == {"a": Choice(1, 2)}
+    assert allocate(10e6, [demand("a", available=[False, False, False])])["a"].reason == "unavailable"
+    # No temporal layers (H.264): temporal is None and the whole rate counts.
+    plain = Demand("h", 2, [[100e3], [400e3], [1200e3]], [True] * 3)
+    assert allocate(10e6, [plain]) == {"h": Choice(2, None)}
+    assert allocate(500e3, [plain]) == {"h": Choice(1, None, "bandwidth")}
+
+
+def test_allocator_steps_down_at_once_and_up_with_hysteresis() -> None:
+    allocator = Allocator()
+    tracks = [demand("a")]
+    assert allocator.update(10e6, tracks, now=0.0) == {"a": Choice(2, 2)}
+    assert allocator.update(10e6, tracks, now=0.5) == {}  # unchanged: nothing to say
+    assert allocator.update(0.6e6, tracks, now=1.0) == {"a": Choice(1, 2, "bandwidth")}
+    # Enough for the top layer again, but within UP_HOLD of the step down: stay.
+    assert allocator.update(10e6, tracks, now=1.0 + UP_HOLD - 0.1) == {}
+    # Budget that only just covers the top layer (no margin): stay.
+    assert allocator.update(1.5e6 * (UP_MARGIN - 0.05), tracks, now=1.0 + UP_HOLD + 1) == {}
+    assert allocator.update(1.5e6 * UP_MARGIN * 1.01, tracks, now=1.0 + UP_HOLD + 1.5) == {"a": Choice(2, 2)}
+    # A subscriber asking for less, then more, is served at once (no bandwidth involved).
+    assert allocator.update(10e6, [demand("a", max_layer=0)], now=10.0) == {"a": Choice(0, 2)}
+    assert allocator.update(10e6, [demand("a", max_layer=2)], now=10.1) == {"a": Choice(2, 2)}
+    # A track that goes away is forgotten.
+    allocator.update(10e6, [], now=11.0)
+    assert allocator.current == {}
+
+
+def test_rate_meter_windows() -> None:
+    meter = RateMeter(window=1.0, buckets=10)
+    for i in range(100):
+        meter.add(1250, i * 0.01)  # 125 kB/s = 1 Mbit/s for one second
+    assert meter.rate(0.99) == pytest.approx(1e6, rel=0.02)
+    assert 0.35e6 <= meter.rate(1.5) <= 0.55e6  # about half the window has passed
+    assert meter.rate(3.0) == 0
+
+
+def test_bandwidth_estimate_falls_with_loss_and_remb_and_recovers_slowly() -> None:
+    estimator = BandwidthEstimator(initial=3e6)
+    estimator.on_loss(0.30, sending_rate=2e6, now=0.0)
+    assert estimator.value == pytest.approx(2e6 * 0.85)
+    estimator.on_loss(0.05, sending_rate=1.7e6, now=0.5)  # moderate loss: hold
+    assert estimator.value == pytest.approx(1.7e6)
+    estimator.on_remb(2.5e6, sending_rate=1.7e6, now=0.6)  # a REMB over what is sent: no news
+    assert estimator.value == pytest.approx(1.7e6)
+    estimator.on_remb(0.8e6, sending_rate=1.7e6, now=0.7)  # under what is sent: congestion
+    assert estimator.value == pytest.approx(0.8e6)
+    # Clean reports: no growth during HOLD, then GROWTH per second.
+    estimator.on_loss(0.0, 0.8e6, now=0.7 + HOLD / 2)
+    assert estimator.value == pytest.approx(0.8e6)
+    estimator.on_loss(0.0, 0.8e6, now=0.7 + HOLD + 0.5)
+    estimator.on_loss(0.0, 0.8e6, now=0.7 + HOLD + 1.5)
+    assert estimator.value == pytest.approx(0.8e6 * GROWTH**1.5, rel=0.01)  # 1.5 s past the hold
+    for step in range(100):
+        estimator.on_loss(0.0, 0.8e6, now=10 + step)
+    assert estimator.value == estimator.maximum
+    estimator.on_loss(1.0, sending_rate=1e3, now=200)
+    assert estimator.value == estimator.minimum
+
+
+def test_munger_drops_close_gaps_and_unmap_knows_the_layer() -> None:
+    munger = Munger(random.Random(1))
+    munger.start(100, 9000, layer=2)
+    outs = [munger.map(seq, 9000) for seq in (100, 101)]
+    munger.drop(102)
+    munger.drop(103)
+    outs += [munger.map(seq, 9300) for seq in (104, 105)]
+    sequences = [o[0] for o in outs if o is not None]
+    assert all(((b - a) & 0xFFFF) == 1 for a, b in zip(sequences, sequences[1:], strict=False))
+    assert munger.map(102, 9000) is None  # a dropped packet retransmitted stays dropped
+    assert munger.unmap(sequences[2]) == (2, 104)
+    assert munger.unmap(sequences[1]) == (2, 101)
+    # An upstream loss keeps its slot: 106 lost, 107 dropped, 108 forwarded after a gap of one.
+    munger.drop(107)
+    out108 = munger.map(108, 9600)
+    assert out108 is not None and (out108[0] - sequences[-1]) & 0xFFFF == 2
+    assert munger.unmap((sequences[-1] + 1) & 0xFFFF) == (2, 106)  # the lost one, NACKable
+    # A switch to another layer continues the output, timestamps by the gap given.
+    munger.start(5000, 123456, ts_gap=3000, layer=0)
+    first = munger.map(5000, 123456)
+    assert first is not None and (first[0] - out108[0]) & 0xFFFF == 1
+    assert (first[1] - out108[1]) & 0xFFFFFFFF == 3000
+    assert munger.unmap(first[0]) == (0, 5000)
+    assert munger.unmap(out108[0]) == (2, 108)  # history remembers the old layer
+
+
+CHROMIUM_OFFER_VIDEO = """v=0
+o=- 1 2 IN IP4 127.0.0.1
+s=-
+t=0 0
+a=group:BUNDLE 0 1
+m=audio 9 UDP/TLS/RTP/SAVPF 111
+a=mid:0
+a=rtpmap:111 opus/48000/2
+m=video 9 UDP/TLS/RTP/SAVPF 96 97
+a=mid:1
+a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id
+a=sendonly
+a=rtpmap:96 VP8/90000
+a=rtpmap:97 rtx/90000
+a=fmtp:97 apt=96
+a=rid:q send
+a=rid:h send
+a=rid:f send
+a=simulcast:send q;~h;f
+"""
+
+
+def test_simulcast_offers_read_rids_and_ssrc_groups() -> None:
+    offers = simulcast_offers(CHROMIUM_OFFER_VIDEO)
+    assert list(offers) == ["1"] and offers["1"].rids == ["q", "h", "f"] and offers["1"].layers == 3
+    sim = CHROMIUM_OFFER_VIDEO.replace("a=simulcast:send q;~h;f\n", "").replace("a=rid:q send\na=rid:h send\na=rid:f send\n", "")
+    sim += "a=ssrc-group:FID 11 21\na=ssrc-group:FID 12 22\na=ssrc-group:SIM 11 12\n"
+    offers = simulcast_offers(sim)
+    assert offers["1"].ssrcs == [11, 12] and offers["1"].rtx == {21: 11, 22: 12}
+    # Malformed or one-layer descriptions are plain streams.
+    assert simulcast_offers(CHROMIUM_OFFER_VIDEO.replace("q;~h;f", "q")) == {}
+    assert simulcast_offers(sim.replace("SIM 11 12", "SIM 11 x")) == {}
+    assert simulcast_offers("garbage\r\nm=video\r\na=simulcast:\r\n") == {}
+
+
+def test_answers_accept_rid_simulcast_and_sdk_offers_announce_ssrcs() -> None:
+    offers = simulcast_offers(CHROMIUM_OFFER_VIDEO)
+    answer = "v=0\r\nm=audio 9 X 111\r\na=mid:0\r\nm=video 9 X 96 97\r\na=mid:1\r\na=recvonly\r\n"
+    accepted = accept_simulcast(answer, offers).splitlines()
+    video = accepted[accepted.index("a=mid:1"):]
+    assert video[-4:] == ["a=rid:q recv", "a=rid:h recv", "a=rid:f recv", "a=simulcast:recv q;h;f"]
+    assert "a=rid:q recv" not in accepted[: accepted.index("a=mid:1")]
+    offer = "v=0\r\nm=video 9 X 96 97\r\na=mid:0\r\na=ssrc-group:FID 3 4\r\na=ssrc:3 cname:c\r\na=ssrc:4 cname:c\r\n"
+    announced = offer_ssrc_simulcast(offer, "0", [(1, 2), (3, 4)], "c")
+    parsed = simulcast_offers(announced)["0"]
+    assert parsed.ssrcs == [1, 3] and parsed.rtx == {2: 1, 4: 3}
+    assert announced.count("a=ssrc:3 ") == 1  # existing lines are not repeated
