@@ -4,7 +4,7 @@
 highest spatial layer it needs.  ``allocate`` fits every wanted track of one subscriber into
 its bandwidth budget in three phases, lowest priority first in each: step spatial layers down
 (to the lowest the publisher sends), then drop temporal layers (L1T3: 30 -> 15 -> 7.5 fps),
-then pause video.  Audio is never in here: the caller reserves it out of the budget first.
+then pause video (when the budget is under ``PAUSE_FRACTION`` of what is left).  Audio is never in here: the caller reserves it out of the budget first.
 ``Allocator`` applies allocations with hysteresis: a step down happens at once, a step up only
 when the budget covers it with ``UP_MARGIN`` to spare and ``UP_HOLD`` seconds after the last
 step down.
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 UP_MARGIN = 1.15
 UP_HOLD = 3.0
+PAUSE_FRACTION = 0.5
 QUALITIES = ("low", "medium", "high")
 
 
@@ -133,8 +134,10 @@ def allocate(budget: float, demands: list[Demand]) -> dict[str, Choice]:
                 break
         else:
             break
-    # Phase 3: pause video.
-    while total() > budget:
+    # Phase 3: pause video, only when even the lowest layers cost well over the budget (the
+    # estimate is itself measured against what is sent: one layer slightly over it is better
+    # served, with NACK repairing the loss, than frozen).
+    while total() * PAUSE_FRACTION > budget:
         for demand in order:
             if choices[demand.track_id].layer is not None:
                 choices[demand.track_id] = Choice(None, None, "bandwidth")

@@ -137,15 +137,15 @@ def test_munger_offsets_wraps_and_maps_nacks_back() -> None:
     assert all(((outs[i + 1][1] - outs[i][1]) & 0xFFFFFFFF) == 3000 for i in range(len(outs) - 1))
     assert munger.map(65529, 0) is None  # from before the start point
     for s, (out_seq, _) in zip(range(65530, 65540), outs, strict=True):
-        assert munger.unmap(out_seq) == s
+        assert munger.unmap(out_seq) == (0, s)
     # A restart (layer switch) continues the output without a gap.
     last_seq, last_ts = outs[-1]
     munger.start(500_000, 7_000_000, ts_gap=3000)
     seq, ts = munger.map(500_000, 7_000_000)
     assert seq == (last_seq + 1) & 0xFFFF and ts == (last_ts + 3000) & 0xFFFFFFFF
-    assert munger.unmap(seq) == 500_000
-    assert munger.unmap(last_seq) == 65539  # sent before the restart: still maps back
-    assert munger.unmap((seq + 2) & 0xFFFF) == 500_002  # not sent yet: by the current offset
+    assert munger.unmap(seq) == (0, 500_000)
+    assert munger.unmap(last_seq) == (0, 65539)  # sent before the restart: still maps back
+    assert munger.unmap((seq + 2) & 0xFFFF) == (0, 500_002)  # not sent yet: by the current offset
 
 
 async def test_keyframe_requests_upstream_are_throttled() -> None:
@@ -162,7 +162,8 @@ async def test_keyframe_requests_upstream_are_throttled() -> None:
         async def send_pli(self, ssrc: int) -> None:
             sent.append(ssrc)
 
-    up.tap, up.media_ssrc = Tap(), 1234  # type: ignore[assignment]
+    up.tap = Tap()  # type: ignore[assignment]
+    up.layers[0].ssrc = 1234
     for step in (0.0, 0.1, 0.2, KEYFRAME_REQUEST_INTERVAL - 0.25, 0.3, 0.0):
         now[0] += step
         await up.request_keyframe()

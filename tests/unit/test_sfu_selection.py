@@ -49,8 +49,10 @@ def test_allocate_steps_spatial_then_temporal_then_pauses_lowest_priority_first(
     # 0.2 Mbit/s: both lowest, then temporal layers drop, "a" first.
     got = allocate(0.2e6, demands)
     assert got["a"] == Choice(0, 0, "bandwidth") and got["b"] == Choice(0, 1, "bandwidth")
-    # 0.1 Mbit/s: video of the lower priority track pauses.
-    got = allocate(0.1e6, demands)
+    # 0.1 Mbit/s: both at (0, 0) cost 0.12, under twice the budget: video goes on.
+    assert allocate(0.1e6, demands) == {"a": Choice(0, 0, "bandwidth"), "b": Choice(0, 0, "bandwidth")}
+    # 0.05 Mbit/s: video of the lower priority track pauses.
+    got = allocate(0.05e6, demands)
     assert got["a"] == Choice(None, None, "bandwidth") and got["b"] == Choice(0, 0, "bandwidth")
     assert allocate(0, demands) == {"a": Choice(None, None, "bandwidth"), "b": Choice(None, None, "bandwidth")}
 
