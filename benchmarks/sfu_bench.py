@@ -1,0 +1,299 @@
+"""SFU benchmark: server CPU per forwarded RTP packet, 1 publisher to N subscribers, against
+stock aiortc's ``MediaRelay`` (decode once, encode per subscriber) measured in the same run.
+
+The server under test (``videoconf run``, or ``benchmarks/relay_baseline.py``) is pinned to
+core 0; this process (the publisher and every subscriber) to core 1.  The publisher sends a
+640x360 VP8 pattern at 30 fps and an Opus tone.  Subscribers do not decode: they count every
+RTP packet after SRTP decryption and drop it, so the load side stays light and both systems are
+counted the same way.  Per trial: connect, wait until every subscriber receives, warm up, then
+measure a window: server CPU seconds (utime + stime from /proc) over packets received by all
+subscribers.  Trials of the two systems are interleaved so that machine noise hits both.
+
+    python benchmarks/sfu_bench.py [--quick] [--trials 3] [--window 10]
+
+Writes ``benchmarks/results/sfu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiortc
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from api_bench import PASSWORD, Server, free_port, pinned  # noqa: E402
+
+from clients.sdk.media import PatternVideoTrack, ToneAudioTrack  # noqa: E402
+from clients.sdk.participant import Participant  # noqa: E402
+from sfu.aiortc_hooks import LossStats, configure_ice, drop_incoming_rtp  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+WIDTH, HEIGHT, FPS = 640, 360, 30
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_receiving(counters: list[LossStats], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(c.seen > 0 for c in counters):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {sum(c.seen > 0 for c in counters)} of {len(counters)} subscribers receive")
+        await asyncio.sleep(0.2)
+
+
+async def measure(pid: int, counters: list[LossStats], warmup: float, window: float) -> dict[str, float]:
+    await wait_receiving(counters)
+    await asyncio.sleep(warmup)
+    cpu0, packets0, t0 = cpu_seconds(pid), sum(c.seen for c in counters), time.monotonic()
+    await asyncio.sleep(window)
+    cpu1, packets1, t1 = cpu_seconds(pid), sum(c.seen for c in counters), time.monotonic()
+    cpu, packets, wall = cpu1 - cpu0, packets1 - packets0, t1 - t0
+    return {
+        "cpu_seconds": round(cpu, 3),
+        "packets": packets,
+        "wall_seconds": round(wall, 3),
+        "packets_per_second": round(packets / wall, 1),
+        "cpu_share": round(cpu / wall, 4),
+        "us_per_packet": round(cpu * 1e6 / packets, 2) if packets else None,
+    }
+
+
+# The SFU ------------------------------------------------------------------------------------
+
+
+class SfuUnderTest:
+    def __init__(self, workdir: Path, accounts: int) -> None:
+        self.server = Server("sqlite", workdir)
+        self.accounts = accounts
+        self.tokens: list[str] = []
+
+    async def start(self) -> None:
+        self.server.start()
+        async with aiohttp.ClientSession() as http:
+            for i in range(self.accounts):
+                async with http.post(self.server.base + "/api/auth/register", json={
+                    "email": f"sfu{i}@bench.example", "password": PASSWORD, "display_name": f"Bench {i}"}) as response:
+                    assert response.status == 201, await response.text()
+                    self.tokens.append((await response.json())["access_token"])
+
+    @property
+    def pid(self) -> int:
+        assert self.server.process is not None
+        return self.server.process.pid
+
+    async def trial(self, subscribers: int, warmup: float, window: float) -> dict[str, float]:
+        base = self.server.base
+        async with aiohttp.ClientSession() as http:
+            async def call(path: str, token: str, body: dict[str, Any]) -> Any:
+                async with http.post(base + path, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
+                    assert response.status < 300, await response.text()
+                    return await response.json()
+
+            meeting = await call("/api/meetings", self.tokens[0], {"title": "bench", "kind": "instant"})
+            joins = [await call(f"/api/meetings/{meeting['id']}/join", token, {}) for token in self.tokens[: subscribers + 1]]
+        clients: list[Participant] = []
+        counters: list[LossStats] = []
+        rng = random.Random(1)
+        try:
+            publisher = Participant(joins[0]["signaling_url"], joins[0]["token"], ice_servers=[], video_codec="VP8")
+            clients.append(publisher)
+            await publisher.connect()
+            await publisher.publish([(PatternVideoTrack(WIDTH, HEIGHT, fps=FPS), "camera"), (ToneAudioTrack(), "microphone")])
+            for joined in joins[1:]:
+                client = Participant(joined["signaling_url"], joined["token"], ice_servers=[])
+                stats = LossStats()
+                client.tap_incoming(lambda pc, s=stats: drop_incoming_rtp(pc, 1.0, rng, s))
+                counters.append(stats)
+                clients.append(client)
+                await client.connect()
+            before = await self.forwarded()
+            result = await measure(self.pid, counters, warmup, window)
+            result["sfu_metric_packets"] = await self.forwarded() - before
+            return result
+        finally:
+            for client in clients:
+                await client.close()
+
+    async def forwarded(self) -> float:
+        async with aiohttp.ClientSession() as http, http.get(self.server.base + "/metrics") as response:
+            text = await response.text()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("videoconf_sfu_packets_forwarded_total{"))
+
+    async def idle(self, seconds: float) -> float:
+        cpu0 = cpu_seconds(self.pid)
+        await asyncio.sleep(seconds)
+        return round((cpu_seconds(self.pid) - cpu0) / seconds, 4)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+# The MediaRelay baseline ----------------------------------------------------------------------
+
+
+async def relay_trial(subscribers: int, warmup: float, window: float) -> dict[str, float]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(pinned(0, [sys.executable, str(ROOT / "benchmarks" / "relay_baseline.py"), "--port", str(port)]))
+    pcs: list[RTCPeerConnection] = []
+    counters: list[LossStats] = []
+    rng = random.Random(1)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(base + "/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+
+            async def exchange(path: str, pc: RTCPeerConnection) -> None:
+                await pc.setLocalDescription(await pc.createOffer())
+                async with http.post(base + path, json={"sdp": pc.localDescription.sdp}) as response:
+                    answer = await response.json()
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+            vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name in ("VP8", "rtx")]
+            publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pcs.append(publisher)
+            video = publisher.addTransceiver(PatternVideoTrack(WIDTH, HEIGHT, fps=FPS), direction="sendonly")
+            video.setCodecPreferences(vp8)
+            publisher.addTransceiver(ToneAudioTrack(), direction="sendonly")
+            await exchange("/publish", publisher)
+            for _ in range(subscribers):
+                pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                pcs.append(pc)
+                pc.addTransceiver("video", direction="recvonly").setCodecPreferences(vp8)
+                pc.addTransceiver("audio", direction="recvonly")
+                await exchange("/subscribe", pc)
+                counters.append(drop_incoming_rtp(pc, 1.0, rng, LossStats()))
+        return await measure(process.pid, counters, warmup, window)
+    finally:
+        await asyncio.gather(*(pc.close() for pc in pcs))
+        process.terminate()
+        process.wait(timeout=20)
+
+
+# Driver ---------------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    configure_ice(["127.0.0.1"])
+    sfu_counts = [int(n) for n in args.sfu.split(",")]
+    relay_counts = [int(n) for n in args.relay.split(",")]
+    raw: dict[str, dict[int, list[dict[str, float]]]] = {"sfu": {n: [] for n in sfu_counts}, "relay": {n: [] for n in relay_counts}}
+    with tempfile.TemporaryDirectory() as workdir:
+        sfu = SfuUnderTest(Path(workdir), max(sfu_counts) + 1)
+        await sfu.start()
+        try:
+            idle = await sfu.idle(3.0)
+            for trial in range(args.trials):
+                for n in sorted(set(sfu_counts) | set(relay_counts)):
+                    if n in raw["sfu"]:
+                        result = await sfu.trial(n, args.warmup, args.window)
+                        raw["sfu"][n].append(result)
+                        print(f"trial {trial + 1} sfu   N={n:2}: {result['us_per_packet']} us/packet, {result['packets_per_second']} packets/s, cpu {result['cpu_share']:.1%}", flush=True)
+                    if n in raw["relay"]:
+                        result = await relay_trial(n, args.warmup, args.window)
+                        raw["relay"][n].append(result)
+                        print(f"trial {trial + 1} relay N={n:2}: {result['us_per_packet']} us/packet, {result['packets_per_second']} packets/s, cpu {result['cpu_share']:.1%}", flush=True)
+        finally:
+            sfu.stop()
+    summary: dict[str, Any] = {}
+    for system, by_n in raw.items():
+        summary[system] = {
+            str(n): {
+                "us_per_packet": median([t["us_per_packet"] for t in trials if t["us_per_packet"]]),
+                "packets_per_second": median([t["packets_per_second"] for t in trials]),
+                "cpu_share": median([t["cpu_share"] for t in trials]),
+            }
+            for n, trials in by_n.items() if trials
+        }
+    def marginal(system: str) -> float | None:
+        """Least-squares slope of server CPU over forwarded packets across N: the cost of one
+        more forwarded packet, without what the server spends anyway (ticks, RTCP, ICE)."""
+        points = [(t["packets_per_second"], t["cpu_share"]) for trials in raw[system].values() for t in trials]
+        if len({x for x, _ in points}) < 2:
+            return None
+        mean_x = statistics.fmean(x for x, _ in points)
+        mean_y = statistics.fmean(y for _, y in points)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+        return round(slope * 1e6, 2)
+
+    marginals = {system: marginal(system) for system in raw}
+    ratios = {
+        str(n): round(summary["relay"][str(n)]["us_per_packet"] / summary["sfu"][str(n)]["us_per_packet"], 1)
+        for n in relay_counts if str(n) in summary["sfu"] and str(n) in summary["relay"]
+    }
+    return {
+        "benchmark": "sfu",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "aiortc": aiortc.__version__,
+        },
+        "setup": {
+            "video": f"{WIDTH}x{HEIGHT} VP8 {FPS} fps pattern", "audio": "Opus tone", "trials": args.trials,
+            "warmup_seconds": args.warmup, "window_seconds": args.window,
+            "server_core": 0, "load_core": 1,
+        },
+        "sfu_idle_cpu_share": idle,
+        "median": summary,
+        "relay_over_sfu_cpu_per_packet": ratios,
+        "marginal_us_per_packet": marginals,
+        "trials": {system: {str(n): trials for n, trials in by_n.items()} for system, by_n in raw.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--sfu", default="1,4,8,16,32", help="subscriber counts for the SFU")
+    parser.add_argument("--relay", default="1,4,8", help="subscriber counts for the MediaRelay baseline")
+    parser.add_argument("--quick", action="store_true", help="one trial of 5 s, N = 1, 8")
+    parser.add_argument("--output", type=Path, default=RESULTS / "sfu.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.trials, args.window, args.sfu, args.relay = 1, 5.0, "1,8", "1,8"
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    report = asyncio.run(run(args))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({
+        "median": report["median"], "ratios": report["relay_over_sfu_cpu_per_packet"],
+        "marginal_us_per_packet": report["marginal_us_per_packet"],
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
