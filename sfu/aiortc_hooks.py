@@ -256,7 +256,16 @@ async def start_layer_sender(pc: RTCPeerConnection, transceiver: Any, sender: RT
     extensions and MID as the transceiver's own sender, on the same transport)."""
     from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpSendParameters
 
-    sender.setTransport(transceiver.sender.transport)
+    transport = transceiver.sender.transport
+    sender.setTransport(transport)
+    # aiortc starts its own senders once DTLS is up; a sender started earlier dies on its first
+    # packet (ConnectionError ends its RTP loop).
+    for _ in range(400):
+        if transport.state == "connected":
+            break
+        if transport.state in ("failed", "closed"):
+            raise ConnectionError("the publisher connection failed")
+        await asyncio.sleep(0.05)
     parameters = RTCRtpSendParameters(
         codecs=transceiver._codecs,
         headerExtensions=transceiver._headerExtensions,
@@ -581,6 +590,7 @@ class LossStats:
     def __init__(self) -> None:
         self.seen = 0
         self.dropped = 0
+        self.rate: float | None = None  # set to change the drop rate of a running tap
 
 
 def drop_incoming_rtp(pc: RTCPeerConnection, rate: float, rng: Any, stats: LossStats | None = None) -> LossStats:
@@ -596,7 +606,7 @@ def drop_incoming_rtp(pc: RTCPeerConnection, rate: float, rng: Any, stats: LossS
 
         async def lossy(data: bytes, arrival_time_ms: int, _original: Any = original) -> None:
             stats.seen += 1
-            if rng.random() < rate:
+            if rng.random() < (rate if stats.rate is None else stats.rate):
                 stats.dropped += 1
                 return
             await _original(data, arrival_time_ms)
