@@ -346,6 +346,7 @@ class DownTrack:
         self._abs_id: int | None = None
         self._level_id: int | None = None
         self._last_sent_at: float | None = None
+        self._frame_open = False  # the last packet sent did not end its frame
         self._clock_rate = 90000
         # VP8: input picture ID -> output picture ID (None: dropped), and offsets
         self._frames: dict[int, int | None] = {}
@@ -409,7 +410,9 @@ class DownTrack:
             gap = int((now - self._last_sent_at) * self._clock_rate)
         if self.current is not None and self.current is not layer:
             self.switches += 1
-        self.munger.start(packet.sequence, packet.timestamp, gap, layer.position)
+        # A frame of the old layer cut short by the switch must look lost, not complete.
+        skip = 1 if self._frame_open else 0
+        self.munger.start(packet.sequence, packet.timestamp, gap, layer.position, skip)
         self.current = layer
         self._frames.clear()
         if packet.picture_id is not None:
@@ -481,6 +484,7 @@ class DownTrack:
             return False
         now = self.up.clock()
         self._last_sent_at = now
+        self._frame_open = not packet.marker
         self.meter.add(len(data), now)
         if packet.picture_id is not None:
             out = self._frames.get(packet.picture_id)

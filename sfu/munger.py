@@ -44,11 +44,13 @@ class Munger:
     def last_timestamp(self) -> int:
         return self._last_out_ts
 
-    def start(self, sequence: int, timestamp: int, ts_gap: int = 0, layer: int = 0) -> None:
+    def start(self, sequence: int, timestamp: int, ts_gap: int = 0, layer: int = 0, skip: int = 0) -> None:
         """Begin (or resume, e.g. after a layer switch) at this input packet of ``layer``: it
-        becomes the next output number, its timestamp ``ts_gap`` ticks after the last one sent."""
+        becomes the next output number (after ``skip`` numbers left out, so that a receiver sees
+        a frame cut short as lost rather than complete), its timestamp ``ts_gap`` ticks after
+        the last one sent."""
         if self._last_out_seq is not None:
-            self._next_seq = self._last_out_seq + 1
+            self._next_seq = self._last_out_seq + 1 + skip
             self._next_ts = self._last_out_ts + max(ts_gap, 1)
         self._segments = [(sequence, self._next_seq - sequence)]
         self._ts_offset = self._next_ts - timestamp

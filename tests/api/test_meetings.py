@@ -21,7 +21,7 @@ async def test_instant_meeting_is_live_with_a_readable_code(api: Api) -> None:
     assert datetime.fromisoformat(meeting["end_time"]) - start == timedelta(hours=1)
     assert meeting["settings"] == {
         "waiting_room": False, "mute_on_join": False, "allow_recording": True,
-        "join_before_host": False, "max_participants": 100,
+        "join_before_host": False, "max_participants": 100, "last_n": 16,
     }
 
 
