@@ -58,6 +58,7 @@ class BandwidthEstimator:
         self.value = min(max(initial, minimum), maximum)
         self._last_decrease: float | None = None
         self._last_update: float | None = None
+        self._last_report: float | None = None
 
     def _clamp(self) -> None:
         self.value = min(max(self.value, self.minimum), self.maximum)
@@ -68,8 +69,15 @@ class BandwidthEstimator:
             self._clamp()
             self._last_decrease = now
 
+    def on_idle(self, now: float) -> None:
+        """No loss reports for a second (nothing is being sent, e.g. video paused for
+        bandwidth): grow as on a clean path, or a paused subscriber would stay paused."""
+        if self._last_report is None or now - self._last_report > 1.0:
+            self.grow(now)
+
     def on_loss(self, fraction_lost: float, sending_rate: float, now: float) -> None:
         """A receiver report: ``fraction_lost`` in 0..1 of what ``sending_rate`` carried."""
+        self._last_report = now
         fraction = min(max(fraction_lost, 0.0), 1.0)
         if fraction > HIGH_LOSS:
             base = min(self.value, sending_rate) if sending_rate > 0 else self.value

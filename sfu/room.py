@@ -363,6 +363,7 @@ class Participant:
             demand, cause = self._demand(down, visible, now)
             demands.append(demand)
             causes[demand.track_id] = cause
+        self.estimator.on_idle(now)
         audio = sum(d.meter.rate(now) for d in self.downtracks.values() if d.up.kind == "audio")
         changes = self.allocator.update(max(self.estimator.value - audio, 0.0), demands, now)
         for track_id, choice in changes.items():

@@ -139,7 +139,9 @@ def allocate(budget: float, demands: list[Demand]) -> dict[str, Choice]:
     # served, with NACK repairing the loss, than frozen).
     while total() * PAUSE_FRACTION > budget:
         for demand in order:
-            if choices[demand.track_id].layer is not None:
+            # A track without simulcast is never paused for bandwidth: there is nothing lower to
+            # offer, and NACK repairs what a lossy path drops.
+            if choices[demand.track_id].layer is not None and len(demand.available) > 1:
                 choices[demand.track_id] = Choice(None, None, "bandwidth")
                 break
         else:

@@ -195,3 +195,12 @@ def test_answers_accept_rid_simulcast_and_sdk_offers_announce_ssrcs() -> None:
     parsed = simulcast_offers(announced)["0"]
     assert parsed.ssrcs == [1, 3] and parsed.rtx == {2: 1, 4: 3}
     assert announced.count("a=ssrc:3 ") == 1  # existing lines are not repeated
+
+
+def test_a_paused_subscriber_without_reports_recovers() -> None:
+    estimator = BandwidthEstimator(initial=1e6)
+    estimator.on_loss(0.9, sending_rate=1e6, now=0.0)
+    low = estimator.value
+    for step in range(1, 12):
+        estimator.on_idle(now=float(step))  # video paused: no reports come
+    assert estimator.value > low * 2
