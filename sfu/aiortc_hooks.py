@@ -332,9 +332,12 @@ PacketHandler = Callable[[RtpPacket, RTCRtpCodecParameters, int, bool], Awaitabl
 class ReceiverTap:
     """The SFU's view of a publisher-side ``RTCRtpReceiver``."""
 
-    def __init__(self, receiver: RTCRtpReceiver, on_packet: PacketHandler) -> None:
+    def __init__(
+        self, receiver: RTCRtpReceiver, on_packet: PacketHandler, adjust_remb: Callable[[float], float] | None = None
+    ) -> None:
         self.receiver = receiver
         self._on_packet = on_packet
+        self._adjust_remb = adjust_remb
         self._decoder_stopped = False
         receiver._handle_rtp_packet = self._handle  # type: ignore[method-assign]
 
@@ -378,8 +381,11 @@ class ReceiverTap:
             )
             rtcp_ssrc = getattr(receiver, f"{_R}rtcp_ssrc")
             if remb is not None and rtcp_ssrc is not None:
+                bitrate, ssrcs = remb
+                if self._adjust_remb is not None:
+                    bitrate = int(self._adjust_remb(float(bitrate)))
                 await receiver._send_rtcp(
-                    RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(*remb))
+                    RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs))
                 )
         repaired = False
         if is_rtx(codec):

@@ -7,10 +7,12 @@ estimate of what one subscriber's downlink carries, from the feedback that subsc
   the estimate falls to ``(1 - loss / 2)`` of what is being sent; under 2% it grows by
   ``GROWTH`` per second once ``HOLD`` seconds have passed since the last decrease; in between it
   holds;
-- **REMB**: a receiver-side estimate under what is being sent means the path is congested, and
-  the estimate drops to it.  A REMB above the sending rate says nothing about how much more the
-  path takes (a delay-based estimator only ever allows a little over what it receives), so it
-  never raises the estimate.
+- **REMB**: a receiver-side estimate that *falls* to under what is being sent means the path is
+  congested (on over-use a delay-based estimator cuts to a share of what it receives), and the
+  estimate drops to it.  A REMB that is rising, or the first one, says only that the receiver's
+  estimator is still catching up with a rate that just went up (Chromium's grows about 8% a
+  second), not that the path is full.  A REMB above the sending rate says nothing about how
+  much more the path takes, so it never raises the estimate.
 
 The estimate starts at ``initial`` so that a new subscriber starts on the layers it asked for,
 and stays between ``minimum`` and ``maximum``.
@@ -22,7 +24,8 @@ HIGH_LOSS = 0.10
 LOW_LOSS = 0.02
 GROWTH = 1.15  # per second while the path is clean
 HOLD = 1.0  # seconds after a decrease before growing again
-REMB_CONGESTED = 0.85  # REMB under this share of the sending rate means congestion
+REMB_CONGESTED = 0.85  # a falling REMB under this share of the sending rate means congestion
+REMB_FALLING = 0.97  # a REMB under this share of the previous one is falling
 
 
 class RateMeter:
@@ -59,6 +62,7 @@ class BandwidthEstimator:
         self._last_decrease: float | None = None
         self._last_update: float | None = None
         self._last_report: float | None = None
+        self._remb: float | None = None
 
     def _clamp(self) -> None:
         self.value = min(max(self.value, self.minimum), self.maximum)
@@ -86,7 +90,9 @@ class BandwidthEstimator:
             self.grow(now)
 
     def on_remb(self, bitrate: float, sending_rate: float, now: float) -> None:
-        if sending_rate > 0 and bitrate < sending_rate * REMB_CONGESTED:
+        previous, self._remb = self._remb, bitrate
+        falling = previous is not None and bitrate < previous * REMB_FALLING
+        if falling and sending_rate > 0 and bitrate < sending_rate * REMB_CONGESTED:
             self._decrease(bitrate, now)
 
     def grow(self, now: float) -> None:

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between PLIs sent upstream for one layer
 LAYER_TIMEOUT = 1.5  # a layer with no packet for this long is not being sent
+RESUME_WAIT = 5.0  # seconds a layer resumed by dynacast counts as coming before it must be sent
+UPLINK_HOLD = 10.0  # seconds after a resume that the uplink estimate from before a pause holds
+REMB_FALLING = 0.97  # a REMB under this share of the previous one: the uplink is congested
 MAX_TEMPORAL = 4
 FRAME_MEMORY = 64  # VP8 picture-ID decisions a down-track remembers
 
@@ -69,11 +72,25 @@ class Layer:
         self.last_keyframe_request = float("-inf")
         self.active = True  # what the SFU last asked the publisher (dynacast)
         self.inactive_since: float | None = None
+        self.resumed_at = float("-inf")
         self.last_rate: list[float] = []
         self.packets = 0
 
     def sending(self, now: float) -> bool:
         return now - self.last_packet < LAYER_TIMEOUT
+
+    def available(self, now: float) -> bool:
+        """Sent now, or to be had: paused by dynacast (resumed on demand) or resumed a moment
+        ago and not arrived yet."""
+        return self.sending(now) or not self.active or now - self.resumed_at < RESUME_WAIT
+
+    def pause(self) -> None:
+        self.active = False
+
+    def resume(self, now: float) -> None:
+        self.active = True
+        self.resumed_at = now
+        self.inactive_since = None
 
     def rates(self, now: float) -> list[float]:
         """Cumulative bits/s with temporal layers 0..t; the last measured while it is paused."""
@@ -130,6 +147,10 @@ class UpTrack:
         self.audio_level: tuple[bool, int] | None = None
         self.tap: ReceiverTap | None = None
         self.packets = 0
+        self._remb_in: float | None = None  # the last uplink estimate the receiver made
+        self._remb_out = 0.0  # the last one sent to the publisher
+        self._remb_held: float | None = None
+        self._remb_hold_until = float("-inf")
         self.on_layers_changed: Callable[[UpTrack], None] | None = None
 
     @property
@@ -145,7 +166,41 @@ class UpTrack:
         return self.layers[0].cache
 
     def attach(self, receiver: RTCRtpReceiver) -> None:
-        self.tap = ReceiverTap(receiver, self._on_packet)
+        self.tap = ReceiverTap(receiver, self._on_packet, self.uplink_remb)
+
+    # The uplink estimate across dynacast ------------------------------------------------------
+    #
+    # The REMB sent upstream is a delay-based estimate that can only grow a little over what
+    # arrives.  Pausing layers with dynacast makes less arrive, not the path narrower: without a
+    # hold the estimate would sink to the remaining layers' rate, and a publisher (Chromium)
+    # would not find the bandwidth to turn its top layer back on when it is wanted again.  So
+    # the estimate from before a pause holds while layers are paused and for UPLINK_HOLD seconds
+    # after a resume, until the receiver's own estimate catches up with it or falls (over-use).
+
+    def pause_layers(self, layers: list[Layer]) -> None:
+        for layer in layers:
+            layer.pause()
+        if layers:
+            self._remb_held = max(self._remb_held or 0.0, self._remb_out)
+
+    def resume_layers(self, layers: list[Layer], now: float) -> None:
+        for layer in layers:
+            layer.resume(now)
+        if layers:
+            self._remb_hold_until = now + UPLINK_HOLD
+
+    def uplink_remb(self, bitrate: float) -> float:
+        """What to tell the publisher, given the receiver's own estimate ``bitrate``."""
+        now = self.clock()
+        previous, self._remb_in = self._remb_in, bitrate
+        held = self._remb_held
+        if held is not None:
+            paused = any(not layer.active for layer in self.layers)
+            falling = previous is not None and bitrate < previous * REMB_FALLING
+            if bitrate >= held or (not paused and (falling or now > self._remb_hold_until)):
+                held = self._remb_held = None
+        self._remb_out = max(bitrate, held or 0.0)
+        return self._remb_out
 
     def layer_info(self) -> list[dict[str, Any]]:
         return [

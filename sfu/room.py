@@ -342,7 +342,7 @@ class Participant:
             up.track_id,
             wanted,
             [layer.rates(now) for layer in layers],
-            [layer.sending(now) or not layer.active for layer in layers],
+            [layer.available(now) for layer in layers],
             priority,
         )
         return demand, cause
@@ -563,20 +563,21 @@ class Room:
             for up in owner.uptracks.values():
                 if not up.is_simulcast:
                     continue
-                changed = False
+                resume, pause = [], []
                 for layer in up.layers:
                     wanted = any(d.target is layer or d.current is layer for d in up.downtracks)
                     if wanted:
                         layer.inactive_since = None
                         if not layer.active:
-                            layer.active = changed = True
+                            resume.append(layer)
                     elif layer.active:
                         if layer.inactive_since is None:
                             layer.inactive_since = now
                         elif now - layer.inactive_since >= DYNACAST_PAUSE_AFTER and up.downtracks:
-                            layer.active = False
-                            changed = True
-                if changed:
+                            pause.append(layer)
+                up.resume_layers(resume, now)
+                up.pause_layers(pause)
+                if resume or pause:
                     await owner.notify({"type": "set-layers", "track_id": up.track_id, "layers": up.layer_info()})
 
     async def track_published(self, owner: Participant, up: UpTrack) -> None:

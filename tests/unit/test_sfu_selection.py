@@ -107,7 +107,7 @@ def test_bandwidth_estimate_falls_with_loss_and_remb_and_recovers_slowly() -> No
     assert estimator.value == pytest.approx(1.7e6)
     estimator.on_remb(2.5e6, sending_rate=1.7e6, now=0.6)  # a REMB over what is sent: no news
     assert estimator.value == pytest.approx(1.7e6)
-    estimator.on_remb(0.8e6, sending_rate=1.7e6, now=0.7)  # under what is sent: congestion
+    estimator.on_remb(0.8e6, sending_rate=1.7e6, now=0.7)  # fell to under what is sent: congestion
     assert estimator.value == pytest.approx(0.8e6)
     # Clean reports: no growth during HOLD, then GROWTH per second.
     estimator.on_loss(0.0, 0.8e6, now=0.7 + HOLD / 2)
@@ -120,6 +120,18 @@ def test_bandwidth_estimate_falls_with_loss_and_remb_and_recovers_slowly() -> No
     assert estimator.value == estimator.maximum
     estimator.on_loss(1.0, sending_rate=1e3, now=200)
     assert estimator.value == estimator.minimum
+
+
+def test_a_remb_catching_up_with_a_rate_that_rose_is_not_congestion() -> None:
+    estimator = BandwidthEstimator(initial=3e6)
+    estimator.on_remb(0.3e6, sending_rate=1.5e6, now=0.0)  # the first REMB: no trend yet
+    estimator.on_remb(0.6e6, sending_rate=1.5e6, now=1.0)  # rising after a switch up
+    estimator.on_remb(0.6e6, sending_rate=1.5e6, now=2.0)  # holding
+    assert estimator.value == 3e6
+    estimator.on_remb(0.5e6, sending_rate=1.5e6, now=3.0)  # falling: over-use
+    assert estimator.value == pytest.approx(0.5e6)
+    estimator.on_remb(0.49e6, sending_rate=0.4e6, now=4.0)  # falling, but over what is sent now
+    assert estimator.value == pytest.approx(0.5e6)
 
 
 def test_munger_drops_close_gaps_and_unmap_knows_the_layer() -> None:
@@ -204,3 +216,40 @@ def test_a_paused_subscriber_without_reports_recovers() -> None:
     for step in range(1, 12):
         estimator.on_idle(now=float(step))  # video paused: no reports come
     assert estimator.value > low * 2
+
+
+def test_uplink_estimate_holds_across_a_dynacast_pause_until_it_catches_up_or_falls() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sfu.forwarding import RESUME_WAIT, UPLINK_HOLD, UpTrack
+    from sfu.metrics import SfuMetrics
+    from sfu.sdp import SimulcastOffer
+
+    now = [0.0]
+    up = UpTrack("t", "alice", "video", "camera", SfuMetrics(CollectorRegistry()), clock=lambda: now[0],
+                 simulcast=SimulcastOffer("0", rids=["q", "h", "f"]))
+    assert up.uplink_remb(2.5e6) == 2.5e6  # no pause: the receiver's estimate as it is
+    top = up.layers[2]
+    up.pause_layers([top])
+    assert not top.active and top.available(now[0])  # paused layers can be had on demand
+    for step, estimate in enumerate((1.2e6, 0.9e6, 0.7e6)):  # less arrives, the estimate sinks
+        now[0] = 1.0 + step
+        assert up.uplink_remb(estimate) == 2.5e6
+    now[0] = 10.0
+    up.resume_layers([top], now[0])
+    assert top.active and top.available(now[0]) and not top.sending(now[0])
+    assert not top.available(now[0] + RESUME_WAIT + 0.1)  # resumed but never came: not available
+    now[0] = 11.0
+    assert up.uplink_remb(0.75e6) == 2.5e6  # rising after the resume: still held
+    now[0] = 12.0
+    assert up.uplink_remb(0.6e6) == 0.6e6  # falling once resumed: congestion, the hold ends
+    # A hold also ends once the receiver's estimate reaches it, or UPLINK_HOLD after the resume.
+    up.pause_layers([top])
+    assert up.uplink_remb(0.5e6) == 0.6e6
+    up.resume_layers([top], now[0])
+    assert up.uplink_remb(0.7e6) == 0.7e6
+    up.pause_layers([top])
+    up.resume_layers([top], now[0])
+    assert up.uplink_remb(0.69e6) == 0.7e6  # under the hold, not falling: held
+    now[0] += UPLINK_HOLD + 1
+    assert up.uplink_remb(0.69e6) == 0.69e6
