@@ -9,7 +9,15 @@ counted the same way.  Per trial: connect, wait until every subscriber receives,
 measure a window: server CPU seconds (utime + stime from /proc) over packets received by all
 subscribers.  Trials of the two systems are interleaved so that machine noise hits both.
 
-    python benchmarks/sfu_bench.py [--quick] [--trials 3] [--window 10]
+Simulcast scenario: a meeting of 10 participants, each publishing three VP8 layers (SSRC-group
+simulcast from the SDK) and an Opus tone, each viewing the other nine as a grid of small tiles
+(asking for the lowest layer by size).  Against the same meeting with every tile asking for
+the top layer, measured in alternation: forwarded and received packets/s and SFU CPU.  With
+small tiles the SFU forwards only the low layer and dynacast pauses the others at the
+publishers.  The layers are 160x90, 320x180 and 640x360 at 15 fps: ten publishers encoding 720p
+would saturate the load core, not the SFU.
+
+    python benchmarks/sfu_bench.py [--quick] [--trials 3] [--window 10] [--scenario all|fanout|simulcast]
 
 Writes ``benchmarks/results/sfu.json``.
 """
@@ -40,12 +48,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from api_bench import PASSWORD, Server, free_port, pinned  # noqa: E402
 
-from clients.sdk.media import PatternVideoTrack, ToneAudioTrack  # noqa: E402
+from clients.sdk.media import PatternVideoTrack, SimulcastPattern, ToneAudioTrack  # noqa: E402
 from clients.sdk.participant import Participant  # noqa: E402
 from sfu.aiortc_hooks import LossStats, configure_ice, drop_incoming_rtp  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WIDTH, HEIGHT, FPS = 640, 360, 30
+GRID_PEOPLE = 10
+GRID_LAYERS = ((160, 90), (320, 180), (640, 360))
+GRID_FPS = 15
 
 
 def cpu_seconds(pid: int) -> float:
@@ -101,7 +112,8 @@ class SfuUnderTest:
         assert self.server.process is not None
         return self.server.process.pid
 
-    async def trial(self, subscribers: int, warmup: float, window: float) -> dict[str, float]:
+    async def joins(self, people: int, settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """A new meeting and room tokens for its first ``people`` accounts."""
         base = self.server.base
         async with aiohttp.ClientSession() as http:
             async def call(path: str, token: str, body: dict[str, Any]) -> Any:
@@ -109,8 +121,14 @@ class SfuUnderTest:
                     assert response.status < 300, await response.text()
                     return await response.json()
 
-            meeting = await call("/api/meetings", self.tokens[0], {"title": "bench", "kind": "instant"})
-            joins = [await call(f"/api/meetings/{meeting['id']}/join", token, {}) for token in self.tokens[: subscribers + 1]]
+            body: dict[str, Any] = {"title": "bench", "kind": "instant"}
+            if settings:
+                body["settings"] = settings
+            meeting = await call("/api/meetings", self.tokens[0], body)
+            return [await call(f"/api/meetings/{meeting['id']}/join", token, {}) for token in self.tokens[:people]]
+
+    async def trial(self, subscribers: int, warmup: float, window: float) -> dict[str, float]:
+        joins = await self.joins(subscribers + 1)
         clients: list[Participant] = []
         counters: list[LossStats] = []
         rng = random.Random(1)
@@ -134,10 +152,76 @@ class SfuUnderTest:
             for client in clients:
                 await client.close()
 
-    async def forwarded(self) -> float:
+    async def forwarded(self, metric: str = "videoconf_sfu_packets_forwarded_total") -> float:
         async with aiohttp.ClientSession() as http, http.get(self.server.base + "/metrics") as response:
             text = await response.text()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("videoconf_sfu_packets_forwarded_total{"))
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(metric + "{"))
+
+    async def grid(self, trials: int, warmup: float, window: float) -> dict[str, Any]:
+        """The simulcast scenario: GRID_PEOPLE publishers with three layers, each viewing the
+        others at small tiles, against the same meeting with every tile at the top layer."""
+        joins = await self.joins(GRID_PEOPLE, {"last_n": GRID_PEOPLE})
+        clients: list[Participant] = []
+        counters: list[LossStats] = []
+        rng = random.Random(2)
+        tiles = {"small": {"width": GRID_LAYERS[0][0], "height": GRID_LAYERS[0][1]}, "large": {"quality": "high"}}
+        raw: dict[str, list[dict[str, Any]]] = {name: [] for name in tiles}
+        try:
+            for joined in joins:
+                client = Participant(joined["signaling_url"], joined["token"], ice_servers=[], video_codec="VP8")
+                stats = LossStats()
+                client.tap_incoming(lambda pc, s=stats: drop_incoming_rtp(pc, 1.0, rng, s))
+                counters.append(stats)
+                clients.append(client)
+                await client.connect()
+                await client.publish([(SimulcastPattern(GRID_LAYERS, fps=GRID_FPS), "camera"), (ToneAudioTrack(), "microphone")])
+            deadline = time.monotonic() + 60
+            while not all(sum(r.kind == "video" for r in c.remote.values()) == GRID_PEOPLE - 1 for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("not every participant learned of every video track")
+                await asyncio.sleep(0.2)
+            for trial in range(trials):
+                for name, ask in tiles.items():
+                    for client in clients:
+                        for remote in list(client.remote.values()):
+                            if remote.kind == "video":
+                                await client.track_settings(remote.track_id, **ask)
+                    before = await self.forwarded(), await self.forwarded("videoconf_sfu_packets_received_total")
+                    # Longer warm-up: layer switches wait for keyframes, dynacast waits 3 s.
+                    result = await measure(self.pid, counters, warmup + 4.0, window)
+                    after = await self.forwarded(), await self.forwarded("videoconf_sfu_packets_received_total")
+                    wall = result["wall_seconds"]  # the metric windows are a little wider: rates only
+                    result["forwarded_per_second"] = round((after[0] - before[0]) / (wall + warmup + 4.0), 1)
+                    result["received_per_second"] = round((after[1] - before[1]) / (wall + warmup + 4.0), 1)
+                    layers: dict[str, int] = {}
+                    for client in clients:
+                        for remote in client.remote.values():
+                            if remote.kind == "video" and remote.forwarding and remote.forwarding.get("layer") is not None:
+                                key = str(remote.forwarding["layer"])
+                                layers[key] = layers.get(key, 0) + 1
+                    result["tracks_by_layer"] = layers
+                    raw[name].append(result)
+                    print(f"trial {trial + 1} grid  {name:5}: {result['packets_per_second']} packets/s out, "
+                          f"{result['received_per_second']} in, cpu {result['cpu_share']:.1%}, layers {layers}", flush=True)
+        finally:
+            for client in clients:
+                await client.close()
+        summary = {
+            name: {
+                key: median([t[key] for t in trials])
+                for key in ("packets_per_second", "received_per_second", "forwarded_per_second", "cpu_share", "us_per_packet")
+            }
+            for name, trials in raw.items()
+        }
+        return {
+            "setup": {"people": GRID_PEOPLE, "layers": [f"{w}x{h}" for w, h in GRID_LAYERS], "fps": GRID_FPS, "tiles": tiles},
+            "median": summary,
+            "small_over_large": {
+                "cpu_share": round(summary["small"]["cpu_share"] / summary["large"]["cpu_share"], 3),
+                "packets_per_second": round(summary["small"]["packets_per_second"] / summary["large"]["packets_per_second"], 3),
+            },
+            "trials": raw,
+        }
 
     async def idle(self, seconds: float) -> float:
         cpu0 = cpu_seconds(self.pid)
@@ -208,11 +292,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     relay_counts = [int(n) for n in args.relay.split(",")]
     raw: dict[str, dict[int, list[dict[str, float]]]] = {"sfu": {n: [] for n in sfu_counts}, "relay": {n: [] for n in relay_counts}}
     with tempfile.TemporaryDirectory() as workdir:
-        sfu = SfuUnderTest(Path(workdir), max(sfu_counts) + 1)
+        sfu = SfuUnderTest(Path(workdir), max(max(sfu_counts) + 1, GRID_PEOPLE))
         await sfu.start()
         try:
             idle = await sfu.idle(3.0)
-            for trial in range(args.trials):
+            grid = await sfu.grid(args.trials, args.warmup, args.window) if args.scenario in ("all", "simulcast") else None
+            for trial in range(args.trials if args.scenario in ("all", "fanout") else 0):
                 for n in sorted(set(sfu_counts) | set(relay_counts)):
                     if n in raw["sfu"]:
                         result = await sfu.trial(n, args.warmup, args.window)
@@ -268,6 +353,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "median": summary,
         "relay_over_sfu_cpu_per_packet": ratios,
         "marginal_us_per_packet": marginals,
+        "simulcast_grid": grid,
         "trials": {system: {str(n): trials for n, trials in by_n.items()} for system, by_n in raw.items()},
     }
 
@@ -279,6 +365,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--sfu", default="1,4,8,16,32", help="subscriber counts for the SFU")
     parser.add_argument("--relay", default="1,4,8", help="subscriber counts for the MediaRelay baseline")
+    parser.add_argument("--scenario", choices=("all", "fanout", "simulcast"), default="all")
     parser.add_argument("--quick", action="store_true", help="one trial of 5 s, N = 1, 8")
     parser.add_argument("--output", type=Path, default=RESULTS / "sfu.json")
     args = parser.parse_args()
@@ -292,6 +379,7 @@ def main() -> None:
     print(json.dumps({
         "median": report["median"], "ratios": report["relay_over_sfu_cpu_per_packet"],
         "marginal_us_per_packet": report["marginal_us_per_packet"],
+        "simulcast_grid": (report["simulcast_grid"] or {}).get("median"),
     }, indent=2))
 
 

@@ -43,7 +43,8 @@ from sfu.vp8 import parse_vp8, rewrite_vp8
 log = logging.getLogger(__name__)
 
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between PLIs sent upstream for one layer
-LAYER_TIMEOUT = 1.5  # a layer with no packet for this long is not being sent
+LAYER_TIMEOUT = 1.5  # a layer with no packet for this long is not being sent (at the most)
+LAYER_TIMEOUT_MIN = 0.5  # ... and at the least: six frame intervals in between
 RESUME_WAIT = 5.0  # seconds a layer resumed by dynacast counts as coming before it must be sent
 UPLINK_HOLD = 10.0  # seconds after a resume that the uplink estimate from before a pause holds
 REMB_FALLING = 0.97  # a REMB under this share of the previous one: the uplink is congested
@@ -69,6 +70,9 @@ class Layer:
         self.meters = [RateMeter() for _ in range(MAX_TEMPORAL)]
         self.temporal_layers = 1
         self.last_packet = float("-inf")
+        self.last_frame: tuple[int, float] | None = None  # (RTP timestamp, arrival) of the newest frame
+        self.frame_interval = 0.1  # smoothed seconds between frames
+        self.timeout = LAYER_TIMEOUT
         self.last_keyframe_request = float("-inf")
         self.active = True  # what the SFU last asked the publisher (dynacast)
         self.inactive_since: float | None = None
@@ -77,7 +81,19 @@ class Layer:
         self.packets = 0
 
     def sending(self, now: float) -> bool:
-        return now - self.last_packet < LAYER_TIMEOUT
+        return now - self.last_packet < self.timeout
+
+    def arrived(self, timestamp: int, now: float, repaired: bool = False) -> None:
+        """A packet of the frame with RTP ``timestamp`` arrived: learn the frame rate, so that a
+        layer the publisher stops (Chromium drops one when its bandwidth estimate falls) is seen
+        gone after about six missing frames rather than a fixed, long timeout."""
+        self.last_packet = now
+        last = self.last_frame
+        if not repaired and (last is None or timestamp > last[0]):
+            if last is not None and 0 < now - last[1] < 2.0:
+                self.frame_interval += (now - last[1] - self.frame_interval) * 0.1
+                self.timeout = min(LAYER_TIMEOUT, max(LAYER_TIMEOUT_MIN, 6 * self.frame_interval))
+            self.last_frame = (timestamp, now)
 
     def available(self, now: float) -> bool:
         """Sent now, or to be had: paused by dynacast (resumed on demand) or resumed a moment
@@ -306,7 +322,7 @@ class UpTrack:
             self.audio_level = packet.extensions.audio_level
         if not layer.sending(now) and not layer.active:
             layer.inactive_since = None
-        layer.last_packet = now
+        layer.arrived(timestamp, now, repaired)
         cached = CachedPacket(
             sequence, timestamp, packet.marker, payload, keyframe, now, packet.extensions.audio_level,
             layer.position, tid, vp8, picture_id, tl0,
@@ -314,6 +330,7 @@ class UpTrack:
         layer.cache.add(cached)
         layer.packets += 1
         self.packets += 1
+        self.metrics.record_receive(self.kind)
         if self.blocked or not self.downtracks:
             return
         ntp = current_ntp_time()

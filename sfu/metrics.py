@@ -15,6 +15,9 @@ class SfuMetrics:
         self.packets = Counter(
             "videoconf_sfu_packets_forwarded", "RTP packets written to subscribers", ("kind",), registry=registry
         )
+        self.received = Counter(
+            "videoconf_sfu_packets_received", "RTP packets received from publishers (RTX included)", ("kind",), registry=registry
+        )
         self.bytes = Counter(
             "videoconf_sfu_bytes_forwarded", "RTP payload bytes written to subscribers", ("kind",), registry=registry
         )
@@ -37,6 +40,10 @@ class SfuMetrics:
             self.codec_instances.labels(kind)  # exported as 0 from the start
         self._packets = {kind: self.packets.labels(kind) for kind in ("audio", "video")}
         self._bytes = {kind: self.bytes.labels(kind) for kind in ("audio", "video")}
+        self._received = {kind: self.received.labels(kind) for kind in ("audio", "video")}
+
+    def record_receive(self, kind: str) -> None:
+        self._received[kind].inc()
 
     def record_forward(self, kind: str, packets: int, octets: int, delay: float) -> None:
         self._packets[kind].inc(packets)

@@ -115,10 +115,12 @@ async def test_chromium_subscriber_switches_layers_without_freezing(meeting: Mee
                     lines.append(f"at {at}s: {before} -> {after}")
             return "; ".join(lines)
 
+        # Chromium adds its layers as its bandwidth estimate grows (and may drop one on the way,
+        # which no SFU can hide): start switching once the top layer plays.
         first: dict | None = None
-        deadline = asyncio.get_running_loop().time() + 30
-        while first is None or first["decoded"] < 10:
-            assert asyncio.get_running_loop().time() < deadline, f"no video decoded in Chromium: {first}"
+        deadline = asyncio.get_running_loop().time() + 40
+        while first is None or first["decoded"] < 10 or (first["width"], first["height"]) != (1280, 720):
+            assert asyncio.get_running_loop().time() < deadline, f"Chromium never played the top layer: {first}"
             await asyncio.sleep(0.3)
             first = await stats()
         switches = [(320, 180), (1280, 720), (640, 360), (320, 180), (640, 360), (1280, 720)]
@@ -141,7 +143,7 @@ async def test_chromium_subscriber_switches_layers_without_freezing(meeting: Mee
                 await asyncio.sleep(0.2)
                 current = await stats()
         final = await stats()
-        assert final["freezes"] == 0, f"{final}: {freezes()}; forwarding {await js(page, 'return window.forwarded;')}"
+        assert final["freezes"] == first["freezes"], f"{first} then {final}: {freezes()}; forwarding {await js(page, 'return window.forwarded;')}"
         assert (final["width"], final["height"]) == switches[-1], final  # no false step-down for bandwidth
         assert final["decoded"] > first["decoded"] + 6 * 15
         node = meeting.api.app[SFU]

@@ -253,3 +253,20 @@ def test_uplink_estimate_holds_across_a_dynacast_pause_until_it_catches_up_or_fa
     assert up.uplink_remb(0.69e6) == 0.7e6  # under the hold, not falling: held
     now[0] += UPLINK_HOLD + 1
     assert up.uplink_remb(0.69e6) == 0.69e6
+
+
+def test_a_layer_is_seen_stopped_after_about_six_missing_frames() -> None:
+    from sfu.forwarding import LAYER_TIMEOUT, LAYER_TIMEOUT_MIN, Layer
+
+    fast = Layer(0, "f", "video")
+    for frame in range(40):  # 20 fps, two packets a frame
+        for _ in range(2):
+            fast.arrived(frame * 4500, frame * 0.05)
+    last = 39 * 0.05
+    assert fast.sending(last + 0.45) and not fast.sending(last + LAYER_TIMEOUT_MIN + 0.01)
+    fast.arrived(2 * 4500, last + 0.1, repaired=True)  # a retransmission keeps it alive, no more
+    assert fast.frame_interval == pytest.approx(0.05, rel=0.1) and fast.sending(last + 0.55)
+    slow = Layer(0, None, "video")  # a screen share at 1 fps: never under the longest timeout
+    for frame in range(10):
+        slow.arrived(frame * 90000, float(frame))
+    assert slow.sending(9 + LAYER_TIMEOUT - 0.01) and not slow.sending(9 + LAYER_TIMEOUT)
