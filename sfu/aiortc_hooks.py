@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 
 AIORTC_VERSION = "1.16.0"
 
+from aiortc.rtcdtlstransport import State as _DtlsState  # noqa: E402
+
+_DTLS_CONNECTED = _DtlsState.CONNECTED
 _R = "_RTCRtpReceiver__"
 _S = "_RTCRtpSender__"
 _H = "_HeaderExtensionsMap__"
@@ -86,6 +89,14 @@ REQUIRED_HOOKS: list[tuple[str, str]] = [
     ("sender", f"{_S}rtt"),
     ("sender", f"{_S}encoder"),
     ("RTCDtlsTransport", "_send_rtp"),
+    ("dtls", "_state"),
+    ("dtls", "_tx_srtp"),
+    ("dtls", "_RTCDtlsTransport__tx_bytes"),
+    ("dtls", "_RTCDtlsTransport__tx_packets"),
+    ("dtls", "transport"),
+    ("RTCIceTransport", "_connection"),
+    ("ice_connection", "_nominated"),
+    ("aiortc.rtcdtlstransport", "State"),
     ("RTCDtlsTransport", "_handle_rtp_data"),
     ("HeaderExtensionsMap", f"{_H}ids"),
     ("aioice.ice", "get_host_addresses"),
@@ -134,6 +145,14 @@ def _probe_transceiver() -> Any:
     return build()
 
 
+def _probe_transports() -> tuple[Any, Any]:
+    """A DTLS transport over an ICE transport, never started, to look at their attributes."""
+    from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceGatherer, RTCIceTransport
+
+    ice = RTCIceTransport(RTCIceGatherer(iceServers=[]))
+    return RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()]), ice
+
+
 def _probe_peer_connection() -> Any:
     try:
         asyncio.get_running_loop()
@@ -166,6 +185,11 @@ def verify_hooks() -> None:
         problems.append(f"cannot build a transceiver: {exc}")
     receiver = getattr(transceiver, "receiver", None)
     sender = getattr(transceiver, "sender", None)
+    dtls = ice = None
+    try:
+        dtls, ice = _probe_transports()
+    except Exception as exc:  # pragma: no cover - only when aiortc's constructors change
+        problems.append(f"cannot build a DTLS transport: {exc}")
     targets: dict[str, Any] = {
         "RTCRtpReceiver": RTCRtpReceiver,
         "RTCRtpSender": RTCRtpSender,
@@ -181,6 +205,10 @@ def verify_hooks() -> None:
         "aiortc.rtcrtpsender": aiortc.rtcrtpsender,
         "transceiver": transceiver,
         "RTCPeerConnection": _probe_peer_connection(),
+        "dtls": dtls,
+        "RTCIceTransport": ice,
+        "ice_connection": getattr(ice, "_connection", None),
+        "aiortc.rtcdtlstransport": aiortc.rtcdtlstransport,
     }
     for what, attribute in REQUIRED_HOOKS:
         target = targets.get(what)
@@ -462,13 +490,29 @@ class SenderTap:
     async def send(self, data: bytes) -> None:
         await self.sender.transport._send_rtp(data)
 
+    def send_now(self, data: bytes) -> None:
+        """Protect and write one RTP packet without a coroutine: what ``_send_rtp`` and aioice's
+        ``Connection.send`` do, four awaits deep, all synchronous underneath (a TURN-relayed
+        pair's transport queues the write itself).  ConnectionError when not connected."""
+        dtls = self.sender.transport
+        if dtls._state is not _DTLS_CONNECTED:
+            raise ConnectionError("the subscriber's DTLS transport is not connected")
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("the subscriber's ICE connection has no nominated pair")
+        data = dtls._tx_srtp.protect(data)
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+        dtls._RTCDtlsTransport__tx_bytes += len(data)
+        dtls._RTCDtlsTransport__tx_packets += 1
+
     def record_sent(self, ntp_time: int, rtp_timestamp: int, octets: int) -> None:
         """What aiortc's RTCP loop reports in its next sender report."""
         sender = self.sender
-        setattr(sender, f"{_S}ntp_timestamp", ntp_time)
-        setattr(sender, f"{_S}rtp_timestamp", rtp_timestamp)
-        setattr(sender, f"{_S}packet_count", getattr(sender, f"{_S}packet_count") + 1)
-        setattr(sender, f"{_S}octet_count", getattr(sender, f"{_S}octet_count") + octets)
+        sender._RTCRtpSender__ntp_timestamp = ntp_time
+        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
+        sender._RTCRtpSender__packet_count += 1
+        sender._RTCRtpSender__octet_count += octets
+
 
     async def _rtcp(self, packet: Any) -> None:
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:

@@ -17,6 +17,7 @@ Nothing here decodes or encodes media.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -36,7 +37,7 @@ from sfu.metrics import SfuMetrics
 from sfu.munger import Munger
 from sfu.nack import LossTracker, RetransmitFilter
 from sfu.packet_cache import CachedPacket, PacketCache
-from sfu.rtp import Unwrapper, abs_send_time, audio_level, build_packet, extension_block, rtx_payload
+from sfu.rtp import HEADER, Unwrapper, abs_send_time, audio_level, build_packet, extension_block, rtx_payload
 from sfu.sdp import SimulcastOffer
 from sfu.vp8 import parse_vp8, rewrite_vp8
 
@@ -163,6 +164,7 @@ class UpTrack:
         self.audio_level: tuple[bool, int] | None = None
         self.tap: ReceiverTap | None = None
         self.packets = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._remb_in: float | None = None  # the last uplink estimate the receiver made
         self._remb_out = 0.0  # the last one sent to the publisher
         self._remb_held: float | None = None
@@ -334,13 +336,13 @@ class UpTrack:
         if self.blocked or not self.downtracks:
             return
         ntp = current_ntp_time()
+        abs_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
         sent = 0
-        octets = 0
         for downtrack in self.downtracks:
-            if (downtrack.current is layer or downtrack.target is layer) and await downtrack.forward(cached, layer, ntp):
+            if (downtrack.current is layer or downtrack.target is layer) and downtrack.forward(cached, layer, ntp, abs_time):
                 sent += 1
-                octets += len(payload)
         if sent:
+            octets = sent * len(payload)
             self.metrics.record_forward(self.kind, sent, octets, time.perf_counter() - started)
 
     async def tick(self) -> None:
@@ -363,17 +365,28 @@ class UpTrack:
             self.metrics.nacks_sent.inc(len(sequences))
             await self.tap.send_nack(layer.ssrc, sequences)
 
+    def _keyframe_due(self, layer: Layer) -> bool:
+        now = self.clock()
+        if self.kind != "video" or self.tap is None or layer.ssrc is None:
+            return False
+        if now - layer.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
+            return False
+        layer.last_keyframe_request = now
+        self.metrics.plis_sent.inc()
+        return True
+
     async def request_keyframe(self, layer: Layer | None = None) -> None:
         """PLI upstream for a layer, at most once per ``KEYFRAME_REQUEST_INTERVAL`` each."""
         layer = layer or self.layers[0]
-        now = self.clock()
-        if self.kind != "video" or self.tap is None or layer.ssrc is None:
-            return
-        if now - layer.last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
-            return
-        layer.last_keyframe_request = now
-        self.metrics.plis_sent.inc()
-        await self.tap.send_pli(layer.ssrc)
+        if self._keyframe_due(layer) and self.tap is not None and layer.ssrc is not None:
+            await self.tap.send_pli(layer.ssrc)
+
+    def request_keyframe_soon(self, layer: Layer) -> None:
+        """The same from the synchronous packet path: the PLI goes out in a task of its own."""
+        if self._keyframe_due(layer) and self.tap is not None and layer.ssrc is not None:
+            task = asyncio.get_running_loop().create_task(self.tap.send_pli(layer.ssrc))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def add(self, downtrack: DownTrack) -> None:
         self.downtracks.append(downtrack)
@@ -417,6 +430,10 @@ class DownTrack:
         self._mid_element: tuple[int, bytes] | None = None
         self._abs_id: int | None = None
         self._level_id: int | None = None
+        # Header templates (fixed part, then the extension block) with the byte offsets of
+        # abs-send-time and audio level; without and with an audio-level element.
+        self._plain: tuple[bytes, int, int] = (b"", -1, -1)
+        self._levelled: tuple[bytes, int, int] = (b"", -1, -1)
         self._last_sent_at: float | None = None
         self._frame_open = False  # the last packet sent did not end its frame
         self._clock_rate = 90000
@@ -462,8 +479,39 @@ class DownTrack:
         self._level_id = ids.get("audio_level")
         if self.up.codec is not None:
             self._clock_rate = self.up.codec.clockRate
+        self._plain = self._template(with_level=False)
+        self._levelled = self._template(with_level=True)
         self.bound = True
         return True
+
+    def _template(self, with_level: bool) -> tuple[bytes, int, int]:
+        elements: list[tuple[int, bytes]] = []
+        offset = HEADER.size + 4  # after the fixed header and the extension block's own header
+        abs_at = level_at = -1
+        if self._mid_element is not None:
+            elements.append(self._mid_element)
+            offset += 1 + len(self._mid_element[1])
+        if self._abs_id is not None:
+            elements.append((self._abs_id, b"\x00\x00\x00"))
+            abs_at = offset + 1
+            offset += 4
+        if with_level and self._level_id is not None:
+            elements.append((self._level_id, b"\x00"))
+            level_at = offset + 1
+        block = extension_block(elements)
+        first = 0x90 if block else 0x80
+        return bytes([first]) + bytes(HEADER.size - 1) + block, abs_at, level_at
+
+    def _header(self, marker: int, sequence: int, timestamp: int, level: tuple[bool, int] | None, abs_time: bytes) -> bytearray:
+        """The packet's header and extensions: the template with its fields filled in place."""
+        template, abs_at, level_at = self._levelled if level is not None and self._level_id is not None else self._plain
+        header = bytearray(template)
+        HEADER.pack_into(header, 0, header[0], (marker << 7) | self.payload_type, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, self.tap.ssrc)
+        if abs_at >= 0:
+            header[abs_at : abs_at + 3] = abs_time
+        if level_at >= 0 and level is not None:
+            header[level_at] = (0x80 if level[0] else 0) | (min(127, max(0, level[1])) & 0x7F)
+        return header
 
     def _extensions(self, packet: CachedPacket, ntp: int) -> bytes:
         elements = []
@@ -528,15 +576,15 @@ class DownTrack:
         picture = packet.picture_id
         return picture is not None and self._frames.get(picture, picture) != picture
 
-    async def forward(self, packet: CachedPacket, layer: Layer, ntp: int) -> bool:
-        """Rewrite and send one packet; False when it was not sent."""
+    def forward(self, packet: CachedPacket, layer: Layer, ntp: int, abs_time: bytes | None = None) -> bool:
+        """Rewrite and send one packet, synchronously; False when it was not sent."""
         if not self.bound and not self._bind():
             return False
         if layer is not self.current:
             if layer is not self.target:
                 return False
             if not packet.keyframe:
-                await self.up.request_keyframe(layer)
+                self.up.request_keyframe_soon(layer)
                 return False
             self._switch(layer, packet)
         if not self._frame_forwarded(packet):
@@ -546,12 +594,13 @@ class DownTrack:
         if mapped is None:
             return False
         sequence, timestamp = mapped
-        data = build_packet(
-            packet.marker, self.payload_type, sequence, timestamp, self.tap.ssrc, self._extensions(packet, ntp),
-            self._payload(packet),
-        )
+        if abs_time is None:
+            abs_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
+        header = self._header(packet.marker, sequence, timestamp, packet.audio_level, abs_time)
+        header += self._payload(packet)
+        data = bytes(header)
         try:
-            await self.tap.send(data)
+            self.tap.send_now(data)
         except ConnectionError:
             return False
         now = self.up.clock()

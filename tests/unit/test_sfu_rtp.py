@@ -170,3 +170,24 @@ async def test_keyframe_requests_upstream_are_throttled() -> None:
     # Requests at 100.0, 100.1, 100.3, 100.55, 100.85, 100.85: only 100.0 and 100.55 go upstream.
     assert sent == [1234, 1234]
     assert up.metrics.plis_sent._value.get() == 2
+
+
+@pytest.mark.parametrize("mid, abs_id, level_id", [((1, b"0"), 3, 5), ((4, b"12"), None, 2), (None, 3, None), (None, None, None)])
+def test_down_track_header_template_matches_a_packet_built_field_by_field(mid, abs_id, level_id) -> None:
+    import types
+
+    from sfu.forwarding import DownTrack
+    from sfu.rtp import abs_send_time, audio_level
+
+    track = types.SimpleNamespace(_mid_element=mid, _abs_id=abs_id, _level_id=level_id, payload_type=111, tap=types.SimpleNamespace(ssrc=0xDEADBEEF))
+    track._plain = DownTrack._template(track, with_level=False)
+    track._levelled = DownTrack._template(track, with_level=True)
+    ntp = 0x1234_5678_9ABC_DEF0
+    for level in (None, (True, 42), (False, 200)):
+        header = DownTrack._header(track, 1, 70000, 2**33 + 5, level, abs_send_time(ntp))
+        elements = [e for e in (mid, (abs_id, abs_send_time(ntp)) if abs_id else None) if e]
+        if level_id and level is not None:
+            elements.append((level_id, audio_level(*level)))
+        expected = build_packet(1, 111, 70000, 2**33 + 5, 0xDEADBEEF, extension_block(elements), b"payload")
+        assert bytes(header) + b"payload" == expected
+        assert RtpPacket.parse(expected).sequence_number == 70000 & 0xFFFF
