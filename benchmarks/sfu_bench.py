@@ -210,7 +210,7 @@ class SfuUnderTest:
                 await client.close()
         summary = {
             name: {
-                key: median([t[key] for t in trials])
+                key: median([t[key] for t in trials], 4 if key == "cpu_share" else 2)
                 for key in ("packets_per_second", "received_per_second", "forwarded_per_second", "cpu_share", "us_per_packet")
             }
             for name, trials in raw.items()
@@ -284,8 +284,8 @@ async def relay_trial(subscribers: int, warmup: float, window: float) -> dict[st
 # Driver ---------------------------------------------------------------------------------------
 
 
-def median(values: list[float]) -> float:
-    return round(statistics.median(values), 2)
+def median(values: list[float], digits: int = 2) -> float:
+    return round(statistics.median(values), digits)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -317,7 +317,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             str(n): {
                 "us_per_packet": median([t["us_per_packet"] for t in trials if t["us_per_packet"]]),
                 "packets_per_second": median([t["packets_per_second"] for t in trials]),
-                "cpu_share": median([t["cpu_share"] for t in trials]),
+                "cpu_share": median([t["cpu_share"] for t in trials], 4),
             }
             for n, trials in by_n.items() if trials
         }
