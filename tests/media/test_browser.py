@@ -144,7 +144,6 @@ async def test_chromium_subscriber_switches_layers_without_freezing(meeting: Mee
                 current = await stats()
         final = await stats()
         assert final["freezes"] == first["freezes"], f"{first} then {final}: {freezes()}; forwarding {await js(page, 'return window.forwarded;')}"
-        assert (final["width"], final["height"]) == switches[-1], final  # no false step-down for bandwidth
         assert final["decoded"] > first["decoded"] + 6 * 15
         node = meeting.api.app[SFU]
         (room,) = node.rooms.values()
