@@ -440,6 +440,7 @@ class ReceiverTap:
 
 # Subscriber side -----------------------------------------------------------------------------
 
+
 RtcpHandler = Callable[[Any], Awaitable[None]]
 
 

@@ -19,12 +19,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
-from sfu.aiortc_hooks import ParkedTrack, count_codec_instances, enable_simulcast, negotiated_codecs
+from sfu.aiortc_hooks import (
+    ParkedTrack,
+    count_codec_instances,
+    enable_simulcast,
+    negotiated_codecs,
+)
 from sfu.bandwidth import BandwidthEstimator
 from sfu.forwarding import DownTrack, UpTrack
 from sfu.metrics import SfuMetrics
@@ -125,7 +137,12 @@ class Participant:
         }
 
     def _peer_connection(self) -> RTCPeerConnection:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self.room.node.settings.ice_servers)))
+        # max-bundle: with aiortc's default (balanced) a transceiver added while an offer waits
+        # for its answer takes the transport of the first one of its kind, which that answer
+        # then discards (bundled into mid 0): its sender never starts.  Seen with Chromium.
+        pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=list(self.room.node.settings.ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+        ))
 
         @pc.on("connectionstatechange")
         async def _state() -> None:

@@ -20,25 +20,27 @@ from sfu.room import NodeSettings, SfuNode
 from signaling.server import SignalingServer
 from videoconf.config import Settings
 
-LANDING = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>VideoConf</title></head>
-<body><main>
-<h1>VideoConf is running</h1>
-<p>The control API is at <a href="/api/docs">/api/docs</a> (OpenAPI document: <a href="/api/openapi.json">/api/openapi.json</a>).</p>
-<p>The signaling WebSocket is at <code>/signaling</code>; its protocol is in <code>signaling/schema.json</code>.</p>
-<p>The web client is not built yet; see the README for what works today.</p>
-</main></body></html>
-"""
-
 WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
 
 SFU: web.AppKey[SfuNode] = web.AppKey("sfu", SfuNode)
 SIGNALING: web.AppKey[SignalingServer] = web.AppKey("signaling", SignalingServer)
 
 
-async def landing(request: web.Request) -> web.Response:
-    return web.Response(text=LANDING, content_type="text/html")
+# The web client's pages: the app shell at / and at invite links (/j/CODE), the service worker at
+# the root so that its scope is the whole origin, and the web app manifest.
+WEB_PAGES = {"/", "/j/{code}", "/sw.js", "/manifest.webmanifest"}
+
+
+async def app_shell(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_ROOT / "index.html", headers={"Cache-Control": "no-cache", "Content-Type": "text/html; charset=utf-8"})
+
+
+async def service_worker(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_ROOT / "sw.js", headers={"Cache-Control": "no-cache", "Content-Type": "text/javascript; charset=utf-8"})
+
+
+async def manifest(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_ROOT / "manifest.webmanifest", headers={"Content-Type": "application/manifest+json"})
 
 
 def _ice_servers(servers: list) -> list[RTCIceServer]:
@@ -56,7 +58,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     signaling = SignalingServer(node, app[SERVICES], resume_seconds=settings.resume_seconds)
     app[SFU] = node
     app[SIGNALING] = signaling
-    app.router.add_get("/", landing, name="landing")
+    app.router.add_get("/", app_shell, name="web-app")
+    app.router.add_get("/j/{code}", app_shell, name="invite-link")
+    app.router.add_get("/sw.js", service_worker, name="service-worker")
+    app.router.add_get("/manifest.webmanifest", manifest, name="manifest")
     app.router.add_get("/signaling", signaling.handle, name="signaling")
     app.router.add_static("/web", WEB_ROOT, name="web")
 

@@ -6,6 +6,7 @@ import json
 import logging
 
 from tests.conftest import Api
+from videoconf.app import WEB_PAGES
 
 
 async def test_health_and_readiness(api: Api) -> None:
@@ -36,8 +37,8 @@ async def test_every_route_is_in_the_openapi_document(api: Api) -> None:
         path = info.get("formatter") or info.get("path")
         if route.method == "HEAD" or path is None or path.startswith("/api/docs/static") or "prefix" in info:
             continue
-        if path in ("/", "/signaling"):
-            continue  # the landing page; the WebSocket, documented by signaling/schema.json
+        if path in WEB_PAGES or path == "/signaling":
+            continue  # the web client's pages; the WebSocket, documented by signaling/schema.json
         routed.add((path, route.method))
     missing = routed - documented
     assert not missing, f"routes missing from the OpenAPI document: {sorted(missing)}"

@@ -58,7 +58,9 @@ export class SfuClient extends EventTarget {
     this.published = new Map(); // track_id -> {sender, source, track}
     this.forwarding = new Map(); // track_id -> last track-forwarding message
     this.midTracks = new Map(); // subscriber mid -> track_id
+    this.pending = new Map(); // track_id -> remote entry whose track-published has not come yet
     this.waiters = [];
+    this.log = []; // the types of the last 200 server messages, for diagnostics
     this.requests = 0;
     this.queue = Promise.resolve(); // subscriber offers are answered one at a time
     this.closed = false;
@@ -120,6 +122,8 @@ export class SfuClient extends EventTarget {
       if (message.seq <= this.lastSeq) return; // replayed twice after a resume
       this.lastSeq = message.seq;
     }
+    this.log.push(message.type + (message.seq ? `#${message.seq}` : ""));
+    if (this.log.length > 200) this.log.shift();
     this._handle(message);
     for (const waiter of [...this.waiters]) {
       if (waiter.match(message)) {
@@ -141,11 +145,19 @@ export class SfuClient extends EventTarget {
       case "participant-left":
         this.participants.delete(message.identity);
         break;
-      case "track-published":
+      case "track-published": {
         this.tracks.set(message.track.track_id, message.track);
+        const waiting = this.pending.get(message.track.track_id);
+        if (waiting) {
+          this.pending.delete(message.track.track_id);
+          waiting.info = message.track;
+          this._emit("track", waiting);
+        }
         break;
+      }
       case "track-unpublished":
         this.tracks.delete(message.track_id);
+        this.pending.delete(message.track_id);
         this.remote.delete(message.track_id);
         this.forwarding.delete(message.track_id);
         break;
@@ -279,7 +291,10 @@ export class SfuClient extends EventTarget {
     const stream = new MediaStream([event.track]);
     const entry = { trackId, track: event.track, stream, transceiver: event.transceiver, info: this.tracks.get(trackId) };
     this.remote.set(trackId, entry);
-    this._emit("track", entry);
+    // The SFU's offer can overtake the track-published message: announce the track with its
+    // description (owner, source) once that has come.
+    if (entry.info) this._emit("track", entry);
+    else this.pending.set(trackId, entry);
   }
 
   // How this client shows a remote video track: the rendered size in pixels, or a quality.
