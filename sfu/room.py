@@ -252,7 +252,7 @@ class Participant:
         transceiver.setCodecPreferences(_capabilities_for(up.codec))
         self._pending[up.track_id] = (up, transceiver)
         self._sub_transceivers[up.track_id] = transceiver
-        await self._negotiate()
+        self.renegotiate()
 
     async def unsubscribe(self, track_id: str) -> None:
         self._pending.pop(track_id, None)
@@ -264,7 +264,16 @@ class Participant:
             # The m-line stays (inactive) but its sender's loops end now.
             transceiver.direction = "inactive"
             await transceiver.sender.stop()
-            await self._negotiate()
+            self.renegotiate()
+
+    def renegotiate(self) -> None:
+        """Send the subscriber a new offer, in a task of its own: the caller may be handling a
+        message from this very participant (a host removing someone it subscribes to), whose
+        answer could not be read while the caller waited for it."""
+        if self._negotiating:
+            self._again = True
+        else:
+            self.room.spawn(self._negotiate())
 
     async def _negotiate(self) -> None:
         if self._negotiating:

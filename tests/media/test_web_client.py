@@ -120,7 +120,7 @@ async def test_three_people_meet_in_the_web_client(meeting: Meeting, tmp_path: P
         await bea.get_by_role("button", name="Mute microphone").click()
         await bea.get_by_role("button", name="Unmute microphone").wait_for()
         for page in (host, cy):
-            await page.get_by_role("listitem", name="Bea Guest").get_by_text("Muted").wait_for()
+            await page.get_by_role("listitem", name="Bea Guest", exact=True).get_by_text("Muted").wait_for()
 
         # Cy shares a screen: a screen tile with video appears for the others.
         await cy.get_by_role("button", name="Share screen").click()
@@ -137,7 +137,10 @@ async def test_three_people_meet_in_the_web_client(meeting: Meeting, tmp_path: P
         await host.get_by_role("button", name="Participants").click()
         await host.get_by_role("button", name="Remove Cy Guest").click()
         await cy.get_by_role("heading", name="You were removed").wait_for(timeout=15000)
-        await host.get_by_role("listitem", name="Cy Guest").wait_for(state="detached", timeout=15000)
+        try:
+            await host.get_by_role("listitem", name="Cy Guest", exact=True).wait_for(state="detached", timeout=15000)
+        except Exception as exc:
+            raise AssertionError(f"{exc}; {await diagnose(meeting, host)}") from None
 
         # A phone: the dashboard and the meeting room fit 360 px without sideways scrolling.
         phone = await person(browser, base, "Dee Phone", viewport=PHONE)
