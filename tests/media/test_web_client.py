@@ -88,8 +88,6 @@ async def test_three_people_meet_in_the_web_client(meeting: Meeting, tmp_path: P
         code = re.sub(r"^Code ", "", await host.get_by_text(re.compile(r"^Code ")).inner_text())
 
         bea = await person(browser, base, "Bea Guest")
-        if SCREENSHOTS:
-            await bea.screenshot(path=str(shots / "dashboard.png"))
         await join_by_code(bea, code)
         cy = await person(browser, base, "Cy Guest")
         await join_by_code(cy, code)
@@ -151,6 +149,12 @@ async def test_three_people_meet_in_the_web_client(meeting: Meeting, tmp_path: P
         for button in await phone.get_by_role("toolbar", name="Meeting controls").get_by_role("button").all():
             box = await button.bounding_box()
             assert box["height"] >= 44 and box["width"] >= 44, box  # touch-sized
+        # Leaving by the navigation: the host's dashboard lists the meeting.
+        await host.get_by_role("link", name="Dashboard").click()
+        await host.get_by_role("heading", name="Dashboard").wait_for()
+        await host.get_by_role("region", name="My meetings").get_by_role("link", name="Join Ada Host's meeting").wait_for()
+        if SCREENSHOTS:
+            await host.screenshot(path=str(shots / "dashboard.png"), full_page=True)
         for page in (host, bea, cy, phone):
             assert page.errors == [], page.errors
 

@@ -31,7 +31,8 @@ export function announce(text) {
 function show(title, ...content) {
   document.title = `${title} · VideoConf`;
   main.replaceChildren(...content);
-  main.focus();
+  main.focus({ preventScroll: true });
+  window.scrollTo(0, 0);
 }
 
 function errorText(error) {
