@@ -32,7 +32,8 @@ async def person(browser: Any, base: str, name: str, *, viewport: dict | None = 
     page = await context.new_page()
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and page.errors.append(f"console: {message.text}"))
+    # Script errors count; a failed request is an answer the UI shows (403 wrong passcode, 404).
+    page.on("console", lambda m: m.type == "error" and not m.text.startswith("Failed to load resource") and page.errors.append(m.text))
     page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await page.goto(base + "/")
     await page.get_by_role("heading", name="Sign in").wait_for()
@@ -181,3 +182,41 @@ async def diagnose(meeting: Meeting, page: Any) -> dict:
 async def _two_playing(page: Any) -> list[dict] | None:
     videos = [v for v in await playing_videos(page) if v["width"] > 0 and v["frames"] > 0]
     return videos if len({v["tile"] for v in videos}) >= 2 else None
+
+
+async def test_bad_states_are_shown_and_every_control_has_a_name(meeting: Meeting) -> None:
+    base = base_url(meeting)
+    api = meeting.api
+    locked = await api.meeting(meeting.host["token"], title="Locked room", passcode="2468")
+    async with chromium() as browser:
+        page = await person(browser, base, "Eve Visitor")
+        # The app installs: a manifest with icons, and a service worker that controls the origin.
+        manifest = await page.evaluate("() => fetch('/manifest.webmanifest').then(r => r.json())")
+        assert manifest["display"] == "standalone" and any(i["sizes"] == "512x512" for i in manifest["icons"])
+        assert await page.evaluate("() => navigator.serviceWorker.ready.then(r => Boolean(r.active))")
+        # Every button, link and form field on the dashboard has an accessible name.
+        unnamed = await page.evaluate(
+            """() => [...document.querySelectorAll('button, a, input, select')].filter(e => {
+                const name = (e.getAttribute('aria-label') || e.textContent || '').trim();
+                const labelled = e.labels && e.labels.length > 0;
+                return !(name || labelled || e.type === 'hidden');
+            }).map(e => e.outerHTML)"""
+        )
+        assert unnamed == []
+        # An invite link with a wrong passcode: the join screen says so and stays usable.
+        await page.goto(f"{base}/j/{locked['code']}")
+        await page.get_by_label("Passcode").fill("1111")
+        await page.get_by_role("button", name="Join now").click()
+        await page.get_by_role("alert").filter(has_text="That passcode is not right.").wait_for()
+        await page.get_by_label("Passcode").fill("2468")
+        await page.get_by_role("button", name="Join now").click()
+        await page.get_by_role("toolbar", name="Meeting controls").wait_for()
+        # The host ends the meeting for everyone: the room says so.
+        await api.call("POST", f"/api/meetings/{locked['id']}/end", meeting.host["token"], expect=200)
+        await page.get_by_role("heading", name="Meeting ended").wait_for(timeout=15000)
+        # The ended meeting's link says it has ended; an unknown code says no meeting has it.
+        await page.goto(f"{base}/j/{locked['code']}")
+        await page.get_by_role("alert").filter(has_text="This meeting has ended.").wait_for()
+        await page.goto(f"{base}/#/join/zzz-zzzz-zzz")
+        await page.get_by_role("alert").filter(has_text="No meeting has that code.").wait_for()
+        assert page.errors == [], page.errors
