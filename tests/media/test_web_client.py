@@ -211,6 +211,13 @@ async def test_bad_states_are_shown_and_every_control_has_a_name(meeting: Meetin
         await page.get_by_label("Passcode").fill("2468")
         await page.get_by_role("button", name="Join now").click()
         await page.get_by_role("toolbar", name="Meeting controls").wait_for()
+        # The network drops the signaling connection: the client resumes its session.
+        from videoconf.app import SIGNALING
+
+        (session,) = [s for s in meeting.api.app[SIGNALING].sessions.values() if s.participant and s.participant.name == "Eve Visitor"]
+        await session.ws.close()
+        await page.locator("#announcer").filter(has_text="Reconnected.").wait_for(timeout=20000)
+        await page.get_by_role("status").filter(has_text="Connection: good").wait_for()
         # The host ends the meeting for everyone: the room says so.
         await api.call("POST", f"/api/meetings/{locked['id']}/end", meeting.host["token"], expect=200)
         await page.get_by_role("heading", name="Meeting ended").wait_for(timeout=15000)

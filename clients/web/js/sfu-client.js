@@ -203,9 +203,8 @@ export class SfuClient extends EventTarget {
   _request(message, answerType, timeoutMs = 20000) {
     this.requests += 1;
     const id = `${message.type}-${this.requests}`;
-    const answer = this.waitFor(answerType, { id, timeoutMs });
-    this.send({ ...message, id });
-    return answer;
+    this.send({ ...message, id }); // throws when closed, before a waiter is left behind
+    return this.waitFor(answerType, { id, timeoutMs }); // no answer can come before this runs
   }
 
   // Publishing ---------------------------------------------------------------------------------
