@@ -49,8 +49,8 @@ async def test_a_subscriber_asks_for_each_layer_in_turn(meeting: Meeting) -> Non
     report = video(viewer).verifier.report()
     down = room.participants[viewer.identity].downtracks[track_id]
     assert down.switches >= 2
-    # aiortc's VP8 encoder leaves part of a pattern cell stale in a few 320x180 frames (README:
-    # it happens without the SFU, at fixed frame indices): a handful read as damaged, never out
+    # aiortc's VP8 encoder (its temporal denoiser) leaves part of a pattern cell stale in a few
+    # 320x180 frames (README: it happens without the SFU): a handful read as damaged, never out
     # of order.
     assert report["frames_corrupt"] <= down.switches and report["out_of_order"] == 0, report
     assert report["frames_verified"] >= report["frames_received"] - down.switches, report
