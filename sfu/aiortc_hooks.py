@@ -33,6 +33,7 @@ import ifaddr
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import is_rtx
 from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
@@ -54,9 +55,7 @@ log = logging.getLogger(__name__)
 
 AIORTC_VERSION = "1.16.0"
 
-from aiortc.rtcdtlstransport import State as _DtlsState  # noqa: E402
-
-_DTLS_CONNECTED = _DtlsState.CONNECTED
+_DTLS_CONNECTED = DtlsState.CONNECTED
 _R = "_RTCRtpReceiver__"
 _S = "_RTCRtpSender__"
 _H = "_HeaderExtensionsMap__"
@@ -440,7 +439,6 @@ class ReceiverTap:
 
 # Subscriber side -----------------------------------------------------------------------------
 
-
 RtcpHandler = Callable[[Any], Awaitable[None]]
 
 
@@ -513,7 +511,6 @@ class SenderTap:
         sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
         sender._RTCRtpSender__packet_count += 1
         sender._RTCRtpSender__octet_count += octets
-
 
     async def _rtcp(self, packet: Any) -> None:
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:

@@ -30,7 +30,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RTCP_PSFB_APP, RTCP_RTPFB_NACK, RtpPacket
 
 from sfu.aiortc_hooks import ReceiverTap, SenderTap, remb_bitrate
-from sfu.bandwidth import RateMeter
+from sfu.bandwidth import REMB_FALLING, RateMeter
 from sfu.h264 import sps_dimensions
 from sfu.keyframe import h264_keyframe
 from sfu.metrics import SfuMetrics
@@ -48,7 +48,6 @@ LAYER_TIMEOUT = 1.5  # a layer with no packet for this long is not being sent (a
 LAYER_TIMEOUT_MIN = 0.5  # ... and at the least: six frame intervals in between
 RESUME_WAIT = 5.0  # seconds a layer resumed by dynacast counts as coming before it must be sent
 UPLINK_HOLD = 10.0  # seconds after a resume that the uplink estimate from before a pause holds
-REMB_FALLING = 0.97  # a REMB under this share of the previous one: the uplink is congested
 MAX_TEMPORAL = 4
 FRAME_MEMORY = 64  # VP8 picture-ID decisions a down-track remembers
 
@@ -386,7 +385,12 @@ class UpTrack:
         if self._keyframe_due(layer) and self.tap is not None and layer.ssrc is not None:
             task = asyncio.get_running_loop().create_task(self.tap.send_pli(layer.ssrc))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._pli_sent)
+
+    def _pli_sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), ConnectionError):
+            log.error("PLI for %s failed", self.track_id, exc_info=task.exception())
 
     def add(self, downtrack: DownTrack) -> None:
         self.downtracks.append(downtrack)
@@ -430,10 +434,10 @@ class DownTrack:
         self._mid_element: tuple[int, bytes] | None = None
         self._abs_id: int | None = None
         self._level_id: int | None = None
-        # Header templates (fixed part, then the extension block) with the byte offsets of
-        # abs-send-time and audio level; without and with an audio-level element.
-        self._plain: tuple[bytes, int, int] = (b"", -1, -1)
-        self._levelled: tuple[bytes, int, int] = (b"", -1, -1)
+        # Header templates: the first byte and the extension block cut around the slots of
+        # abs-send-time and audio level (see _template); without and with an audio level.
+        self._plain: tuple[int, tuple[bytes, ...], bool, bool] = (0x80, (b"",), False, False)
+        self._levelled: tuple[int, tuple[bytes, ...], bool, bool] = (0x80, (b"",), False, False)
         self._last_sent_at: float | None = None
         self._frame_open = False  # the last packet sent did not end its frame
         self._clock_rate = 90000
@@ -484,34 +488,46 @@ class DownTrack:
         self.bound = True
         return True
 
-    def _template(self, with_level: bool) -> tuple[bytes, int, int]:
+    def _template(self, with_level: bool) -> tuple[int, tuple[bytes, ...], bool, bool]:
+        """The extension block with MID in place, cut into the pieces that go around the
+        per-packet abs-send-time (3 bytes) and audio-level (1 byte) values."""
         elements: list[tuple[int, bytes]] = []
-        offset = HEADER.size + 4  # after the fixed header and the extension block's own header
-        abs_at = level_at = -1
+        offset = 4  # after the block's own header
+        slots = []
         if self._mid_element is not None:
             elements.append(self._mid_element)
             offset += 1 + len(self._mid_element[1])
-        if self._abs_id is not None:
+        has_abs = self._abs_id is not None
+        if has_abs:
             elements.append((self._abs_id, b"\x00\x00\x00"))
-            abs_at = offset + 1
+            slots.append((offset + 1, 3))
             offset += 4
-        if with_level and self._level_id is not None:
+        has_level = with_level and self._level_id is not None
+        if has_level:
             elements.append((self._level_id, b"\x00"))
-            level_at = offset + 1
+            slots.append((offset + 1, 1))
         block = extension_block(elements)
-        first = 0x90 if block else 0x80
-        return bytes([first]) + bytes(HEADER.size - 1) + block, abs_at, level_at
+        pieces, start = [], 0
+        for at, size in slots:
+            pieces.append(block[start:at])
+            start = at + size
+        pieces.append(block[start:])
+        return (0x90 if block else 0x80), tuple(pieces), has_abs, has_level
 
-    def _header(self, marker: int, sequence: int, timestamp: int, level: tuple[bool, int] | None, abs_time: bytes) -> bytearray:
-        """The packet's header and extensions: the template with its fields filled in place."""
-        template, abs_at, level_at = self._levelled if level is not None and self._level_id is not None else self._plain
-        header = bytearray(template)
-        HEADER.pack_into(header, 0, header[0], (marker << 7) | self.payload_type, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, self.tap.ssrc)
-        if abs_at >= 0:
-            header[abs_at : abs_at + 3] = abs_time
-        if level_at >= 0 and level is not None:
-            header[level_at] = (0x80 if level[0] else 0) | (min(127, max(0, level[1])) & 0x7F)
-        return header
+    def _header(self, marker: int, sequence: int, timestamp: int, level: tuple[bool, int] | None, abs_time: bytes, payload: bytes = b"") -> bytes:
+        """The packet (header, extensions, then ``payload``) joined from the template once."""
+        use_level = level is not None and self._level_id is not None
+        first, pieces, has_abs, has_level = self._levelled if use_level else self._plain
+        fixed = HEADER.pack(first, (marker << 7) | self.payload_type, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, self.tap.ssrc)
+        if has_level:
+            assert level is not None
+            value = audio_level(*level)
+            if has_abs:
+                return b"".join((fixed, pieces[0], abs_time, pieces[1], value, pieces[2], payload))
+            return b"".join((fixed, pieces[0], value, pieces[1], payload))
+        if has_abs:
+            return b"".join((fixed, pieces[0], abs_time, pieces[1], payload))
+        return b"".join((fixed, pieces[0], payload))
 
     def _extensions(self, packet: CachedPacket, ntp: int) -> bytes:
         elements = []
@@ -576,7 +592,7 @@ class DownTrack:
         picture = packet.picture_id
         return picture is not None and self._frames.get(picture, picture) != picture
 
-    def forward(self, packet: CachedPacket, layer: Layer, ntp: int, abs_time: bytes | None = None) -> bool:
+    def forward(self, packet: CachedPacket, layer: Layer, ntp: int, abs_time: bytes) -> bool:
         """Rewrite and send one packet, synchronously; False when it was not sent."""
         if not self.bound and not self._bind():
             return False
@@ -594,11 +610,7 @@ class DownTrack:
         if mapped is None:
             return False
         sequence, timestamp = mapped
-        if abs_time is None:
-            abs_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
-        header = self._header(packet.marker, sequence, timestamp, packet.audio_level, abs_time)
-        header += self._payload(packet)
-        data = bytes(header)
+        data = self._header(packet.marker, sequence, timestamp, packet.audio_level, abs_time, self._payload(packet))
         try:
             self.tap.send_now(data)
         except ConnectionError:

@@ -31,12 +31,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
-from sfu.aiortc_hooks import (
-    ParkedTrack,
-    count_codec_instances,
-    enable_simulcast,
-    negotiated_codecs,
-)
+from sfu.aiortc_hooks import ParkedTrack, count_codec_instances, enable_simulcast, negotiated_codecs
 from sfu.bandwidth import BandwidthEstimator
 from sfu.forwarding import DownTrack, UpTrack
 from sfu.metrics import SfuMetrics

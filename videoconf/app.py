@@ -3,7 +3,7 @@ application (one process, one core)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -31,16 +31,13 @@ SIGNALING: web.AppKey[SignalingServer] = web.AppKey("signaling", SignalingServer
 WEB_PAGES = {"/", "/j/{code}", "/sw.js", "/manifest.webmanifest"}
 
 
-async def app_shell(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(WEB_ROOT / "index.html", headers={"Cache-Control": "no-cache", "Content-Type": "text/html; charset=utf-8"})
+def _web_file(name: str, content_type: str, cache: bool = False) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
+    headers = {"Content-Type": content_type} if cache else {"Content-Type": content_type, "Cache-Control": "no-cache"}
 
+    async def handler(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_ROOT / name, headers=headers)
 
-async def service_worker(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(WEB_ROOT / "sw.js", headers={"Cache-Control": "no-cache", "Content-Type": "text/javascript; charset=utf-8"})
-
-
-async def manifest(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(WEB_ROOT / "manifest.webmanifest", headers={"Content-Type": "application/manifest+json"})
+    return handler
 
 
 def _ice_servers(servers: list) -> list[RTCIceServer]:
@@ -58,10 +55,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     signaling = SignalingServer(node, app[SERVICES], resume_seconds=settings.resume_seconds)
     app[SFU] = node
     app[SIGNALING] = signaling
+    app_shell = _web_file("index.html", "text/html; charset=utf-8")
     app.router.add_get("/", app_shell, name="web-app")
     app.router.add_get("/j/{code}", app_shell, name="invite-link")
-    app.router.add_get("/sw.js", service_worker, name="service-worker")
-    app.router.add_get("/manifest.webmanifest", manifest, name="manifest")
+    app.router.add_get("/sw.js", _web_file("sw.js", "text/javascript; charset=utf-8"), name="service-worker")
+    app.router.add_get("/manifest.webmanifest", _web_file("manifest.webmanifest", "application/manifest+json", cache=True), name="manifest")
     app.router.add_get("/signaling", signaling.handle, name="signaling")
     app.router.add_static("/web", WEB_ROOT, name="web")
 

@@ -203,6 +203,12 @@ async def test_bad_states_are_shown_and_every_control_has_a_name(meeting: Meetin
             }).map(e => e.outerHTML)"""
         )
         assert unnamed == []
+        # Scheduling from the dashboard lists the meeting as upcoming.
+        await page.get_by_label("Title").fill("Planning")
+        await page.get_by_label("Date").fill("2031-03-04")
+        await page.get_by_label("Time", exact=True).fill("09:30")
+        await page.get_by_role("button", name="Schedule", exact=True).click()
+        await page.get_by_role("region", name="Upcoming meetings").get_by_role("link", name="Start Planning").wait_for()
         # An invite link with a wrong passcode: the join screen says so and stays usable.
         await page.goto(f"{base}/j/{locked['code']}")
         await page.get_by_label("Passcode").fill("1111")

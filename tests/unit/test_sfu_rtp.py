@@ -184,10 +184,10 @@ def test_down_track_header_template_matches_a_packet_built_field_by_field(mid, a
     track._levelled = DownTrack._template(track, with_level=True)
     ntp = 0x1234_5678_9ABC_DEF0
     for level in (None, (True, 42), (False, 200)):
-        header = DownTrack._header(track, 1, 70000, 2**33 + 5, level, abs_send_time(ntp))
+        packet = DownTrack._header(track, 1, 70000, 2**33 + 5, level, abs_send_time(ntp), b"payload")
         elements = [e for e in (mid, (abs_id, abs_send_time(ntp)) if abs_id else None) if e]
         if level_id and level is not None:
             elements.append((level_id, audio_level(*level)))
         expected = build_packet(1, 111, 70000, 2**33 + 5, 0xDEADBEEF, extension_block(elements), b"payload")
-        assert bytes(header) + b"payload" == expected
+        assert packet == expected
         assert RtpPacket.parse(expected).sequence_number == 70000 & 0xFFFF

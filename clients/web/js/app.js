@@ -61,6 +61,20 @@ function errorBox() {
   return h("p", { class: "error", role: "alert" });
 }
 
+// Runs `action` when `form` is submitted; what it throws is shown in `error` (cleared first,
+// with any `others`, such as a "saved" status).
+function onSubmit(form, error, action, ...others) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    for (const node of [error, ...others]) node.textContent = "";
+    try {
+      await action();
+    } catch (e) {
+      error.textContent = errorText(e);
+    }
+  });
+}
+
 function field(label, attrs) {
   return h("label", {}, label, h("input", attrs));
 }
@@ -153,15 +167,9 @@ function loginView() {
     field("Password", { name: "password", type: "password", autocomplete: "current-password", required: true }),
     error,
     h("button", { class: "primary", type: "submit", text: "Sign in" }));
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    error.textContent = "";
-    try {
-      await login(form.email.value.trim(), form.password.value);
-      afterSignIn();
-    } catch (e) {
-      error.textContent = errorText(e);
-    }
+  onSubmit(form, error, async () => {
+    await login(form.email.value.trim(), form.password.value);
+    afterSignIn();
   });
   show("Sign in", h("div", { class: "card" }, h("h1", { text: "Sign in" }), form,
     h("p", {}, "No account yet? ", h("a", { href: "#/register", text: "Create one" }))));
@@ -175,15 +183,9 @@ function registerView() {
     field("Password", { name: "password", type: "password", autocomplete: "new-password", required: true, minlength: 8 }),
     error,
     h("button", { class: "primary", type: "submit", text: "Create account" }));
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    error.textContent = "";
-    try {
-      await register(form.email.value.trim(), form.password.value, form.name.value.trim());
-      afterSignIn();
-    } catch (e) {
-      error.textContent = errorText(e);
-    }
+  onSubmit(form, error, async () => {
+    await register(form.email.value.trim(), form.password.value, form.name.value.trim());
+    afterSignIn();
   });
   show("Create account", h("div", { class: "card" }, h("h1", { text: "Create account" }), form,
     h("p", {}, "Have an account? ", h("a", { href: "#/login", text: "Sign in" }))));
@@ -198,18 +200,12 @@ async function profileView() {
     field("Time zone", { name: "timezone", value: me.timezone, required: true }),
     error, saved,
     h("button", { class: "primary", type: "submit", text: "Save profile" }));
-  profile.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    error.textContent = saved.textContent = "";
-    try {
-      const user = await api("PUT", "/api/users/me", { display_name: profile.name.value.trim(), timezone: profile.timezone.value.trim() });
-      updateUser(user);
-      renderNav();
-      saved.textContent = "Profile saved.";
-    } catch (e) {
-      error.textContent = errorText(e);
-    }
-  });
+  onSubmit(profile, error, async () => {
+    const user = await api("PUT", "/api/users/me", { display_name: profile.name.value.trim(), timezone: profile.timezone.value.trim() });
+    updateUser(user);
+    renderNav();
+    saved.textContent = "Profile saved.";
+  }, saved);
   const pwError = errorBox();
   const pwSaved = h("p", { role: "status" });
   const password = h("form", { "aria-label": "Change password" },
@@ -217,17 +213,11 @@ async function profileView() {
     field("New password", { name: "next", type: "password", autocomplete: "new-password", required: true, minlength: 8 }),
     pwError, pwSaved,
     h("button", { type: "submit", text: "Change password" }));
-  password.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    pwError.textContent = pwSaved.textContent = "";
-    try {
-      await api("POST", "/api/users/me/password", { current_password: password.current.value, new_password: password.next.value });
-      pwSaved.textContent = "Password changed.";
-      password.reset();
-    } catch (e) {
-      pwError.textContent = errorText(e);
-    }
-  });
+  onSubmit(password, pwError, async () => {
+    await api("POST", "/api/users/me/password", { current_password: password.current.value, new_password: password.next.value });
+    pwSaved.textContent = "Password changed.";
+    password.reset();
+  }, pwSaved);
   show("Profile",
     h("h1", { text: "Profile" }),
     h("div", { class: "row card" }, h("span", { class: "avatar", "aria-hidden": "true", text: me.initials }), h("span", { text: `${me.display_name} · ${me.email}` })),
@@ -258,17 +248,12 @@ function meetingItem(meeting) {
     h("label", { class: "visually-hidden", for: `invite-${meeting.id}`, text: `Emails to invite to ${meeting.title}` }),
     h("input", { id: `invite-${meeting.id}`, name: "emails", placeholder: "Emails, comma separated", style: "flex:1" }),
     h("button", { type: "submit", text: "Invite" }));
-  invite.addEventListener("submit", async (event) => {
-    event.preventDefault();
+  onSubmit(invite, status, async () => {
     const emails = invite.emails.value.split(/[,\s]+/).filter(Boolean);
     if (!emails.length) return;
-    try {
-      const result = await api("POST", `/api/meetings/${meeting.id}/invitations`, { emails });
-      status.textContent = `Invited ${result.invited.length}.` + (result.unknown_emails.length ? ` No account for ${result.unknown_emails.join(", ")}.` : "");
-      invite.reset();
-    } catch (e) {
-      status.textContent = errorText(e);
-    }
+    const result = await api("POST", `/api/meetings/${meeting.id}/invitations`, { emails });
+    status.textContent = `Invited ${result.invited.length}.` + (result.unknown_emails.length ? ` No account for ${result.unknown_emails.join(", ")}.` : "");
+    invite.reset();
   });
   const admin = meeting.my_role === "host" || meeting.my_role === "cohost";
   return h("li", { class: "meeting-item" },
@@ -308,23 +293,17 @@ async function dashboardView() {
     check("Waiting room", { name: "waiting_room" }),
     check("Mute participants on join", { name: "mute_on_join" }),
     h("button", { type: "submit", text: "Schedule" }));
-  schedule.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    error.textContent = "";
-    try {
-      const body = {
-        title: schedule.title.value.trim(), kind: "scheduled",
-        start_time: new Date(`${schedule.date.value}T${schedule.time.value}`).toISOString(),
-        duration_minutes: Number(schedule.duration.value) || 60, timezone: schedule.timezone.value.trim(),
-        settings: { waiting_room: schedule.waiting_room.checked, mute_on_join: schedule.mute_on_join.checked },
-      };
-      if (schedule.passcode.value) body.passcode = schedule.passcode.value;
-      await api("POST", "/api/meetings", body);
-      announce("Meeting scheduled.");
-      await dashboardView();
-    } catch (e) {
-      error.textContent = errorText(e);
-    }
+  onSubmit(schedule, error, async () => {
+    const body = {
+      title: schedule.title.value.trim(), kind: "scheduled",
+      start_time: new Date(`${schedule.date.value}T${schedule.time.value}`).toISOString(),
+      duration_minutes: Number(schedule.duration.value) || 60, timezone: schedule.timezone.value.trim(),
+      settings: { waiting_room: schedule.waiting_room.checked, mute_on_join: schedule.mute_on_join.checked },
+    };
+    if (schedule.passcode.value) body.passcode = schedule.passcode.value;
+    await api("POST", "/api/meetings", body);
+    announce("Meeting scheduled.");
+    await dashboardView();
   });
 
   const join = h("form", { "aria-label": "Join a meeting" },
