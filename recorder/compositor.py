@@ -1,0 +1,126 @@
+"""Drawing the recording's frames: a YUV 4:2:0 canvas with video tiles, placeholders for
+cameras that are off, name labels and the active speaker's outline.
+
+Scaling is libswscale's (through PyAV's ``reformat``); pasting is a plane copy.  Text is drawn
+once per name with Pillow (the PyAV wheels have no ``drawtext``) and kept as a mask.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from recorder.layout import Rect, fit
+
+BACKGROUND = (16, 128, 128)  # near black
+TILE = (40, 128, 128)  # dark grey
+OUTLINE = (170, 54, 40)  # green, as Y, U, V
+LABEL_HEIGHT = 22
+OUTLINE_WIDTH = 4
+
+
+@lru_cache(maxsize=256)
+def text_mask(text: str, size: int) -> np.ndarray:
+    """``text`` in white on black as an 8-bit mask (even width and height)."""
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = font.getbbox(text)
+    width, height = right - left + 4, bottom - top + 4
+    width += width % 2
+    height += height % 2
+    image = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(image).text((2 - left, 2 - top), text, fill=255, font=font)
+    return np.asarray(image)
+
+
+def initials(name: str) -> str:
+    parts = [p for p in name.replace("_", " ").split() if p]
+    return "".join(p[0] for p in parts[:2]).upper() or "?"
+
+
+class Canvas:
+    def __init__(self, width: int, height: int) -> None:
+        if width % 2 or height % 2 or width < 16 or height < 16:
+            raise ValueError("the frame size must be even and at least 16x16")
+        self.width, self.height = width, height
+        self.buffer = np.empty((height * 3 // 2, width), np.uint8)
+        flat = self.buffer.reshape(-1)
+        quarter = width * height // 4
+        self.y = self.buffer[:height]
+        self.u = flat[width * height : width * height + quarter].reshape(height // 2, width // 2)
+        self.v = flat[width * height + quarter :].reshape(height // 2, width // 2)
+        self._scaled: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def clear(self) -> None:
+        self.y.fill(BACKGROUND[0])
+        self.u.fill(BACKGROUND[1])
+        self.v.fill(BACKGROUND[2])
+
+    def fill(self, r: Rect, color: tuple[int, int, int]) -> None:
+        self.y[r.y : r.y + r.h, r.x : r.x + r.w] = color[0]
+        self.u[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = color[1]
+        self.v[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = color[2]
+
+    def video(self, frame: av.VideoFrame, tile: Rect, key: int) -> None:
+        """``frame`` scaled to fit ``tile`` (aspect kept) on the tile's background."""
+        self.fill(tile, TILE)
+        r = fit(frame.width, frame.height, tile)
+        cache_key = (key, r.w, r.h)
+        planes = self._scaled.get(cache_key)
+        if planes is None:
+            data = frame.reformat(width=r.w, height=r.h, format="yuv420p").to_ndarray().reshape(-1)
+            size, quarter = r.w * r.h, r.w * r.h // 4
+            planes = (
+                data[:size].reshape(r.h, r.w),
+                data[size : size + quarter].reshape(r.h // 2, r.w // 2),
+                data[size + quarter : size + 2 * quarter].reshape(r.h // 2, r.w // 2),
+            )
+            self._scaled[cache_key] = planes
+        self.y[r.y : r.y + r.h, r.x : r.x + r.w] = planes[0]
+        self.u[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = planes[1]
+        self.v[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = planes[2]
+
+    def forget_scaled(self, keep: set[int]) -> None:
+        """Drop scaled copies of frames that are no longer shown."""
+        self._scaled = {k: v for k, v in self._scaled.items() if k[0] in keep}
+
+    def placeholder(self, tile: Rect, name: str) -> None:
+        self.fill(tile, TILE)
+        size = max(12, min(tile.h // 3, 96))
+        self._text(initials(name), size, tile.x + tile.w // 2, tile.y + tile.h // 2, centred=True, box=False)
+
+    def label(self, tile: Rect, name: str) -> None:
+        size = LABEL_HEIGHT if tile.h >= 200 else 14
+        self._text(name[:40], size, tile.x + 8, tile.y + tile.h - 8, centred=False, box=True)
+
+    def outline(self, tile: Rect) -> None:
+        w = OUTLINE_WIDTH
+        for edge in (
+            Rect(tile.x, tile.y, tile.w, w), Rect(tile.x, tile.y + tile.h - w, tile.w, w),
+            Rect(tile.x, tile.y, w, tile.h), Rect(tile.x + tile.w - w, tile.y, w, tile.h),
+        ):
+            self.fill(edge, OUTLINE)
+
+    def _text(self, text: str, size: int, x: int, y: int, *, centred: bool, box: bool) -> None:
+        mask = text_mask(text, size)
+        h, w = mask.shape
+        if centred:
+            left, top = x - w // 2, y - h // 2
+        else:
+            left, top = x, y - h  # y is the baseline of the box's bottom
+        left, top = max(0, left) // 2 * 2, max(0, top) // 2 * 2
+        h, w = min(h, self.height - top), min(w, self.width - left)
+        if h <= 0 or w <= 0:
+            return
+        mask = mask[:h, :w]
+        region = self.y[top : top + h, left : left + w]
+        if box:
+            region[:] = region // 3  # darken behind the text
+            self.u[top // 2 : (top + h) // 2, left // 2 : (left + w) // 2] = 128
+            self.v[top // 2 : (top + h) // 2, left // 2 : (left + w) // 2] = 128
+        np.maximum(region, (mask.astype(np.uint16) * 235 // 255).astype(np.uint8), out=region)
+
+    def frame(self) -> av.VideoFrame:
+        return av.VideoFrame.from_ndarray(self.buffer, format="yuv420p")

@@ -1,0 +1,433 @@
+"""The recorder process: ``python -m recorder.worker --output FILE ...``.
+
+It reads the SFU's messages (see ``recorder.wire``) on stdin, decodes each track (aiortc's
+jitter buffer, depayloaders and decoders, which are PyAV underneath), places everything on one
+timeline (``recorder.timeline``), mixes the audio into AAC (``recorder.mixer``), draws the video
+(``recorder.layout``, ``recorder.compositor``) at a fixed frame rate into H.264, and writes a
+fragmented MP4 flushed fragment by fragment, so that the file is playable up to its last
+fragment whatever happens to this process.
+
+Output time ``t`` is rendered once the monotonic clock passes ``start + t + delay``: ``delay``
+is how late a packet may arrive and still be used.  On its stdout the process writes JSON lines:
+``{"event": "keyframe", "track": N, "layer": L}`` when it needs a keyframe, and a final
+``{"event": "done", ...}`` with what it wrote.  SIGTERM, or the end of stdin, finishes the file
+at the current time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fractions
+import json
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, TextIO
+
+import av
+import numpy as np
+from aiortc.codecs import depayload, get_decoder
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+
+from recorder import wire
+from recorder.compositor import Canvas
+from recorder.layout import LAYOUTS, arrange
+from recorder.mixer import BLOCK, AudioMixer
+from recorder.timeline import ParticipantSync, StreamClock
+
+log = logging.getLogger("recorder.worker")
+
+SAMPLE_RATE = 48000
+FRAGMENT_OPTIONS = {"movflags": "frag_keyframe+delay_moov+default_base_moof", "flush_packets": "1"}
+CAMERA_STALE = 2.0  # seconds without a new frame before a camera counts as off
+KEYFRAME_ASK_INTERVAL = 0.5
+MAX_FRAMES_QUEUED = 90
+
+
+@dataclass
+class Options:
+    output: str
+    width: int = 1280
+    height: int = 720
+    fps: int = 30
+    video_bitrate: int = 2_000_000
+    audio_bitrate: int = 64_000
+    layout: str = "grid"
+    start: float = 0.0
+    delay: float = 0.5
+    preset: str = "veryfast"
+
+
+@dataclass
+class Track:
+    number: int
+    participant: str
+    kind: str
+    source: str
+    codec: RTCRtpCodecParameters
+    muted: bool = False
+    layer: int | None = None
+    clocks: dict[int, StreamClock] = field(default_factory=dict)
+    jitter: JitterBuffer | None = None
+    decoder: Any = None
+    frames: deque[tuple[float, int, av.VideoFrame]] = field(default_factory=deque)
+    shown: tuple[float, int, av.VideoFrame] | None = None
+    last_frame_at: float = float("-inf")
+    last_keyframe_ask: float = float("-inf")
+    decoded: int = 0
+
+
+class Recording:
+    """Everything the worker knows and writes; driven by ``handle`` and ``render_due``."""
+
+    def __init__(self, options: Options, emit: Callable[[dict[str, Any]], None]) -> None:
+        if options.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
+        self.options = options
+        self.emit = emit
+        self.start = options.start
+        self.tracks: dict[int, Track] = {}
+        self.people: list[tuple[str, str]] = []  # (identity, name) in join order
+        self.seen_names: dict[str, str] = {}
+        self.syncs: dict[str, ParticipantSync] = {}
+        self.dominant: str | None = None
+        self.mixer = AudioMixer()
+        self.canvas = Canvas(options.width, options.height)
+        self.video_index = 0
+        self.stop_at: float | None = None
+        self.finished = False
+        self.bad_messages = 0
+        self._serial = 0
+        self.container = av.open(options.output, "w", format="mp4", options=FRAGMENT_OPTIONS)
+        self.video = self.container.add_stream(
+            "libx264", rate=options.fps,
+            options={
+                "preset": options.preset, "tune": "zerolatency", "crf": "23",
+                "maxrate": str(options.video_bitrate), "bufsize": str(options.video_bitrate * 2),
+                "g": str(options.fps * 2), "keyint_min": str(options.fps),
+            },
+        )
+        self.video.width, self.video.height, self.video.pix_fmt = options.width, options.height, "yuv420p"
+        self.video_time_base = fractions.Fraction(1, options.fps)
+        self.audio = self.container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        self.audio.bit_rate = options.audio_bitrate
+        self.audio_time_base = fractions.Fraction(1, SAMPLE_RATE)
+
+    # Messages ----------------------------------------------------------------------------------
+
+    def handle(self, kind: int, body: bytes) -> None:
+        message = wire.decode(kind, body)
+        if message is None:
+            self.bad_messages += 1
+        elif isinstance(message, wire.Packet):
+            self.on_packet(message)
+        elif isinstance(message, wire.SenderReport):
+            self.on_report(message)
+        else:
+            self.on_event(message)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        try:
+            if kind == "track":
+                number = int(event["track"])
+                codec = RTCRtpCodecParameters(mimeType=str(event["codec"]), clockRate=int(event["clock_rate"]), payloadType=96)
+                get_decoder(codec)  # refuses codecs it cannot decode
+                participant = str(event["participant"])
+                self.syncs.setdefault(participant, ParticipantSync())
+                self.tracks[number] = Track(
+                    number, participant, str(event["kind"]), str(event.get("source") or ""), codec, bool(event.get("muted"))
+                )
+            elif kind == "untrack":
+                track = self.tracks.pop(int(event["track"]), None)
+                if track is not None and track.kind == "audio":
+                    self.mixer.forget(track.number)
+            elif kind == "participants":
+                self.people = [(str(p["identity"]), str(p["name"])) for p in event["participants"]]
+                for identity, name in self.people:
+                    self.seen_names.setdefault(identity, name)
+            elif kind == "speakers":
+                dominant = event.get("dominant")
+                self.dominant = str(dominant) if dominant else None
+            elif kind == "muted":
+                track = self.tracks.get(int(event["track"]))
+                if track is not None:
+                    track.muted = bool(event["muted"])
+            elif kind == "stop":
+                self.stop_at = float(event["at"])
+            else:
+                self.bad_messages += 1
+        except (KeyError, TypeError, ValueError):
+            self.bad_messages += 1
+
+    def _clock(self, track: Track, layer: int) -> StreamClock:
+        clock = track.clocks.get(layer)
+        if clock is None:
+            clock = track.clocks[layer] = StreamClock(track.codec.clockRate, self.syncs[track.participant])
+        return clock
+
+    def on_report(self, report: wire.SenderReport) -> None:
+        track = self.tracks.get(report.track)
+        if track is not None:
+            self._clock(track, report.layer).on_report(report.ntp, report.rtp)
+
+    def on_packet(self, packet: wire.Packet) -> None:
+        track = self.tracks.get(packet.track)
+        if track is None:
+            self.bad_messages += 1
+            return
+        clock = self._clock(track, packet.layer)
+        value = clock.on_packet(packet.timestamp, packet.arrival)
+        try:
+            data = depayload(track.codec, packet.payload)
+        except (ValueError, IndexError, AssertionError):
+            self.bad_messages += 1
+            return
+        if track.kind == "audio":
+            self._audio(track, clock, value, data)
+            return
+        if packet.layer != track.layer or track.jitter is None:
+            track.layer = packet.layer
+            track.jitter = JitterBuffer(capacity=128, is_video=True)
+            if track.decoder is None:
+                track.decoder = get_decoder(track.codec)
+        rtp = RtpPacket(payload_type=96, marker=int(packet.marker), sequence_number=packet.sequence & 0xFFFF, timestamp=packet.timestamp)
+        rtp._data = data  # what aiortc's jitter buffer assembles
+        lost, frame = track.jitter.add(rtp)
+        if lost:
+            self._ask_keyframe(track, packet.arrival)
+        if frame is not None:
+            self._video(track, clock, frame, packet.arrival)
+
+    def _decode(self, track: Track, frame: JitterFrame) -> list[Any]:
+        if track.decoder is None:
+            track.decoder = get_decoder(track.codec)
+        try:
+            return list(track.decoder.decode(frame))
+        except (av.FFmpegError, ValueError):
+            return []
+
+    def _audio(self, track: Track, clock: StreamClock, value: int, data: bytes) -> None:
+        if track.muted:
+            return
+        for frame in self._decode(track, JitterFrame(data, value & 0xFFFFFFFF)):
+            samples = frame.to_ndarray().astype(np.float32).reshape(-1)
+            channels = len(frame.layout.channels)
+            if channels > 1:
+                samples = samples.reshape(-1, channels).mean(axis=1)
+            if frame.format.name in ("s16", "s16p"):
+                samples /= 32768.0
+            if frame.sample_rate != SAMPLE_RATE:
+                continue  # Opus decodes at 48 kHz; other codecs are not offered by the SFU
+            at = clock.local_time(value)
+            if at is not None:
+                self.mixer.add(track.number, round((at - self.start) * SAMPLE_RATE), samples.astype(np.float32))
+
+    def _video(self, track: Track, clock: StreamClock, frame: JitterFrame, arrival: float) -> None:
+        value = clock.unwrap(frame.timestamp)
+        decoded = self._decode(track, frame)
+        if not decoded:
+            self._ask_keyframe(track, arrival)
+            return
+        at = clock.local_time(value)
+        if at is None:
+            return
+        for picture in decoded:
+            self._serial += 1
+            track.frames.append((at, self._serial, picture))
+            track.decoded += 1
+        while len(track.frames) > MAX_FRAMES_QUEUED:
+            track.frames.popleft()
+        track.last_frame_at = arrival
+
+    def _ask_keyframe(self, track: Track, now: float) -> None:
+        if now - track.last_keyframe_ask >= KEYFRAME_ASK_INTERVAL and track.layer is not None:
+            track.last_keyframe_ask = now
+            self.emit({"event": "keyframe", "track": track.number, "layer": track.layer})
+
+    # Rendering ---------------------------------------------------------------------------------
+
+    def video_time(self, index: int) -> float:
+        return self.start + index / self.options.fps
+
+    def audio_time(self, block: int) -> float:
+        return self.start + block * BLOCK / SAMPLE_RATE
+
+    def next_due(self) -> float:
+        """The monotonic time at which the next output step can be rendered."""
+        return min(self.video_time(self.video_index), self.audio_time(self.mixer.next_block + 1)) + self.options.delay
+
+    def render_due(self, now: float, final: bool = False) -> None:
+        """Render all output up to ``now - delay`` (or everything up to the stop, when final)."""
+        horizon = now - self.options.delay
+        end = self.stop_at if self.stop_at is not None else float("inf")
+        if final:
+            horizon = end
+        while self.audio_time(self.mixer.next_block) < end and (final or self.audio_time(self.mixer.next_block + 1) <= horizon):
+            block = self.mixer.next_block
+            self._write_audio(self.mixer.mix(), block)
+        while self.video_time(self.video_index) <= horizon and self.video_time(self.video_index) < end:
+            self._write_video(self.video_time(self.video_index))
+        if self.stop_at is not None and now - self.options.delay >= self.stop_at and not final:
+            self.render_due(now, final=True)
+
+    def _write_audio(self, samples: np.ndarray, block: int) -> None:
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="fltp", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = block * BLOCK
+        frame.time_base = self.audio_time_base
+        for packet in self.audio.encode(frame):
+            self.container.mux(packet)
+
+    def _camera(self, identity: str) -> Track | None:
+        for track in self.tracks.values():
+            if track.participant == identity and track.kind == "video" and track.source != "screen":
+                return track
+        return None
+
+    def _frame_at(self, track: Track, at: float) -> tuple[float, int, av.VideoFrame] | None:
+        frames = track.frames
+        while frames and frames[0][0] <= at:
+            track.shown = frames.popleft()
+        if track.shown is not None and at - track.shown[0] > CAMERA_STALE:
+            return None
+        return track.shown
+
+    def _write_video(self, at: float) -> None:
+        names = dict(self.people)
+        screen = next(
+            (t for t in reversed(self.tracks.values()) if t.source == "screen" and t.kind == "video" and not t.muted and self._frame_at(t, at)),
+            None,
+        )
+        tiles = arrange(
+            [identity for identity, _ in self.people], f"screen:{screen.number}" if screen else None,
+            self.dominant, self.options.layout, self.options.width, self.options.height,
+        )
+        canvas = self.canvas
+        canvas.clear()
+        shown: set[int] = set()
+        for key, rect in tiles:
+            if screen is not None and key == f"screen:{screen.number}":
+                picture = self._frame_at(screen, at)
+                name = f"{names.get(screen.participant, self.seen_names.get(screen.participant, ''))} (screen)"
+            else:
+                camera = self._camera(key)
+                picture = self._frame_at(camera, at) if camera is not None and not camera.muted else None
+                name = names.get(key, key)
+            if picture is None:
+                canvas.placeholder(rect, name)
+            else:
+                canvas.video(picture[2], rect, picture[1])
+                shown.add(picture[1])
+            canvas.label(rect, name)
+            if key == self.dominant and len(tiles) > 1 and self.options.layout == "grid" and screen is None:
+                canvas.outline(rect)
+        canvas.forget_scaled(shown)
+        frame = canvas.frame()
+        frame.pts = self.video_index
+        frame.time_base = self.video_time_base
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+        self.video_index += 1
+
+    def close(self) -> dict[str, Any]:
+        for stream in (self.video, self.audio):
+            for packet in stream.encode(None):
+                self.container.mux(packet)
+        self.container.close()
+        self.finished = True
+        return {
+            "event": "done",
+            "duration": self.video_index / self.options.fps,
+            "frames": self.video_index,
+            "participants": sorted(set(self.seen_names.values())),
+            "late_audio_samples": self.mixer.late_samples,
+            "bad_messages": self.bad_messages,
+        }
+
+
+def _read(stream: BinaryIO, chunks: queue.SimpleQueue[bytes | None]) -> None:
+    try:
+        while True:
+            data = stream.read1(1 << 16) if hasattr(stream, "read1") else stream.read(1 << 16)
+            if not data:
+                break
+            chunks.put(data)
+    finally:
+        chunks.put(None)
+
+
+def run(options: Options, stdin: BinaryIO, stdout: TextIO, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+    def emit(message: dict[str, Any]) -> None:
+        stdout.write(json.dumps(message) + "\n")
+        stdout.flush()
+
+    recording = Recording(options, emit)
+    chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    threading.Thread(target=_read, args=(stdin, chunks), daemon=True, name="recorder-stdin").start()
+    stopping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    reader = wire.Reader()
+    ended = False
+    while True:
+        timeout = max(0.0, min(recording.next_due() - clock(), 0.1))
+        try:
+            chunk = chunks.get(timeout=timeout)
+            while chunk is not None:
+                for kind, body in reader.feed(chunk):
+                    recording.handle(kind, body)
+                chunk = chunks.get_nowait()
+            ended = True
+        except queue.Empty:
+            pass
+        except wire.WireError as exc:
+            log.error("the SFU's stream is broken: %s", exc)
+            ended = True
+        now = clock()
+        if (ended or stopping.is_set()) and recording.stop_at is None:
+            recording.stop_at = now
+        if ended or stopping.is_set():
+            recording.render_due(now, final=True)
+            break
+        recording.render_due(now)
+        if recording.stop_at is not None and now - options.delay >= recording.stop_at:
+            break
+    result = recording.close()
+    emit(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recorder.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--video-bitrate", type=int, default=2_000_000)
+    parser.add_argument("--audio-bitrate", type=int, default=64_000)
+    parser.add_argument("--layout", choices=LAYOUTS, default="grid")
+    parser.add_argument("--start", type=float, help="monotonic time of the recording's start (default: now)")
+    parser.add_argument("--delay", type=float, default=0.5)
+    parser.add_argument("--preset", default="veryfast")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    options = Options(
+        output=args.output, width=args.width, height=args.height, fps=args.fps, video_bitrate=args.video_bitrate,
+        audio_bitrate=args.audio_bitrate, layout=args.layout,
+        start=args.start if args.start is not None else time.monotonic(), delay=args.delay, preset=args.preset,
+    )
+    run(options, sys.stdin.buffer, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
