@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
 from PIL import Image, ImageDraw, ImageFont
 
 from recorder.layout import Rect, fit
@@ -18,21 +19,39 @@ from recorder.layout import Rect, fit
 BACKGROUND = (16, 128, 128)  # near black
 TILE = (40, 128, 128)  # dark grey
 OUTLINE = (170, 54, 40)  # green, as Y, U, V
+CROP_SLACK = 1.1
 LABEL_HEIGHT = 22
 OUTLINE_WIDTH = 4
 
 
 @lru_cache(maxsize=256)
 def text_mask(text: str, size: int) -> np.ndarray:
-    """``text`` in white on black as an 8-bit mask (even width and height)."""
+    """``text`` in white (video white, 235) on black as 8-bit luma (even width and height)."""
     font = ImageFont.load_default(size=size)
     left, top, right, bottom = font.getbbox(text)
     width, height = right - left + 4, bottom - top + 4
     width += width % 2
     height += height % 2
     image = Image.new("L", (width, height), 0)
-    ImageDraw.Draw(image).text((2 - left, 2 - top), text, fill=255, font=font)
+    ImageDraw.Draw(image).text((2 - left, 2 - top), text, fill=235, font=font)
     return np.asarray(image)
+
+
+def _plane(frame: av.VideoFrame, index: int, width: int, height: int) -> np.ndarray:
+    """A view of one plane of a yuv420p frame, ``width`` x ``height`` from its centre."""
+    plane = frame.planes[index]
+    full = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+    top = (plane.height - height) // 2
+    left = (plane.width - width) // 2
+    return full[top : top + height, left : left + width]
+
+
+def _cropped(frame: av.VideoFrame, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        _plane(frame, 0, width, height).copy(),
+        _plane(frame, 1, width // 2, height // 2).copy(),
+        _plane(frame, 2, width // 2, height // 2).copy(),
+    )
 
 
 def initials(name: str) -> str:
@@ -52,6 +71,7 @@ class Canvas:
         self.u = flat[width * height : width * height + quarter].reshape(height // 2, width // 2)
         self.v = flat[width * height + quarter :].reshape(height // 2, width // 2)
         self._scaled: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._scaler = VideoReformatter()
 
     def clear(self) -> None:
         self.y.fill(BACKGROUND[0])
@@ -64,19 +84,22 @@ class Canvas:
         self.v[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = color[2]
 
     def video(self, frame: av.VideoFrame, tile: Rect, key: int) -> None:
-        """``frame`` scaled to fit ``tile`` (aspect kept) on the tile's background."""
-        self.fill(tile, TILE)
+        """``frame`` fitted to ``tile`` (aspect kept) on the tile's background.  A frame up to
+        ``CROP_SLACK`` larger than its place is cropped around its centre instead of scaled."""
         r = fit(frame.width, frame.height, tile)
+        if r != tile:
+            self.fill(tile, TILE)
         cache_key = (key, r.w, r.h)
         planes = self._scaled.get(cache_key)
         if planes is None:
-            data = frame.reformat(width=r.w, height=r.h, format="yuv420p").to_ndarray().reshape(-1)
-            size, quarter = r.w * r.h, r.w * r.h // 4
-            planes = (
-                data[:size].reshape(r.h, r.w),
-                data[size : size + quarter].reshape(r.h // 2, r.w // 2),
-                data[size + quarter : size + 2 * quarter].reshape(r.h // 2, r.w // 2),
-            )
+            if r.w <= frame.width <= r.w * CROP_SLACK and r.h <= frame.height <= r.h * CROP_SLACK:
+                source = frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
+                planes = _cropped(source, r.w, r.h)
+            else:
+                scaled = self._scaler.reformat(
+                    frame, width=r.w, height=r.h, format="yuv420p", interpolation=Interpolation.FAST_BILINEAR
+                )
+                planes = _cropped(scaled, r.w, r.h)
             self._scaled[cache_key] = planes
         self.y[r.y : r.y + r.h, r.x : r.x + r.w] = planes[0]
         self.u[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = planes[1]
@@ -120,7 +143,7 @@ class Canvas:
             region[:] = region // 3  # darken behind the text
             self.u[top // 2 : (top + h) // 2, left // 2 : (left + w) // 2] = 128
             self.v[top // 2 : (top + h) // 2, left // 2 : (left + w) // 2] = 128
-        np.maximum(region, (mask.astype(np.uint16) * 235 // 255).astype(np.uint8), out=region)
+        np.maximum(region, mask, out=region)
 
     def frame(self) -> av.VideoFrame:
         return av.VideoFrame.from_ndarray(self.buffer, format="yuv420p")

@@ -31,12 +31,39 @@ class Clip:
     audio: list[bytes] = field(default_factory=list)  # one Opus payload per 20 ms
 
 
-def encode_clip(seconds: float = 4.0, width: int = 640, height: int = 360, fps: int = 30, tone: float = 440.0, bitrate: int = 1_000_000) -> Clip:
+def camera_frame(index: int, width: int, height: int, fps: int, seed: int = 0) -> av.VideoFrame:
+    """A frame like a webcam's in a meeting: a still, textured room and a head that moves and
+    talks a little, with faint sensor noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    room = 90 + 60 * np.sin(x / width * 3 + seed) * np.cos(y / height * 2) + rng.normal(0, 6, (height, width))
+    t = index / fps
+    cx = width / 2 + width * 0.05 * math.sin(t * 0.9 + seed)
+    cy = height * 0.55 + height * 0.02 * math.sin(t * 1.7)
+    head = ((x - cx) / (width * 0.13)) ** 2 + ((y - cy) / (height * 0.3)) ** 2 <= 1
+    mouth = ((x - cx) / (width * 0.04)) ** 2 + ((y - cy - height * 0.12) / (height * (0.01 + 0.02 * abs(math.sin(t * 7))))) ** 2 <= 1
+    luma = np.where(head, 170.0, room)
+    luma = np.where(mouth, 60.0, luma)
+    noise = np.random.default_rng(seed * 100003 + index).normal(0, 1.5, (height, width))
+    planes = np.clip(luma + noise, 16, 235).astype(np.uint8)
+    chroma = np.full((height // 2, width), 128, np.uint8)
+    chroma[:, : width // 2] = 120 + seed % 16
+    return av.VideoFrame.from_ndarray(np.vstack([planes, chroma]), format="yuv420p")
+
+
+def encode_clip(
+    seconds: float = 4.0, width: int = 640, height: int = 360, fps: int = 30, tone: float = 440.0,
+    bitrate: int = 1_000_000, content: str = "camera", seed: int = 0,
+) -> Clip:
+    """``content`` is "camera" (see ``camera_frame``) or "pattern" (the SDK's numbered pattern,
+    which changes every block of every frame: a worst case for encoders)."""
+    if content not in ("camera", "pattern"):
+        raise ValueError("content must be 'camera' or 'pattern'")
     clip = Clip(fps, seconds)
     encoder = Vp8Encoder()
     encoder.target_bitrate = bitrate
     for index in range(round(seconds * fps)):
-        frame = draw_pattern(index, width, height)
+        frame = camera_frame(index, width, height, fps, seed) if content == "camera" else draw_pattern(index, width, height)
         frame.pts = index * VIDEO_RATE // fps
         frame.time_base = fractions.Fraction(1, VIDEO_RATE)
         keyframe = index % (2 * fps) == 0

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, TextIO
 
 import av
 import numpy as np
-from aiortc.codecs import depayload, get_decoder
+from aiortc.codecs import depayload
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
@@ -52,6 +52,24 @@ KEYFRAME_ASK_INTERVAL = 0.5
 MAX_FRAMES_QUEUED = 90
 
 
+DECODERS = {"video/vp8": "vp8", "video/h264": "h264", "audio/opus": "libopus"}
+
+
+def make_decoder(mime_type: str) -> av.CodecContext:
+    """A single-threaded decoder (threads only add overhead at these sizes); Opus decodes
+    straight to 48 kHz mono float, which is what the mixer takes."""
+    name = DECODERS.get(mime_type.lower())
+    if name is None:
+        raise ValueError(f"the recorder cannot decode {mime_type}")
+    context = av.CodecContext.create(name, "r")
+    context.thread_count = 1
+    if name == "libopus":
+        context.sample_rate = SAMPLE_RATE
+        context.layout = "mono"
+        context.format = "flt"
+    return context
+
+
 @dataclass
 class Options:
     output: str
@@ -63,7 +81,7 @@ class Options:
     layout: str = "grid"
     start: float = 0.0
     delay: float = 0.5
-    preset: str = "veryfast"
+    preset: str = "superfast"
 
 
 @dataclass
@@ -112,7 +130,7 @@ class Recording:
             options={
                 "preset": options.preset, "tune": "zerolatency", "crf": "23",
                 "maxrate": str(options.video_bitrate), "bufsize": str(options.video_bitrate * 2),
-                "g": str(options.fps * 2), "keyint_min": str(options.fps),
+                "g": str(options.fps * 2), "keyint_min": str(options.fps), "threads": "1",
             },
         )
         self.video.width, self.video.height, self.video.pix_fmt = options.width, options.height, "yuv420p"
@@ -140,7 +158,7 @@ class Recording:
             if kind == "track":
                 number = int(event["track"])
                 codec = RTCRtpCodecParameters(mimeType=str(event["codec"]), clockRate=int(event["clock_rate"]), payloadType=96)
-                get_decoder(codec)  # refuses codecs it cannot decode
+                make_decoder(codec.mimeType)  # refuses codecs it cannot decode
                 participant = str(event["participant"])
                 self.syncs.setdefault(participant, ParticipantSync())
                 self.tracks[number] = Track(
@@ -197,8 +215,6 @@ class Recording:
         if packet.layer != track.layer or track.jitter is None:
             track.layer = packet.layer
             track.jitter = JitterBuffer(capacity=128, is_video=True)
-            if track.decoder is None:
-                track.decoder = get_decoder(track.codec)
         rtp = RtpPacket(payload_type=96, marker=int(packet.marker), sequence_number=packet.sequence & 0xFFFF, timestamp=packet.timestamp)
         rtp._data = data  # what aiortc's jitter buffer assembles
         lost, frame = track.jitter.add(rtp)
@@ -207,33 +223,27 @@ class Recording:
         if frame is not None:
             self._video(track, clock, frame, packet.arrival)
 
-    def _decode(self, track: Track, frame: JitterFrame) -> list[Any]:
+    def _decode(self, track: Track, data: bytes) -> list[Any]:
         if track.decoder is None:
-            track.decoder = get_decoder(track.codec)
+            track.decoder = make_decoder(track.codec.mimeType)
         try:
-            return list(track.decoder.decode(frame))
+            return list(track.decoder.decode(av.Packet(data)))
         except (av.FFmpegError, ValueError):
             return []
 
     def _audio(self, track: Track, clock: StreamClock, value: int, data: bytes) -> None:
         if track.muted:
             return
-        for frame in self._decode(track, JitterFrame(data, value & 0xFFFFFFFF)):
-            samples = frame.to_ndarray().astype(np.float32).reshape(-1)
-            channels = len(frame.layout.channels)
-            if channels > 1:
-                samples = samples.reshape(-1, channels).mean(axis=1)
-            if frame.format.name in ("s16", "s16p"):
-                samples /= 32768.0
-            if frame.sample_rate != SAMPLE_RATE:
-                continue  # Opus decodes at 48 kHz; other codecs are not offered by the SFU
-            at = clock.local_time(value)
-            if at is not None:
-                self.mixer.add(track.number, round((at - self.start) * SAMPLE_RATE), samples.astype(np.float32))
+        at = clock.local_time(value)
+        for frame in self._decode(track, data):
+            if at is not None and frame.sample_rate == SAMPLE_RATE:
+                samples = frame.to_ndarray().reshape(-1)
+                self.mixer.add(track.number, round((at - self.start) * SAMPLE_RATE), samples)
+                at += frame.samples / SAMPLE_RATE
 
     def _video(self, track: Track, clock: StreamClock, frame: JitterFrame, arrival: float) -> None:
         value = clock.unwrap(frame.timestamp)
-        decoded = self._decode(track, frame)
+        decoded = self._decode(track, frame.data)
         if not decoded:
             self._ask_keyframe(track, arrival)
             return
@@ -417,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", choices=LAYOUTS, default="grid")
     parser.add_argument("--start", type=float, help="monotonic time of the recording's start (default: now)")
     parser.add_argument("--delay", type=float, default=0.5)
-    parser.add_argument("--preset", default="veryfast")
+    parser.add_argument("--preset", default="superfast", help="x264 preset")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     options = Options(
