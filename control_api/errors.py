@@ -38,6 +38,10 @@ def conflict(code: str, message: str, details: Any = None) -> ServiceError:
     return ServiceError(409, code, message, details)
 
 
+def unavailable(code: str, message: str) -> ServiceError:
+    return ServiceError(503, code, message)
+
+
 def unauthorized(message: str, code: str = "unauthorized") -> ServiceError:
     return ServiceError(401, code, message, headers={"WWW-Authenticate": 'Bearer realm="videoconf"'})
 

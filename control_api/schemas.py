@@ -339,6 +339,12 @@ class RecordingPage(Out):
     next_cursor: str | None
 
 
+class RecordingStartIn(In):
+    layout: Literal["grid", "speaker"] | None = Field(
+        default=None, description="grid: everyone alike; speaker: the active speaker large. Default: the server's"
+    )
+
+
 class RecordingsQuery(Query):
     meeting_id: uuid.UUID | None = None
     limit: int = Field(default=20, ge=1, le=100)

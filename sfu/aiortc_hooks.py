@@ -64,6 +64,7 @@ _H = "_HeaderExtensionsMap__"
 # attributes on a fresh instance built by verify_hooks.
 REQUIRED_HOOKS: list[tuple[str, str]] = [
     ("RTCRtpReceiver", "_handle_rtp_packet"),
+    ("RTCRtpReceiver", "_handle_rtcp_packet"),
     ("RTCRtpReceiver", "_send_rtcp"),
     ("RTCRtpReceiver", "_send_rtcp_nack"),
     ("RTCRtpReceiver", "_send_rtcp_pli"),
@@ -354,19 +355,36 @@ def count_codec_instances() -> CodecCounter:
 # Publisher side ------------------------------------------------------------------------------
 
 PacketHandler = Callable[[RtpPacket, RTCRtpCodecParameters, int, bool], Awaitable[None]]
+SenderReportHandler = Callable[[int, int, int], None]  # (SSRC, 64-bit NTP time, RTP timestamp)
 
 
 class ReceiverTap:
     """The SFU's view of a publisher-side ``RTCRtpReceiver``."""
 
     def __init__(
-        self, receiver: RTCRtpReceiver, on_packet: PacketHandler, adjust_remb: Callable[[float], float] | None = None
+        self,
+        receiver: RTCRtpReceiver,
+        on_packet: PacketHandler,
+        adjust_remb: Callable[[float], float] | None = None,
+        on_sender_report: SenderReportHandler | None = None,
     ) -> None:
         self.receiver = receiver
         self._on_packet = on_packet
         self._adjust_remb = adjust_remb
+        self._on_sender_report = on_sender_report
         self._decoder_stopped = False
         receiver._handle_rtp_packet = self._handle  # type: ignore[method-assign]
+        if on_sender_report is not None:
+            self._handle_rtcp_stock = receiver._handle_rtcp_packet
+            receiver._handle_rtcp_packet = self._handle_rtcp  # type: ignore[method-assign]
+
+    async def _handle_rtcp(self, packet: Any) -> None:
+        """The publisher's RTCP: aiortc keeps its statistics; sender reports (the RTP-to-NTP
+        mapping of each stream) also go to the up-track, for the recorder's sync."""
+        await self._handle_rtcp_stock(packet)
+        if isinstance(packet, RtcpSrPacket) and self._on_sender_report is not None:
+            info = packet.sender_info
+            self._on_sender_report(packet.ssrc, info.ntp_timestamp, info.rtp_timestamp)
 
     @property
     def codecs(self) -> dict[int, RTCRtpCodecParameters]:

@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.clock import current_ntp_time
@@ -122,6 +122,17 @@ class Layer:
         return rates
 
 
+class MediaTap(Protocol):
+    """Something besides subscribers that takes an up-track's packets (the recorder): it says
+    which layers it wants (dynacast keeps them on) and gets their packets and sender reports."""
+
+    def wants(self, layer: Layer) -> bool: ...
+
+    def on_packet(self, up: UpTrack, layer: Layer, packet: CachedPacket, now: float) -> None: ...
+
+    def on_sender_report(self, up: UpTrack, layer: Layer, ntp: int, rtp: int, now: float) -> None: ...
+
+
 class UpTrack:
     def __init__(
         self,
@@ -169,6 +180,7 @@ class UpTrack:
         self._remb_held: float | None = None
         self._remb_hold_until = float("-inf")
         self.on_layers_changed: Callable[[UpTrack], None] | None = None
+        self.taps: list[MediaTap] = []
 
     @property
     def is_simulcast(self) -> bool:
@@ -183,7 +195,19 @@ class UpTrack:
         return self.layers[0].cache
 
     def attach(self, receiver: RTCRtpReceiver) -> None:
-        self.tap = ReceiverTap(receiver, self._on_packet, self.uplink_remb)
+        self.tap = ReceiverTap(receiver, self._on_packet, self.uplink_remb, self._on_sender_report)
+
+    def _on_sender_report(self, ssrc: int, ntp: int, rtp: int) -> None:
+        if not self.taps:
+            return
+        layer = self._by_ssrc.get(ssrc)
+        if layer is None and len(self.layers) == 1 and self.layers[0].ssrc == ssrc:
+            layer = self.layers[0]
+        if layer is not None:
+            now = self.clock()
+            for tap in self.taps:
+                if tap.wants(layer):
+                    tap.on_sender_report(self, layer, ntp, rtp, now)
 
     # The uplink estimate across dynacast ------------------------------------------------------
     #
@@ -332,7 +356,12 @@ class UpTrack:
         layer.packets += 1
         self.packets += 1
         self.metrics.record_receive(self.kind)
-        if self.blocked or not self.downtracks:
+        if self.blocked:
+            return
+        for tap in self.taps:
+            if tap.wants(layer):
+                tap.on_packet(self, layer, cached, now)
+        if not self.downtracks:
             return
         ntp = current_ntp_time()
         abs_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")

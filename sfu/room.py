@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc import (
     RTCBundlePolicy,
@@ -80,6 +80,23 @@ def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapabilit
         raise SignalError("codec_unsupported", f"no subscriber codec matches {codec.mimeType}")
     chosen += [c for c in caps if is_rtx(c)][:1]
     return chosen
+
+
+class RoomObserver(Protocol):
+    """Told what happens in a room (the recorder): who is in it, their tracks, mutes, the
+    dominant speaker, and that the room is closing."""
+
+    def participants_changed(self) -> None: ...
+
+    def track_added(self, owner: Participant, up: UpTrack) -> None: ...
+
+    def track_removed(self, up: UpTrack) -> None: ...
+
+    def track_muted(self, up: UpTrack) -> None: ...
+
+    def speakers_changed(self, dominant: str | None) -> None: ...
+
+    async def room_closing(self) -> None: ...
 
 
 class Participant:
@@ -454,6 +471,7 @@ class Room:
         self.current_speakers: list[str] = []
         self._order = 0
         self.join_order: dict[str, int] = {}
+        self.observers: list[RoomObserver] = []
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run a background step of this room; errors are logged, never lost."""
@@ -497,6 +515,8 @@ class Room:
         await self._admitted(participant)
 
     async def _admitted(self, participant: Participant) -> None:
+        for observer in list(self.observers):
+            observer.participants_changed()
         if not participant.hidden:
             await self.broadcast({"type": "participant-joined", "participant": participant.info()}, exclude=participant)
         for other in list(self.participants.values()):
@@ -522,6 +542,8 @@ class Room:
         await participant.close()
         for up in uptracks:
             await self._drop_track(participant, up)
+        for observer in list(self.observers):
+            observer.participants_changed()
         if not participant.hidden and not participant.waiting:
             await self.broadcast({"type": "participant-left", "identity": participant.identity, "reason": reason})
         self.node.on_participant_removed(participant, reason)
@@ -575,6 +597,9 @@ class Room:
         speakers = [s for s in change.speakers if s in {p.identity for p in visible}]
         dominant = change.dominant if change.dominant in {p.identity for p in visible} else None
         await self.broadcast({"type": "active-speakers", "dominant": dominant, "speakers": speakers})
+        if dominant_changed:
+            for observer in list(self.observers):
+                observer.speakers_changed(dominant)
         if dominant_changed and len(self.participants) > self.last_n + 1:
             await self.reallocate_all()
 
@@ -586,7 +611,9 @@ class Room:
                     continue
                 resume, pause = [], []
                 for layer in up.layers:
-                    wanted = any(d.target is layer or d.current is layer for d in up.downtracks)
+                    wanted = any(d.target is layer or d.current is layer for d in up.downtracks) or any(
+                        tap.wants(layer) for tap in up.taps
+                    )
                     if wanted:
                         layer.inactive_since = None
                         if not layer.active:
@@ -594,7 +621,7 @@ class Room:
                     elif layer.active:
                         if layer.inactive_since is None:
                             layer.inactive_since = now
-                        elif now - layer.inactive_since >= DYNACAST_PAUSE_AFTER and up.downtracks:
+                        elif now - layer.inactive_since >= DYNACAST_PAUSE_AFTER and (up.downtracks or up.taps):
                             pause.append(layer)
                 up.resume_layers(resume, now)
                 up.pause_layers(pause)
@@ -602,6 +629,8 @@ class Room:
                     await owner.notify({"type": "set-layers", "track_id": up.track_id, "layers": up.layer_info()})
 
     async def track_published(self, owner: Participant, up: UpTrack) -> None:
+        for observer in list(self.observers):
+            observer.track_added(owner, up)
         message = {"type": "track-published", "track": up.info()}
         await self.broadcast(message, exclude=owner)
         if up.source == "screen":
@@ -612,6 +641,8 @@ class Room:
         await self._drop_track(owner, up)
 
     async def _drop_track(self, owner: Participant, up: UpTrack) -> None:
+        for observer in list(self.observers):
+            observer.track_removed(up)
         for participant in list(self.participants.values()):
             if up.track_id in participant.downtracks or up.track_id in participant._pending:
                 await participant.unsubscribe(up.track_id)
@@ -627,12 +658,16 @@ class Room:
             up.muted = muted
             if not muted:
                 up.blocked = False
+        for observer in list(self.observers):
+            observer.track_muted(up)
         await self.broadcast({"type": "track-muted", "track_id": up.track_id, "participant": up.owner, "muted": up.muted or up.blocked, "by_host": by_host})
 
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        for observer in list(self.observers):
+            await observer.room_closing()
         for participant in list(self.participants.values()):
             await self.remove(participant, "room_closed", keep_room=True)
         current = asyncio.current_task()

@@ -112,6 +112,17 @@ class EndMeeting(ClientMessage):
     type: Literal["end-meeting"]
 
 
+class StartRecording(ClientMessage):
+    """Host or co-host: record the meeting into one MP4 (when the meeting allows recording)."""
+
+    type: Literal["start-recording"]
+    layout: Literal["grid", "speaker"] | None = None
+
+
+class StopRecording(ClientMessage):
+    type: Literal["stop-recording"]
+
+
 class TrackSettings(ClientMessage):
     """How a subscriber shows one remote video track: the size it renders (the SFU forwards the
     best layer at or under it) or a quality; ``off`` stops the track."""
@@ -141,14 +152,15 @@ class Leave(ClientMessage):
 ClientMessages = Annotated[
     Union[
         Join, Resume, Publish, Unpublish, SubscriberAnswer, IceCandidate, Mute, Chat, RaiseHand,
-        MuteParticipant, RemoveParticipant, Admit, EndMeeting, TrackSettings, Pin, Ping, Leave,
+        MuteParticipant, RemoveParticipant, Admit, EndMeeting, StartRecording, StopRecording, TrackSettings, Pin,
+        Ping, Leave,
     ],
     Field(discriminator="type"),
 ]
 CLIENT_TYPES = {
     "join", "resume", "publish", "unpublish", "subscriber-answer", "ice-candidate", "mute", "chat",
-    "raise-hand", "mute-participant", "remove-participant", "admit", "end-meeting", "track-settings", "pin",
-    "ping", "leave",
+    "raise-hand", "mute-participant", "remove-participant", "admit", "end-meeting", "start-recording",
+    "stop-recording", "track-settings", "pin", "ping", "leave",
 }
 client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessages)
 
@@ -187,6 +199,28 @@ class TrackInfo(BaseModel):
     simulcast: bool = False
 
 
+class RecordingStatus(BaseModel):
+    recording_id: str
+    layout: Literal["grid", "speaker"]
+    started_at: str = Field(description="UTC, ISO 8601")
+
+
+class RecordingStarted(ServerMessage):
+    """To everyone in the meeting: it is being recorded from now on."""
+
+    type: Literal["recording-started"]
+    recording_id: str
+    layout: Literal["grid", "speaker"]
+    started_at: str
+    by: str | None = Field(default=None, description="Identity of whoever started it")
+
+
+class RecordingStopped(ServerMessage):
+    type: Literal["recording-stopped"]
+    recording_id: str
+    reason: Literal["stopped", "meeting_ended", "recorder_failed", "server_shutdown"]
+
+
 class Joined(ServerMessage):
     type: Literal["joined"]
     protocol: int
@@ -199,6 +233,7 @@ class Joined(ServerMessage):
     tracks: list[TrackInfo]
     waiting: bool
     mute_on_join: bool
+    recording: RecordingStatus | None = Field(default=None, description="Set while the meeting is being recorded")
 
 
 class Resumed(ServerMessage):
@@ -351,7 +386,7 @@ ServerMessages = Annotated[
         Joined, Resumed, ParticipantJoined, ParticipantLeft, ParticipantUpdated, ParticipantWaiting, Admitted,
         PublishAnswer, SubscriberOffer, TrackPublished, TrackUnpublished, TrackMuted, ScreenShareStarted,
         ScreenShareStopped, ChatReceived, MutedByHost, Removed, MeetingEnded, TrackForwarding, SetLayers,
-        ActiveSpeakers, Pong, Error,
+        ActiveSpeakers, RecordingStarted, RecordingStopped, Pong, Error,
     ],
     Field(discriminator="type"),
 ]
@@ -381,6 +416,10 @@ ERROR_CODES = {
     "removed": "a host removed you",
     "codec_unsupported": "no codec in common",
     "chat_failed": "the message could not be stored",
+    "recording_unavailable": "this server has no recorder",
+    "recording_not_allowed": "this meeting does not allow recording",
+    "already_recording": "the meeting is being recorded already",
+    "not_recording": "the meeting is not being recorded",
 }
 
 

@@ -30,6 +30,7 @@ from control_api.security import TokenError
 from control_api.services.auth import Principal
 from control_api.services.meetings import meeting_channel
 from control_api.services.registry import Services
+from recorder.manager import RecorderManager
 from sfu.room import Participant, Room, SfuNode, SignalError
 from signaling import protocol as p
 from videoconf.config import RateLimitRule
@@ -41,7 +42,7 @@ RESUME_SECONDS = 30
 REPLAY_BUFFER = 512
 FLOOD_RULE = RateLimitRule(limit=50, period=2.5)  # a burst of 50, then 20 a second
 FLOOD_CLOSE_AFTER = 100  # dropped messages before the connection is closed
-ADMIN_TYPES = {"mute-participant", "remove-participant", "admit", "end-meeting"}
+ADMIN_TYPES = {"mute-participant", "remove-participant", "admit", "end-meeting", "start-recording", "stop-recording"}
 
 
 class Session:
@@ -187,6 +188,7 @@ class SignalingServer:
         self.sessions: dict[str, Session] = {}
         self._room_watchers: dict[str, asyncio.Task[None]] = {}
         self._closing: set[asyncio.Task[Any]] = set()
+        self.recorder: RecorderManager | None = None  # the node's recorder manager, when it has one
         node.removal_listeners.append(self._participant_removed)
 
     # WebSocket entry --------------------------------------------------------------------------
@@ -250,6 +252,7 @@ class SignalingServer:
             "tracks": [] if participant.waiting else [t for t in room.tracks() if t["participant"] != participant.identity],
             "waiting": participant.waiting,
             "mute_on_join": bool(meeting.settings.get("mute_on_join")),
+            "recording": self.recorder.status(room.room_id) if self.recorder is not None and not participant.waiting else None,
         }
 
     async def resume(self, connection: Connection, message: p.Resume) -> None:
@@ -387,6 +390,16 @@ class SignalingServer:
     async def on_end_meeting(self, session: Session, participant: Participant, message: p.EndMeeting) -> None:
         principal = Principal(uuid.UUID(participant.identity), "", participant.name, "UTC")
         await self.services.meetings.change_status(principal, uuid.UUID(participant.room.room_id), "end")
+
+    async def on_start_recording(self, session: Session, participant: Participant, message: p.StartRecording) -> None:
+        if self.recorder is None:
+            raise SignalError("recording_unavailable", p.ERROR_CODES["recording_unavailable"])
+        await self.recorder.start(uuid.UUID(participant.room.room_id), message.layout, by=participant.identity)
+
+    async def on_stop_recording(self, session: Session, participant: Participant, message: p.StopRecording) -> None:
+        if self.recorder is None:
+            raise SignalError("recording_unavailable", p.ERROR_CODES["recording_unavailable"])
+        await self.recorder.stop(uuid.UUID(participant.room.room_id))
 
     async def on_leave(self, session: Session, participant: Participant, message: p.Leave) -> None:
         session.ended = True

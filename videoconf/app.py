@@ -3,6 +3,7 @@ application (one process, one core)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from control_api.handlers import SERVICES
 from control_api.observability import METRICS
 from control_api.security import Clock
 from control_api.services.context import utc_now
+from recorder.manager import RecorderConfig, RecorderManager
 from sfu.aiortc_hooks import configure_ice, verify_hooks
 from sfu.metrics import SfuMetrics
 from sfu.room import NodeSettings, SfuNode
@@ -24,6 +26,7 @@ WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
 
 SFU: web.AppKey[SfuNode] = web.AppKey("sfu", SfuNode)
 SIGNALING: web.AppKey[SignalingServer] = web.AppKey("signaling", SignalingServer)
+RECORDER: web.AppKey[RecorderManager] = web.AppKey("recorder", RecorderManager)
 
 
 # The web client's pages: the app shell at / and at invite links (/j/CODE), the service worker at
@@ -53,8 +56,17 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
         NodeSettings(ice_servers=_ice_servers(settings.sfu_ice_servers), announced_ip=settings.announced_ip),
     )
     signaling = SignalingServer(node, app[SERVICES], resume_seconds=settings.resume_seconds)
+    r = settings.recording
+    recorder = RecorderManager(node, app[SERVICES].recordings, RecorderConfig(
+        directory=settings.effective_recordings_dir, width=r.width, height=r.height, fps=r.fps,
+        video_bitrate=r.video_bitrate, audio_bitrate=r.audio_bitrate, layout=r.layout, preset=r.preset,
+        delay=r.delay, max_backlog_bytes=r.max_backlog_bytes,
+    ))
+    app[SERVICES].recordings.controller = recorder
+    signaling.recorder = recorder
     app[SFU] = node
     app[SIGNALING] = signaling
+    app[RECORDER] = recorder
     app_shell = _web_file("index.html", "text/html; charset=utf-8")
     app.router.add_get("/", app_shell, name="web-app")
     app.router.add_get("/j/{code}", app_shell, name="invite-link")
@@ -64,8 +76,12 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.router.add_static("/web", WEB_ROOT, name="web")
 
     async def media(app: web.Application) -> AsyncIterator[None]:
+        stale = await app[SERVICES].recordings.fail_unfinished()
+        if stale:
+            logging.getLogger(__name__).warning("%d recordings left unfinished by the last run are marked failed", stale)
         await node.start()
         yield
+        await recorder.close()
         await signaling.close()
         await node.stop()
 

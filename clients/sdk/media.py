@@ -472,3 +472,119 @@ class SimulcastPattern:
     def stop(self) -> None:
         for track in self.tracks:
             track.stop()
+
+
+# Recording checks: solid colours and a flash with a beep -------------------------------------
+
+
+def solid_frame(color: tuple[int, int, int], width: int, height: int) -> av.VideoFrame:
+    """A frame of one colour, given as (Y, U, V)."""
+    data = np.empty((height * 3 // 2, width), np.uint8)
+    data[:height] = color[0]
+    flat = data.reshape(-1)
+    quarter = width * height // 4
+    flat[width * height : width * height + quarter] = color[1]
+    flat[width * height + quarter :] = color[2]
+    return av.VideoFrame.from_ndarray(data, format="yuv420p")
+
+
+class SolidVideoTrack(MediaStreamTrack):
+    """Frames of one colour (Y, U, V), paced in real time: a participant a recording's tiles can
+    be told apart by."""
+
+    kind = "video"
+
+    def __init__(self, color: tuple[int, int, int], width: int = 320, height: int = 180, fps: float = 15, clock: Clock | None = None) -> None:
+        super().__init__()
+        self.color = color
+        self.width, self.height, self.fps = width, height, fps
+        self.clock: Clock = clock or time.monotonic
+        self.frames_sent = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        index = self.frames_sent
+        if self._start is None:
+            self._start = self.clock()
+        else:
+            await asyncio.sleep(max(0.0, self._start + index / self.fps - self.clock()))
+        frame = solid_frame(self.color, self.width, self.height)
+        frame.pts = round(index * VIDEO_CLOCK_RATE / self.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        self.frames_sent = index + 1
+        return frame
+
+
+class FlashBeep:
+    """A video track that flashes white and an audio track that beeps at the same instants:
+    every ``period`` seconds from ``epoch`` (on ``clock``) for ``length`` seconds.  Both pace
+    themselves by the same clock, so a recording that keeps audio and video in sync shows each
+    flash with its beep."""
+
+    def __init__(
+        self, period: float = 1.0, length: float = 0.2, fps: float = 30, width: int = 320, height: int = 180,
+        frequency: float = 1000.0, clock: Clock | None = None,
+    ) -> None:
+        self.clock: Clock = clock or time.monotonic
+        self.epoch = self.clock()
+        self.period, self.length = period, length
+        self.video = _FlashTrack(self, fps, width, height)
+        self.audio = _BeepTrack(self, frequency)
+
+    def on(self, at: float) -> bool:
+        return (at - self.epoch) % self.period < self.length
+
+
+class _FlashTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(self, source: FlashBeep, fps: float, width: int, height: int) -> None:
+        super().__init__()
+        self.source, self.fps, self.width, self.height = source, fps, width, height
+        self.frames_sent = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        clock = self.source.clock
+        if self._start is None:
+            # start on a frame boundary of the flash period, so that flashes begin on a frame
+            self._start = self.source.epoch + math.ceil((clock() - self.source.epoch) * self.fps) / self.fps
+        at = self._start + self.frames_sent / self.fps
+        await asyncio.sleep(max(0.0, at - clock()))
+        frame = solid_frame((235, 128, 128) if self.source.on(at) else (16, 128, 128), self.width, self.height)
+        frame.pts = round(self.frames_sent * VIDEO_CLOCK_RATE / self.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        self.frames_sent += 1
+        return frame
+
+
+class _BeepTrack(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self, source: FlashBeep, frequency: float) -> None:
+        super().__init__()
+        self.source, self.frequency = source, frequency
+        self.samples_sent = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        clock = self.source.clock
+        if self._start is None:
+            self._start = self.source.epoch + math.ceil((clock() - self.source.epoch) * 50) / 50
+        at = self._start + self.samples_sent / AUDIO_SAMPLE_RATE
+        await asyncio.sleep(max(0.0, at - clock()))
+        times = at + np.arange(AUDIO_SAMPLES_PER_FRAME) / AUDIO_SAMPLE_RATE
+        gate = ((times - self.source.epoch) % self.source.period) < self.source.length
+        samples = np.round(gate * 0.5 * 32767 * np.sin(2 * math.pi * self.frequency * times)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = AUDIO_SAMPLE_RATE
+        frame.pts = self.samples_sent
+        frame.time_base = fractions.Fraction(1, AUDIO_SAMPLE_RATE)
+        self.samples_sent += AUDIO_SAMPLES_PER_FRAME
+        return frame

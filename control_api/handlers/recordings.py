@@ -5,11 +5,32 @@ from __future__ import annotations
 from aiohttp import web
 
 from control_api.handlers import api, services
+from control_api.handlers.meetings import MEETING
 from control_api.routing import UUID_PATTERN, path_uuid
-from control_api.schemas import RecordingOut, RecordingPage, RecordingsQuery
+from control_api.schemas import RecordingOut, RecordingPage, RecordingsQuery, RecordingStartIn
 from control_api.services.auth import Principal
 
 RECORDING = "/api/recordings/{recording_id:" + UUID_PATTERN + "}"
+
+
+@api.route(
+    "POST", MEETING + "/recording", summary="Start recording a live meeting (host or co-host)", tags="recordings",
+    body=RecordingStartIn, response=RecordingOut, status=201, errors=(401, 403, 404, 409, 422, 503),
+)
+async def start_recording(request: web.Request, user: Principal, body: RecordingStartIn) -> RecordingOut:
+    """Everyone in the meeting gets ``recording-started``; 409 when nobody is in the meeting's
+    room, it is being recorded already, or it does not allow recording."""
+    return await services(request).recordings.start(user, path_uuid(request, "meeting_id"), body.layout)
+
+
+@api.route(
+    "DELETE", MEETING + "/recording", summary="Stop recording (host or co-host)", tags="recordings",
+    response=RecordingOut, errors=(401, 403, 404, 409, 503),
+)
+async def stop_recording(request: web.Request, user: Principal) -> RecordingOut:
+    """The recording is ``processing`` until its file is finished, then ``ready`` and its owner
+    is notified."""
+    return await services(request).recordings.stop(user, path_uuid(request, "meeting_id"))
 
 
 @api.route(

@@ -1,9 +1,11 @@
 """Recordings metadata and files.
 
-The recorder (a later part) calls ``begin``, ``finish`` and ``fail``; people list, read,
-download and delete.  A recording is visible to the meeting's owner (the host at the time) and
-to the meeting's co-hosts; only ready recordings can be downloaded.  Files live under
-``recordings_dir``, and a stored file name can never point outside it.
+Hosts and co-hosts start and stop recordings (through ``controller``, the SFU node's recorder
+manager); the recorder calls ``begin``, ``mark_processing``, ``finish`` and ``fail``; people
+list, read, download and delete.  A recording is visible to the meeting's owner (the host at
+the time) and to the meeting's co-hosts.  Ready recordings can be downloaded, and so can the
+partial file of a recording whose recorder failed.  Files live under ``recordings_dir``, and a
+stored file name can never point outside it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import logging
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import and_, delete, or_, select, update
 
-from control_api.errors import conflict, not_found
+from control_api.errors import conflict, forbidden, not_found, unavailable
 from control_api.schemas import RecordingOut, RecordingPage
 from control_api.services.auth import Principal
 from control_api.services.context import Outbox, ServiceContext
@@ -26,17 +28,26 @@ from control_api.storage.tables import invitations, meetings, recordings
 log = logging.getLogger(__name__)
 
 
+class RecordingController(Protocol):
+    """Starts and stops the recorder of a meeting's room (``recorder.manager.RecorderManager``)."""
+
+    async def start(self, meeting_id: uuid.UUID, layout: str | None = None, by: str | None = None) -> RecordingOut: ...
+
+    async def stop(self, meeting_id: uuid.UUID, reason: str = "stopped") -> uuid.UUID: ...
+
+
 class RecordingService:
     def __init__(self, ctx: ServiceContext, notifications: NotificationService) -> None:
         self.ctx = ctx
         self.notifications = notifications
+        self.controller: RecordingController | None = None
 
     @property
     def directory(self) -> Path:
         return self.ctx.settings.effective_recordings_dir
 
     def _out(self, row: Any) -> RecordingOut:
-        ready = row.status == "ready"
+        ready = row.status == "ready" or (row.status == "failed" and bool(row.file_name))
         return RecordingOut(
             id=row.id,
             meeting_id=row.meeting_id,
@@ -64,6 +75,49 @@ class RecordingService:
         if not path.is_relative_to(root):
             raise ValueError(f"recording file name {file_name!r} escapes the recordings directory")
         return path
+
+    # For hosts ---------------------------------------------------------------------------------
+
+    async def _admin_of(self, user: Principal, meeting_id: uuid.UUID) -> RecordingController:
+        async with self.ctx.db.read() as conn:
+            meeting = (await conn.execute(select(meetings).where(meetings.c.id == meeting_id))).first()
+            cohost = (
+                await conn.execute(
+                    select(invitations.c.user_id).where(
+                        invitations.c.meeting_id == meeting_id, invitations.c.user_id == user.id,
+                        invitations.c.role == "cohost",
+                    )
+                )
+            ).first()
+        if meeting is None:
+            raise not_found("meeting")
+        if meeting.host_id != user.id and cohost is None:
+            raise forbidden("only the host or a co-host can start or stop a recording", "not_meeting_admin")
+        if self.controller is None:
+            raise unavailable("recording_unavailable", "this server has no recorder")
+        return self.controller
+
+    async def start(self, user: Principal, meeting_id: uuid.UUID, layout: str | None) -> RecordingOut:
+        controller = await self._admin_of(user, meeting_id)
+        return await controller.start(meeting_id, layout, by=str(user.id))
+
+    async def stop(self, user: Principal, meeting_id: uuid.UUID) -> RecordingOut:
+        controller = await self._admin_of(user, meeting_id)
+        recording_id = await controller.stop(meeting_id)
+        async with self.ctx.db.read() as conn:
+            row = (await conn.execute(select(recordings).where(recordings.c.id == recording_id))).one()
+        return self._out(row)
+
+    async def fail_unfinished(self) -> int:
+        """At start-up: recordings left recording or processing by a server that stopped
+        without finishing them cannot finish any more."""
+        async with self.ctx.db.write() as conn:
+            result = await conn.execute(
+                update(recordings)
+                .where(recordings.c.status.in_(("recording", "processing")))
+                .values(status="failed", error="the server stopped during the recording", ended_at=self.ctx.now())
+            )
+        return int(result.rowcount or 0)
 
     # For the recorder --------------------------------------------------------------------------
 
@@ -139,10 +193,16 @@ class RecordingService:
         await outbox.flush(self.ctx.bus)
         return self._out(row)
 
-    async def fail(self, recording_id: uuid.UUID, error: str) -> None:
-        await self._set(
-            recording_id, ("recording", "processing"), status="failed", error=error[:2000], ended_at=self.ctx.now()
-        )
+    async def fail(
+        self, recording_id: uuid.UUID, error: str, *, file_name: str | None = None, duration_seconds: int | None = None
+    ) -> None:
+        """The recording failed; a partial file (``file_name``) stays downloadable."""
+        values: dict[str, Any] = {"status": "failed", "error": error[:2000], "ended_at": self.ctx.now()}
+        if file_name is not None:
+            path = self.path_of(file_name)
+            values.update(file_name=file_name, size_bytes=path.stat().st_size if path.is_file() else None)
+            values["duration_seconds"] = duration_seconds
+        await self._set(recording_id, ("recording", "processing"), **values)
 
     async def _set(self, recording_id: uuid.UUID, allowed: tuple[str, ...], **values: Any) -> Any:
         async with self.ctx.db.write() as conn:
@@ -199,7 +259,7 @@ class RecordingService:
 
     async def file_for_download(self, user: Principal, recording_id: uuid.UUID) -> tuple[Path, RecordingOut]:
         row = await self._visible(user, recording_id)
-        if row.status != "ready" or not row.file_name:
+        if row.status not in ("ready", "failed") or not row.file_name:
             raise conflict("recording_not_ready", f"the recording is {row.status}")
         path = self.path_of(row.file_name)
         if not path.is_file():

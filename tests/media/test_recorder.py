@@ -1,0 +1,199 @@
+"""Recording a meeting of SDK bots end to end: the SFU taps their tracks, the recorder process
+writes one MP4, and the file is checked frame by frame and sample by sample."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from clients.sdk.media import FlashBeep, PatternVideoTrack, SolidVideoTrack, ToneAudioTrack
+from tests.media.conftest import Meeting, until
+from videoconf.app import RECORDER, SFU
+
+RED = (82, 90, 240)
+BLUE = (41, 240, 110)
+
+
+def color_mask(frame: av.VideoFrame, color: tuple[int, int, int]) -> np.ndarray:
+    """Where the frame's chroma is close to ``color`` (at chroma resolution)."""
+    h, w = frame.height, frame.width
+    flat = frame.reformat(format="yuv420p").to_ndarray().reshape(-1)
+    quarter = w * h // 4
+    u = flat[w * h : w * h + quarter].astype(int).reshape(h // 2, w // 2)
+    v = flat[w * h + quarter : w * h + 2 * quarter].astype(int).reshape(h // 2, w // 2)
+    return (abs(u - color[1]) < 24) & (abs(v - color[2]) < 24)
+
+
+def color_share(frame: av.VideoFrame, color: tuple[int, int, int]) -> float:
+    return float(np.mean(color_mask(frame, color)))
+
+
+def color_centre(frame: av.VideoFrame, color: tuple[int, int, int]) -> tuple[float, float]:
+    """Where ``color`` is, as fractions of the frame's width and height."""
+    mask = color_mask(frame, color)
+    rows, columns = np.nonzero(mask)
+    return float(columns.mean() / mask.shape[1]), float(rows.mean() / mask.shape[0])
+
+
+def white_share(frame: av.VideoFrame) -> float:
+    luma = frame.reformat(format="gray").to_ndarray()
+    return float(np.mean(luma > 200))
+
+
+def onsets(times: list[float], on: list[bool], quiet: float) -> list[float]:
+    """Times at which ``on`` turns true after at least ``quiet`` seconds off."""
+    found, last_on = [], float("-inf")
+    for t, value in zip(times, on, strict=True):
+        if value:
+            if t - last_on > quiet:
+                found.append(t)
+            last_on = t
+    return found
+
+
+def analyse(path: Path) -> dict[str, Any]:
+    with av.open(str(path)) as container:
+        streams = [(s.type, s.codec_context.name) for s in container.streams]
+        duration = float(container.duration or 0) / av.time_base
+        frames = [(float(f.time), f) for f in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        audio = [f for f in container.decode(audio=0)]
+    samples = np.concatenate([f.to_ndarray().reshape(-1) for f in audio]) if audio else np.zeros(0)
+    start = float(audio[0].time) if audio else 0.0
+    return {"streams": streams, "duration": duration, "frames": frames, "samples": samples, "audio_start": start, "rate": audio[0].sample_rate if audio else 48000}
+
+
+def frame_at(frames: list[tuple[float, av.VideoFrame]], t: float) -> av.VideoFrame:
+    return min(frames, key=lambda item: abs(item[0] - t))[1]
+
+
+async def live_uptracks(meeting: Meeting, count: int) -> None:
+    node = meeting.api.app[SFU]
+    await until(lambda: sum(1 for r in node.rooms.values() for p in r.participants.values() for u in p.uptracks.values() if u.packets > 30) >= count, timeout=20)
+
+
+async def recording_row(meeting: Meeting, recording_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, row = await meeting.api.call("GET", f"/api/recordings/{recording_id}", meeting.host["token"], expect=200)
+        if row["status"] == status or time.monotonic() > deadline:
+            assert row["status"] == status, row
+            return row
+        await asyncio.sleep(0.2)
+
+
+async def download(meeting: Meeting, recording_id: str, target: Path) -> Path:
+    response = await meeting.api.client.get(
+        f"/api/recordings/{recording_id}/download", headers={"Authorization": f"Bearer {meeting.host['token']}"}
+    )
+    assert response.status == 200, await response.text()
+    target.write_bytes(await response.read())
+    return target
+
+
+async def test_recording_a_meeting(meeting: Meeting, tmp_path: Path) -> None:
+    sync = FlashBeep(period=1.0, length=0.2, fps=30)
+    host = await meeting.participant(meeting.host)
+    red = await meeting.participant(meeting.people[0])
+    await host.publish([(sync.video, "camera"), (sync.audio, "microphone")])
+    await red.publish([(SolidVideoTrack(RED), "camera")])
+    await live_uptracks(meeting, 3)
+
+    started = time.monotonic()
+    _, recording = await meeting.api.call(
+        "POST", f"/api/meetings/{meeting.meeting['id']}/recording", meeting.host["token"], json={}, expect=201
+    )
+    assert recording["status"] == "recording"
+    notice = await red.wait_for("recording-started", timeout=5)
+    assert notice["recording_id"] == recording["id"] and notice["by"] == host.identity
+    # Someone joining later learns it from the joined message.
+    _, again = await meeting.api.call("POST", f"/api/meetings/{meeting.meeting['id']}/recording", meeting.host["token"], json={}, expect=409)
+    assert again["error"]["code"] == "already_recording"
+
+    await asyncio.sleep(3.5)
+    blue = await meeting.participant(meeting.people[1])
+    assert blue.joined["recording"]["recording_id"] == recording["id"]
+    await blue.publish([(SolidVideoTrack(BLUE), "camera")])
+    await asyncio.sleep(3.5)
+    await red.close()
+    await asyncio.sleep(3.0)
+    _, stopped = await meeting.api.call("DELETE", f"/api/meetings/{meeting.meeting['id']}/recording", meeting.host["token"], expect=200)
+    length = time.monotonic() - started
+    assert stopped["status"] in ("processing", "ready")
+    assert (await host.wait_for("recording-stopped", timeout=5))["reason"] == "stopped"
+
+    row = await recording_row(meeting, recording["id"], "ready")
+    assert abs(row["duration_seconds"] - length) <= 1
+    assert {"Hedy Host", "Person 0", "Person 1"} == set(row["participants"])
+    _, notes = await meeting.api.call("GET", "/api/notifications", meeting.host["token"], expect=200)
+    assert any(n["kind"] == "recording_ready" and n["data"]["recording_id"] == recording["id"] for n in notes["items"])
+
+    result = analyse(await download(meeting, recording["id"], tmp_path / "meeting.mp4"))
+    assert sorted(result["streams"]) == [("audio", "aac"), ("video", "h264")]
+    assert abs(result["duration"] - length) <= 0.5, (result["duration"], length)
+
+    frames = result["frames"]
+    # Tiles follow joins and leaves: red alone with the host, then red and blue, then blue.
+    early, middle, late = frame_at(frames, 2.5), frame_at(frames, 6.0), frame_at(frames, 9.5)
+    assert color_share(early, RED) > 0.03 and color_share(early, BLUE) < 0.005
+    assert color_share(middle, RED) > 0.03 and color_share(middle, BLUE) > 0.03
+    assert color_share(late, RED) < 0.005 and color_share(late, BLUE) > 0.03
+    # Two tiles side by side, then a row of two over a row of one, then two side by side again.
+    assert color_centre(early, RED)[0] > 0.6 and 0.4 < color_centre(early, RED)[1] < 0.6
+    assert color_centre(middle, RED)[0] > 0.6 and color_centre(middle, RED)[1] < 0.4
+    assert 0.4 < color_centre(middle, BLUE)[0] < 0.6 and color_centre(middle, BLUE)[1] > 0.6
+    assert color_centre(late, BLUE)[0] > 0.6 and 0.4 < color_centre(late, BLUE)[1] < 0.6
+
+    # Each flash is heard with its beep, within 80 ms.
+    flashes = onsets([t for t, _ in frames], [white_share(f) > 0.05 for _, f in frames], quiet=0.5)
+    samples, rate = result["samples"], result["rate"]
+    window = rate // 200  # 5 ms
+    energy = np.sqrt(np.mean(samples[: len(samples) // window * window].reshape(-1, window) ** 2, axis=1))
+    beeps = onsets([result["audio_start"] + i / 200 for i in range(len(energy))], list(energy > 0.05), quiet=0.5)
+    pairs = [(f, min(beeps, key=lambda b, f=f: abs(b - f))) for f in flashes if f > 1.0] if beeps else []
+    assert len(pairs) >= 6, (flashes, beeps)
+    offsets = [b - f for f, b in pairs]
+    print("flash-to-beep offsets", [round(o, 3) for o in offsets])
+    assert max(abs(o) for o in offsets) <= 0.08, offsets
+
+
+async def test_a_killed_recorder_leaves_a_playable_file_and_the_meeting_goes_on(meeting: Meeting, tmp_path: Path) -> None:
+    host = await meeting.participant(meeting.host)
+    guest = await meeting.participant(meeting.people[0])
+    await host.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
+    await guest.publish([(SolidVideoTrack(RED), "camera")])
+    await live_uptracks(meeting, 3)
+    _, recording = await meeting.api.call("POST", f"/api/meetings/{meeting.meeting['id']}/recording", meeting.host["token"], json={"layout": "speaker"}, expect=201)
+    recorders = meeting.api.app[RECORDER]
+    pid = recorders.recorders[meeting.meeting["id"]].pid
+    assert pid is not None
+    await asyncio.sleep(5.0)  # fragments are cut at keyframes, every two seconds
+
+    os.kill(pid, signal.SIGKILL)
+    notice = await guest.wait_for("recording-stopped", timeout=10)
+    assert notice["reason"] == "recorder_failed"
+    row = await recording_row(meeting, recording["id"], "failed")
+    assert "signal 9" in row["error"] and row["download_url"]
+
+    partial = await download(meeting, recording["id"], tmp_path / "partial.mp4")
+    with av.open(str(partial)) as container:
+        assert {s.type for s in container.streams} == {"video", "audio"}
+        decoded = [f for f in container.decode(video=0)]
+    assert len(decoded) >= 60  # two seconds at 30 fps at least
+    assert decoded[-1].width == 1280 and decoded[-1].height == 720
+
+    # The meeting did not notice: video keeps arriving, and it can be recorded again.
+    (remote,) = [r for r in guest.remote.values() if r.kind == "video" and r.verifier is not None]
+    before = remote.verifier.frames_verified
+    await until(lambda: remote.verifier.frames_verified >= before + 15, timeout=10)
+    assert remote.verifier.report()["frames_corrupt"] == 0
+    _, second = await meeting.api.call("POST", f"/api/meetings/{meeting.meeting['id']}/recording", meeting.host["token"], json={}, expect=201)
+    await meeting.api.call("DELETE", f"/api/meetings/{meeting.meeting['id']}/recording", meeting.host["token"], expect=200)
+    await recording_row(meeting, second["id"], "ready")
