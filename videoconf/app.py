@@ -76,9 +76,13 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.router.add_static("/web", WEB_ROOT, name="web")
 
     async def media(app: web.Application) -> AsyncIterator[None]:
-        stale = await app[SERVICES].recordings.fail_unfinished()
-        if stale:
-            logging.getLogger(__name__).warning("%d recordings left unfinished by the last run are marked failed", stale)
+        try:
+            stale = await app[SERVICES].recordings.fail_unfinished()
+        except Exception:  # the database may be down at start: /readyz says so, the server still runs
+            logging.getLogger(__name__).exception("could not check for recordings left unfinished by the last run")
+        else:
+            if stale:
+                logging.getLogger(__name__).warning("%d recordings left unfinished by the last run are marked failed", stale)
         await node.start()
         yield
         await recorder.close()

@@ -197,3 +197,49 @@ async def test_a_killed_recorder_leaves_a_playable_file_and_the_meeting_goes_on(
     _, second = await meeting.api.call("POST", f"/api/meetings/{meeting.meeting['id']}/recording", meeting.host["token"], json={}, expect=201)
     await meeting.api.call("DELETE", f"/api/meetings/{meeting.meeting['id']}/recording", meeting.host["token"], expect=200)
     await recording_row(meeting, second["id"], "ready")
+
+
+async def test_who_may_record_and_when(meeting: Meeting) -> None:
+    path = f"/api/meetings/{meeting.meeting['id']}/recording"
+    _, nobody = await meeting.api.call("POST", path, meeting.host["token"], json={}, expect=409)
+    assert nobody["error"]["code"] == "nobody_in_meeting"
+    host = await meeting.participant(meeting.host)
+    guest = await meeting.participant(meeting.people[0])
+
+    _, refused = await meeting.api.call("POST", path, meeting.people[0]["token"], json={}, expect=403)
+    assert refused["error"]["code"] == "not_meeting_admin"
+    await meeting.api.call("POST", path, meeting.host["token"], json={"layout": "mosaic"}, expect=422)
+    await guest.send({"type": "start-recording", "id": "g1"})
+    assert (await guest.wait_for("error", lambda m: m.get("id") == "g1"))["code"] == "not_room_admin"
+    await host.send({"type": "stop-recording", "id": "h0"})
+    assert (await host.wait_for("error", lambda m: m.get("id") == "h0"))["code"] == "not_recording"
+
+    # By signaling: everyone is told, whoever joins later too.
+    await host.send({"type": "start-recording", "id": "h1", "layout": "speaker"})
+    started = await guest.wait_for("recording-started", timeout=10)
+    assert started["layout"] == "speaker" and started["by"] == host.identity
+    late = await meeting.participant(meeting.people[1])
+    assert late.joined["recording"] == {k: started[k] for k in ("recording_id", "layout", "started_at")}
+    await asyncio.sleep(1.0)
+    await host.send({"type": "stop-recording", "id": "h2"})
+    assert (await late.wait_for("recording-stopped", timeout=10))["reason"] == "stopped"
+    row = await recording_row(meeting, started["recording_id"], "ready")
+    assert row["size_bytes"] > 0 and row["download_url"]
+
+    # A recording ends with the meeting.
+    await host.send({"type": "start-recording", "id": "h3"})
+    again = await guest.wait_for("recording-started", timeout=10)
+    await meeting.api.call("POST", f"/api/meetings/{meeting.meeting['id']}/end", meeting.host["token"], expect=200)
+    assert (await guest.wait_for("recording-stopped", timeout=10))["reason"] == "meeting_ended"
+    await recording_row(meeting, again["recording_id"], "ready")
+
+
+async def test_a_meeting_that_forbids_recording_is_not_recorded(meeting: Meeting) -> None:
+    await meeting.api.call(
+        "PATCH", f"/api/meetings/{meeting.meeting['id']}", meeting.host["token"],
+        json={"settings": {"allow_recording": False}}, expect=200,
+    )
+    host = await meeting.participant(meeting.host)
+    await host.send({"type": "start-recording", "id": "h1"})
+    assert (await host.wait_for("error", lambda m: m.get("id") == "h1"))["code"] == "recording_not_allowed"
+    assert meeting.api.app[RECORDER].recorders == {}

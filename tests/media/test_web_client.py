@@ -141,6 +141,14 @@ async def test_three_people_meet_in_the_web_client(meeting: Meeting, tmp_path: P
         except Exception as exc:
             raise AssertionError(f"{exc}; {await diagnose(meeting, host)}") from None
 
+        # The host records: Bea sees the recording badge come and go; the host finds the file.
+        await host.get_by_role("button", name="Record", exact=True).click()
+        await host.get_by_role("button", name="Stop recording").wait_for(timeout=15000)
+        await bea.get_by_text("● Recording").wait_for(timeout=10000)
+        await asyncio.sleep(2)
+        await host.get_by_role("button", name="Stop recording").click()
+        await bea.get_by_text("● Recording").wait_for(state="hidden", timeout=10000)
+
         # A phone: the dashboard and the meeting room fit 360 px without sideways scrolling.
         phone = await person(browser, base, "Dee Phone", viewport=PHONE)
         assert await no_horizontal_scroll(phone)
@@ -156,6 +164,8 @@ async def test_three_people_meet_in_the_web_client(meeting: Meeting, tmp_path: P
         await host.get_by_role("region", name="My meetings").get_by_role("link", name="Join Ada Host's meeting").wait_for()
         if SCREENSHOTS:
             await host.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+        await host.get_by_role("link", name="Recordings").click()
+        await host.get_by_role("button", name="Play recording of Ada Host's meeting").wait_for(timeout=30000)
         for page in (host, bea, cy, phone):
             assert page.errors == [], page.errors
 

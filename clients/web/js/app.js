@@ -556,6 +556,15 @@ async function roomView(meeting, joined, stream, { micOff, camOff }) {
   const peopleButton = h("button", { "aria-pressed": "false", text: "Participants", onclick: () => openPanel("people") });
   const viewButton = h("button", { "aria-pressed": "false", text: "Speaker view", onclick: () => { state.speakerView = !state.speakerView; tileList.classList.toggle("speaker-view", state.speakerView); viewButton.setAttribute("aria-pressed", String(state.speakerView)); } });
   const leaveButton = h("button", { class: "danger", text: "Leave", onclick: () => { location.hash = "#/dashboard"; } });
+  const recordButton = admin ? h("button", { "aria-pressed": "false", text: "Record", onclick: () => (state.recording ? client.stopRecording() : client.startRecording()) }) : null;
+  function setRecording(status) {
+    state.recording = status;
+    recording.hidden = !status;
+    if (recordButton) {
+      recordButton.setAttribute("aria-pressed", String(Boolean(status)));
+      recordButton.textContent = status ? "Stop recording" : "Record";
+    }
+  }
   const endButton = admin ? h("button", { class: "danger", text: "End meeting for all", onclick: () => { if (confirm("End the meeting for everyone?")) client.endMeeting(); } }) : null;
 
   function setMic(muted) {
@@ -638,6 +647,12 @@ async function roomView(meeting, joined, stream, { micOff, camOff }) {
   client.addEventListener("meeting-ended", () => finish("Meeting ended", "The host ended the meeting for everyone."));
   client.addEventListener("active-speakers", ({ detail }) => { state.speaking = new Set(detail.speakers); state.dominant = detail.dominant; refreshAll(); });
   client.addEventListener("track-forwarding", () => updateQuality());
+  client.addEventListener("recording-started", ({ detail }) => { setRecording(detail); announce("This meeting is being recorded."); });
+  client.addEventListener("recording-stopped", ({ detail }) => {
+    setRecording(null);
+    announce(detail.reason === "recorder_failed" ? "Recording stopped: the recorder failed." : "Recording stopped.");
+  });
+  client.addEventListener("error", ({ detail }) => { if (/recording/.test(detail.code ?? "")) announce(detail.message); });
   client.addEventListener("track", ({ detail }) => {
     const info = client.tracks.get(detail.trackId);
     if (!info) return;
@@ -691,7 +706,8 @@ async function roomView(meeting, joined, stream, { micOff, camOff }) {
 
   // Join -----------------------------------------------------------------------------------------
   try {
-    await client.connect();
+    const welcome = await client.connect();
+    setRecording(welcome.recording ?? null);
   } catch (e) {
     teardown();
     throw e;
@@ -708,7 +724,7 @@ async function roomView(meeting, joined, stream, { micOff, camOff }) {
     h("div", { class: "room-head" }, h("h1", { text: meeting.title }), h("div", { class: "badges" }, recording, quality, h("span", { class: "badge", text: `Code ${meeting.code}` }))),
     roomBox);
   roomBox.replaceChildren(h("div", { style: "display:grid; gap:12px; min-width:0" }, tileList,
-    h("div", { class: "toolbar", role: "toolbar", "aria-label": "Meeting controls" }, micButton, camButton, shareButton, handButton, chatButton, peopleButton, viewButton, endButton, leaveButton)), panel);
+    h("div", { class: "toolbar", role: "toolbar", "aria-label": "Meeting controls" }, micButton, camButton, shareButton, handButton, chatButton, peopleButton, viewButton, recordButton, endButton, leaveButton)), panel);
   tileFor(client.identity);
   for (const p of client.participants.values()) tileFor(p.identity);
   refreshAll();
@@ -742,8 +758,9 @@ async function recordingsView() {
   const player = h("div");
   const items = page.items.map((r) => h("li", { class: "meeting-item" },
     h("strong", { text: r.meeting_title }),
-    h("span", { class: "meta", text: `${when(r.started_at)} · ${r.status}${r.duration_seconds ? ` · ${Math.round(r.duration_seconds / 60)} min` : ""}` }),
-    r.status === "ready" ? h("div", { class: "row" },
+    h("span", { class: "meta", text: `${when(r.started_at)} · ${r.status}${r.duration_seconds ? ` · ${Math.max(1, Math.round(r.duration_seconds / 60))} min` : ""}` }),
+    r.error ? h("span", { class: "meta", text: r.download_url ? `${r.error}; the file holds what was recorded until then.` : r.error }) : null,
+    r.download_url ? h("div", { class: "row" },
       h("button", { text: "Play", "aria-label": `Play recording of ${r.meeting_title}`, onclick: async () => {
         player.replaceChildren(h("video", { controls: true, src: await blobUrl(`/api/recordings/${r.id}/download`), style: "width:100%", "aria-label": `Recording of ${r.meeting_title}` }));
       } }),

@@ -342,6 +342,15 @@ export class SfuClient extends EventTarget {
     this.send({ type: "admit", identity });
   }
 
+  /** Host or co-host: record the meeting ("grid" or "speaker" layout; null: the server's). */
+  startRecording(layout = null) {
+    return this.send(layout ? { type: "start-recording", layout } : { type: "start-recording" });
+  }
+
+  stopRecording() {
+    return this.send({ type: "stop-recording" });
+  }
+
   endMeeting() {
     this.send({ type: "end-meeting" });
   }
