@@ -230,7 +230,8 @@ async def test_who_may_record_and_when(meeting: Meeting) -> None:
     await host.send({"type": "start-recording", "id": "h3"})
     again = await guest.wait_for("recording-started", timeout=10)
     await meeting.api.call("POST", f"/api/meetings/{meeting.meeting['id']}/end", meeting.host["token"], expect=200)
-    assert (await guest.wait_for("recording-stopped", timeout=10))["reason"] == "meeting_ended"
+    ended = await guest.wait_for("recording-stopped", lambda m: m["recording_id"] == again["recording_id"], timeout=10)
+    assert ended["reason"] == "meeting_ended"
     await recording_row(meeting, again["recording_id"], "ready")
 
 

@@ -94,3 +94,4 @@ def test_the_example_production_configuration_loads(monkeypatch, tmp_path) -> No
     settings = load_settings(example, data_dir=tmp_path)
     assert settings.env == "production" and settings.redis_url and settings.trusted_proxies
     assert settings.effective_signaling_url == "wss://meet.example.com/signaling"
+    assert settings.recording.layout == "grid" and settings.recording.fps == 30
