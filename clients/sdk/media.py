@@ -188,11 +188,14 @@ class PatternVideoTrack(MediaStreamTrack):
             self._start = self.clock()
         else:
             await asyncio.sleep(max(0.0, self._start + index / self.fps - self.clock()))
-        frame = draw_pattern(index % INDEX_MODULO, self.width, self.height)
+        frame = self.draw(index)
         frame.pts = round(index * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = VIDEO_TIME_BASE
         self.frames_sent = index + 1
         return frame
+
+    def draw(self, index: int) -> av.VideoFrame:
+        return draw_pattern(index % INDEX_MODULO, self.width, self.height)
 
 
 class ToneAudioTrack(MediaStreamTrack):
@@ -488,33 +491,16 @@ def solid_frame(color: tuple[int, int, int], width: int, height: int) -> av.Vide
     return av.VideoFrame.from_ndarray(data, format="yuv420p")
 
 
-class SolidVideoTrack(MediaStreamTrack):
-    """Frames of one colour (Y, U, V), paced in real time: a participant a recording's tiles can
-    be told apart by."""
-
-    kind = "video"
+class SolidVideoTrack(PatternVideoTrack):
+    """Frames of one colour (Y, U, V), paced like the pattern: a participant a recording's tiles
+    can be told apart by."""
 
     def __init__(self, color: tuple[int, int, int], width: int = 320, height: int = 180, fps: float = 15, clock: Clock | None = None) -> None:
-        super().__init__()
+        super().__init__(width, height, fps, clock)
         self.color = color
-        self.width, self.height, self.fps = width, height, fps
-        self.clock: Clock = clock or time.monotonic
-        self.frames_sent = 0
-        self._start: float | None = None
 
-    async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        index = self.frames_sent
-        if self._start is None:
-            self._start = self.clock()
-        else:
-            await asyncio.sleep(max(0.0, self._start + index / self.fps - self.clock()))
-        frame = solid_frame(self.color, self.width, self.height)
-        frame.pts = round(index * VIDEO_CLOCK_RATE / self.fps)
-        frame.time_base = VIDEO_TIME_BASE
-        self.frames_sent = index + 1
-        return frame
+    def draw(self, index: int) -> av.VideoFrame:
+        return solid_frame(self.color, self.width, self.height)
 
 
 class FlashBeep:
