@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from turn import stun
-from turn.config import TurnSettings
 from turn.auth import Credentials, Identity, Nonces, SourceLimiter
+from turn.config import TurnSettings
 from turn.peers import PeerPolicy
 from turn.stun import BadRequest, Message, StunError
 
@@ -255,7 +255,10 @@ class TurnServer:
             return
         auth = self._authenticate(message, client)
         if auth is not None:
-            handler(self, message, client, *auth)
+            try:
+                handler(self, message, client, *auth)
+            except BadRequest as exc:  # after authentication, the answer is signed
+                self._error(client, message, 400, str(exc), key=auth[1])
 
     # Authentication --------------------------------------------------------------------------
 

@@ -259,9 +259,9 @@ def xor_address(host: str, port: int, transaction_id: bytes) -> bytes:
     ip = ipaddress.ip_address(host)
     port ^= MAGIC_COOKIE >> 16
     if ip.version == 4:
-        return struct.pack("!BBH", 0, 1, port) + bytes(a ^ b for a, b in zip(ip.packed, MAGIC_BYTES))
-    mask = MAGIC_BYTES + transaction_id
-    return struct.pack("!BBH", 0, 2, port) + bytes(a ^ b for a, b in zip(ip.packed, mask))
+        return struct.pack("!BBHI", 0, 1, port, int(ip) ^ MAGIC_COOKIE)
+    mask = int.from_bytes(MAGIC_BYTES + transaction_id, "big")
+    return struct.pack("!BBH", 0, 2, port) + (int(ip) ^ mask).to_bytes(16, "big")
 
 
 def plain_address(host: str, port: int) -> bytes:
@@ -282,11 +282,10 @@ def xor_address_value(value: bytes, transaction_id: bytes) -> tuple[str, int]:
     family = value[1]
     port = struct.unpack_from("!H", value, 2)[0] ^ (MAGIC_COOKIE >> 16)
     if family == 1 and len(value) == 8:
-        raw = bytes(a ^ b for a, b in zip(value[4:8], MAGIC_BYTES))
-        return str(ipaddress.IPv4Address(raw)), port
+        return str(ipaddress.IPv4Address(struct.unpack_from("!I", value, 4)[0] ^ MAGIC_COOKIE)), port
     if family == 2 and len(value) == 20:
-        raw = bytes(a ^ b for a, b in zip(value[4:20], MAGIC_BYTES + transaction_id))
-        return str(ipaddress.IPv6Address(raw)), port
+        mask = int.from_bytes(MAGIC_BYTES + transaction_id, "big")
+        return str(ipaddress.IPv6Address(int.from_bytes(value[4:20], "big") ^ mask)), port
     raise BadRequest("address attribute has an unknown family")
 
 

@@ -171,7 +171,7 @@ def test_random_attribute_bodies_behind_a_valid_header(body, pad):
         message = stun.parse(data)
     except StunError:
         return
-    for kind, value in message.attributes:
+    for _kind, value in message.attributes:
         for decode in (lambda v: stun.xor_address_value(v, message.transaction_id), lambda v: stun.u32_value(v, "x"),
                        lambda v: stun.text_value(v, "x", 763)):
             try:
