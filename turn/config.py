@@ -86,9 +86,12 @@ class TurnSettings(BaseModel):
         return self
 
     def client_uris(self) -> list[str]:
-        """The URIs clients are given: the configured ones, else one per listener."""
+        """The URIs clients are given: the configured ones, else one per listener of the TURN
+        server this process runs (none when it runs none)."""
         if self.uris:
             return list(self.uris)
+        if not self.enabled:
+            return []
         host = self.external_ip or self.listen
         if ":" in host:
             host = f"[{host}]"

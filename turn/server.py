@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 UDP = 17
 FAMILY_IPV4, FAMILY_IPV6 = 1, 2
-CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x4FFF
+# RFC 8656 narrowed channel numbers to 0x4000-0x4FFF; RFC 5766's 0x4000-0x7FFF is still accepted
+# because coturn's clients (and coturn) use the whole older range.
+CHANNEL_MIN, CHANNEL_MAX = 0x4000, 0x7FFF
 _CHANNEL_HEADER = struct.Struct("!HH")
 
 
@@ -75,6 +77,7 @@ class Stats:
     packets_to_client: int = 0
     bytes_to_client: int = 0
     allocations_created: int = 0
+    succeeded: dict[str, int] = field(default_factory=dict)  # successful requests by method name
     errors: dict[int, int] = field(default_factory=dict)  # error responses by code
     dropped: dict[str, int] = field(default_factory=dict)  # packets dropped by reason
 
@@ -373,6 +376,7 @@ class TurnServer:
         self.allocations[client.key] = allocation
         self.per_user[identity.user] = self.per_user.get(identity.user, 0) + 1
         self.stats.allocations_created += 1
+        self.stats.succeeded["Allocate"] = self.stats.succeeded.get("Allocate", 0) + 1
         log.info("TURN allocation for %s from %s:%s at %s:%s for %d s", identity.user, host, port, relay_host, relay_port, lifetime)
         client.send(allocation.response)
 
@@ -507,6 +511,8 @@ class TurnServer:
         return stun.encode(message.method, cls, message.transaction_id, attributes, key=key, fingerprint=message.has_fingerprint)
 
     def _reply(self, client: Client, message: Message, attributes: list[tuple[int, bytes]], key: bytes | None = None) -> None:
+        name = stun.METHOD_NAMES[message.method]
+        self.stats.succeeded[name] = self.stats.succeeded.get(name, 0) + 1
         client.send(self._encode(message, stun.SUCCESS, attributes, key))
 
     def _error(self, client: Client, message: Message, code: int, reason: str | None = None, *,

@@ -3,6 +3,7 @@ application (one process, one core)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ from sfu.aiortc_hooks import configure_ice, verify_hooks
 from sfu.metrics import SfuMetrics
 from sfu.room import NodeSettings, SfuNode
 from signaling.server import SignalingServer
+from turn.metrics import TurnCollector
+from turn.transport import TurnService
 from videoconf.config import Settings
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
@@ -27,6 +30,7 @@ WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
 SFU: web.AppKey[SfuNode] = web.AppKey("sfu", SfuNode)
 SIGNALING: web.AppKey[SignalingServer] = web.AppKey("signaling", SignalingServer)
 RECORDER: web.AppKey[RecorderManager] = web.AppKey("recorder", RecorderManager)
+TURN: web.AppKey[TurnService] = web.AppKey("turn", TurnService)
 
 
 # The web client's pages: the app shell at / and at invite links (/j/CODE), the service worker at
@@ -45,6 +49,22 @@ def _web_file(name: str, content_type: str, cache: bool = False) -> Callable[[we
 
 def _ice_servers(servers: list) -> list[RTCIceServer]:
     return [RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in servers]
+
+
+def sfu_media_addresses(settings: Settings) -> list[str]:
+    """The IP addresses the SFU offers candidates on: the only peers a `turn.sfu_only` relay reaches."""
+    addresses = [a for a in settings.ice_addresses or [] if _is_ip(a)]
+    if settings.announced_ip:
+        addresses.append(settings.announced_ip)
+    return addresses
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
@@ -67,6 +87,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app[SFU] = node
     app[SIGNALING] = signaling
     app[RECORDER] = recorder
+    turn = TurnService(settings.turn, sfu_addresses=sfu_media_addresses(settings)) if settings.turn.enabled else None
+    if turn is not None:
+        app[TURN] = turn
+        app[METRICS].registry.register(TurnCollector(lambda: turn.server))
     app_shell = _web_file("index.html", "text/html; charset=utf-8")
     app.router.add_get("/", app_shell, name="web-app")
     app.router.add_get("/j/{code}", app_shell, name="invite-link")
@@ -84,7 +108,11 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
             if stale:
                 logging.getLogger(__name__).warning("%d recordings left unfinished by the last run are marked failed", stale)
         await node.start()
+        if turn is not None:
+            await turn.start()
         yield
+        if turn is not None:
+            await turn.stop()
         await recorder.close()
         await signaling.close()
         await node.stop()

@@ -61,6 +61,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_turn(args: argparse.Namespace) -> int:
+    """Run the TURN server on its own (on a host of its own, typically), with uvloop."""
+    from turn.service import run_standalone
+    from videoconf.app import sfu_media_addresses
+    from videoconf.logs import setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.log_json)
+    if not settings.turn.secrets and not settings.turn.users:
+        raise ConfigError("the TURN server needs turn.secrets or turn.users")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(run_standalone(settings.turn, sfu_media_addresses(settings)))
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace) -> int:
     print(json.dumps(masked(_settings(args)), indent=2))
     return 0
@@ -76,6 +96,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int)
     run.add_argument("--migrate", action="store_true", help="migrate the database first")
     run.set_defaults(func=cmd_run)
+
+    turn = sub.add_parser("turn", help="run the TURN server on its own ([turn] settings)")
+    turn.set_defaults(func=cmd_turn)
 
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(func=cmd_migrate)

@@ -24,7 +24,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from turn.config import TurnSettings
+
 SECRET_FIELDS = ("access_token_secret", "room_token_secret")
+TURN_SECRET = "turn_secret"  # the development TURN auth secret's name in the secrets file
 MIN_SECRET_LENGTH = 32
 _WEAK_WORDS = ("changeme", "change-me", "secret", "password", "example", "default", "videoconf")
 
@@ -103,6 +106,7 @@ class Settings(BaseSettings):
     redis_prefix: str = "videoconf:"
     recordings_dir: Path | None = None
     recording: RecordingSettings = RecordingSettings()
+    turn: TurnSettings = TurnSettings()
 
     access_token_secret: SecretStr | None = None
     access_token_previous_secrets: list[SecretStr] = []
@@ -264,6 +268,11 @@ def settle_secrets(settings: Settings) -> Settings:
             for index, value in enumerate(getattr(settings, name)):
                 if why := weakness(value.get_secret_value()):
                     problems.append(f"{name}[{index}] is weak: {why}")
+        for index, value in enumerate(settings.turn.secrets):
+            if why := weakness(value.get_secret_value()):
+                problems.append(f"turn.secrets[{index}] is weak: {why}")
+        if settings.turn.enabled and not settings.turn.secrets and not settings.turn.users:
+            problems.append("turn.enabled is set but turn.secrets is empty")
         if problems:
             raise ConfigError(
                 "refusing to start in production mode: "
@@ -272,10 +281,17 @@ def settle_secrets(settings: Settings) -> Settings:
                 f"{MIN_SECRET_LENGTH} random characters each)"
             )
         return settings
+    turn_missing = settings.turn.enabled and not settings.turn.secrets
+    if turn_missing:
+        missing.append(TURN_SECRET)
     if not missing:
         return settings
     generated = _dev_secrets(settings.data_dir / "secrets.toml", missing)
-    return settings.model_copy(update={k: SecretStr(v) for k, v in generated.items()})
+    turn_secret = generated.pop(TURN_SECRET, None)
+    update: dict[str, Any] = {k: SecretStr(v) for k, v in generated.items()}
+    if turn_secret is not None:
+        update["turn"] = settings.turn.model_copy(update={"secrets": [SecretStr(turn_secret)]})
+    return settings.model_copy(update=update)
 
 
 def masked(settings: Settings) -> dict[str, Any]:
@@ -285,6 +301,9 @@ def masked(settings: Settings) -> dict[str, Any]:
         data[name] = "********" if getattr(settings, name) is not None else None
     for name in ("access_token_previous_secrets", "room_token_previous_secrets"):
         data[name] = ["********" for _ in getattr(settings, name)]
+    turn = data["turn"]
+    turn["secrets"] = ["********" for _ in settings.turn.secrets]
+    turn["users"] = {name: "********" for name in settings.turn.users}
     for server in data.get("ice_servers", []):
         if server.get("credential"):
             server["credential"] = "********"
@@ -296,6 +315,7 @@ def masked(settings: Settings) -> dict[str, Any]:
         "database_url": _mask_url_password(settings.effective_database_url),
         "recordings_dir": str(settings.effective_recordings_dir),
         "signaling_url": settings.effective_signaling_url,
+        "turn_uris": settings.turn.client_uris() if settings.turn.secrets else [],
     }
     return data
 

@@ -48,6 +48,7 @@ from control_api.services.context import Outbox, ServiceContext
 from control_api.services.notifications import NotificationService
 from control_api.services.pagination import aware_datetime, decode_cursor, encode_cursor
 from control_api.storage.tables import invitations, meetings, participants, users
+from turn.auth import rest_credentials
 
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz"  # no i, l, o: easy to read aloud and to type
 CODE_PATTERN = re.compile(r"[a-z]{10}")
@@ -586,13 +587,27 @@ class MeetingService:
             token=token,
             expires_at=expires_at,
             signaling_url=self.ctx.settings.effective_signaling_url,
-            ice_servers=[IceServerOut(**s.model_dump()) for s in self.ctx.settings.ice_servers],
+            ice_servers=self._ice_servers(identity),
             identity=identity,
             grants=grants,
             waiting=waiting,
             participant=participant,
             meeting=self._out(row, role),
         )
+
+    def _ice_servers(self, identity: str) -> list[IceServerOut]:
+        """The configured ICE servers, plus this deployment's TURN server with time-limited
+        credentials for this participant when it has an auth secret."""
+        settings = self.ctx.settings
+        servers = [IceServerOut(**s.model_dump()) for s in settings.ice_servers]
+        turn = settings.turn
+        uris = turn.client_uris()
+        if turn.secrets and uris:
+            username, password = rest_credentials(
+                turn.secrets[0].get_secret_value(), identity, turn.credential_ttl, now=self.ctx.now().timestamp()
+            )
+            servers.append(IceServerOut(urls=uris, username=username, credential=password))
+        return servers
 
     async def _check_passcode(self, row: Any, user_id: uuid.UUID, given: str | None) -> None:
         rule = self.ctx.settings.rate_limits.passcode_per_user

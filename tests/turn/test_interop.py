@@ -1,0 +1,111 @@
+"""This TURN server against independent clients: Debian coturn's turnutils_uclient (echoing through
+turnutils_peer) and aioice's TURN client."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+
+import aioice.turn
+import pytest
+
+from tests.turn.conftest import SECRET, coturn_tool
+
+MESSAGES, CLIENTS = 40, 3
+
+
+async def uclient(service, peer_port: int, *options: str, port_of: str = "udp") -> str:
+    port = {"udp": service.udp_address, "tcp": service.tcp_address, "tls": service.tls_address}[port_of][1]
+    process = await asyncio.create_subprocess_exec(
+        coturn_tool("turnutils_uclient"), *options, "-e", "127.0.0.1", "-r", str(peer_port), "-p", str(port),
+        "-n", str(MESSAGES), "-m", str(CLIENTS), "-z", "5", "-c", "127.0.0.1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    return output.decode(errors="replace")
+
+
+def assert_no_loss(output: str) -> None:
+    totals = re.findall(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\n", output)
+    assert totals, output[-2000:]
+    sent, received = map(int, totals[-1])
+    assert sent == received == MESSAGES * CLIENTS, output[-2000:]
+    assert re.search(r"Total lost packets 0 \(", output), output[-2000:]
+
+
+@pytest.mark.parametrize("options, port_of, uses_channels", [
+    (("-u", "alice", "-w", "wonderland"), "udp", True),
+    (("-u", "alice", "-w", "wonderland", "-s"), "udp", False),
+    (("-u", "alice", "-w", "wonderland", "-t"), "tcp", True),
+    (("-u", "alice", "-w", "wonderland", "-t", "-s", "-l", "170"), "tcp", False),
+    (("-W", SECRET, "-u", "carol"), "udp", True),
+    (("-W", SECRET, "-u", "carol", "-t", "-l", "171"), "tcp", True),
+    (("-u", "alice", "-w", "wonderland", "-t", "-S"), "tls", True),
+], ids=["udp-channel", "udp-send", "tcp-channel", "tcp-send", "time-limited", "time-limited-tcp", "tls"])
+async def test_turnutils_uclient_relays_without_loss(turn_service, udp_peer, options, port_of, uses_channels):
+    output = await uclient(turn_service, udp_peer, *options, port_of=port_of)
+    assert_no_loss(output)
+    stats = turn_service.server.stats
+    assert stats.packets_to_peer >= MESSAGES * CLIENTS and stats.packets_to_client >= MESSAGES * CLIENTS
+    assert stats.allocations_created >= CLIENTS
+    succeeded = stats.succeeded
+    assert (succeeded.get("ChannelBind", 0) >= CLIENTS) == uses_channels, succeeded
+    assert succeeded.get("CreatePermission", 0) >= CLIENTS or uses_channels, succeeded
+    if port_of != "udp":  # a closed connection takes its allocation along
+        await asyncio.sleep(0.2)
+        assert not turn_service.server.allocations
+
+
+async def test_turnutils_uclient_with_a_wrong_password_is_refused(turn_service, udp_peer):
+    output = await uclient(turn_service, udp_peer, "-u", "alice", "-w", "not-the-password")
+    assert "Cannot complete Allocation" in output
+    assert turn_service.server.stats.errors[401] >= 2  # the challenge, then the wrong password
+    assert turn_service.server.stats.packets_to_peer == 0 and not turn_service.server.allocations
+
+
+class Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data, addr)
+
+
+class Collect(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.received: asyncio.Queue = asyncio.Queue()
+
+    def datagram_received(self, data, addr):
+        self.received.put_nowait((data, addr))
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_aioice_turn_client_relays_through_channels(turn_service, transport):
+    loop = asyncio.get_running_loop()
+    echo_transport, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    echo = echo_transport.get_extra_info("sockname")
+    server = turn_service.tls_address if transport == "tls" else getattr(turn_service, f"{transport}_address")
+    context = None
+    if transport == "tls":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    client_transport, collector = await aioice.turn.create_turn_endpoint(
+        Collect, server_addr=server, username="alice", password="wonderland",
+        transport="tcp" if transport == "tls" else transport, ssl=context,
+    )
+    try:
+        relayed = client_transport.get_extra_info("sockname")
+        assert relayed[0] == "127.0.0.1"
+        for index in range(50):
+            client_transport.sendto(f"ping {index}".encode(), echo)
+        got = [await asyncio.wait_for(collector.received.get(), 5) for _ in range(50)]
+        assert sorted(data for data, _ in got) == sorted(f"ping {i}".encode() for i in range(50))
+        assert {addr[:2] for _, addr in got} == {echo[:2]}
+        assert turn_service.server.gauges()["channels"] == 1
+    finally:
+        client_transport.close()
+        echo_transport.close()
+    await asyncio.sleep(0.3)
+    assert not turn_service.server.allocations  # deleted by the client (UDP) or its closed connection

@@ -1,0 +1,50 @@
+"""Prometheus metrics for the TURN server, read from its plain counters at scrape time so that the
+relay path never touches a metrics library."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from turn.server import TurnServer
+
+
+class TurnCollector(Collector):
+    def __init__(self, server: Callable[[], TurnServer | None]) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        server = self._server()
+        if server is None:
+            return
+        gauges = server.gauges()
+        for name, help_text in (
+            ("allocations", "TURN allocations"),
+            ("permissions", "TURN permissions in force"),
+            ("channels", "TURN channel bindings in force"),
+        ):
+            yield GaugeMetricFamily(f"videoconf_turn_{name}", help_text, value=gauges[name])
+        stats = server.stats
+        yield CounterMetricFamily("videoconf_turn_allocations_created", "TURN allocations created", value=stats.allocations_created)
+        requests = CounterMetricFamily("videoconf_turn_requests", "Requests answered with success, by method", labels=["method"])
+        for method, count in sorted(stats.succeeded.items()):
+            requests.add_metric([method], count)
+        yield requests
+        packets = CounterMetricFamily("videoconf_turn_relayed_packets", "Packets relayed", labels=["direction"])
+        packets.add_metric(["to_peer"], stats.packets_to_peer)
+        packets.add_metric(["to_client"], stats.packets_to_client)
+        yield packets
+        octets = CounterMetricFamily("videoconf_turn_relayed_bytes", "Payload bytes relayed", labels=["direction"])
+        octets.add_metric(["to_peer"], stats.bytes_to_peer)
+        octets.add_metric(["to_client"], stats.bytes_to_client)
+        yield octets
+        errors = CounterMetricFamily("videoconf_turn_error_responses", "Error responses sent, by code", labels=["code"])
+        for code, count in sorted(stats.errors.items()):
+            errors.add_metric([str(code)], count)
+        yield errors
+        dropped = CounterMetricFamily("videoconf_turn_dropped_packets", "Packets dropped, by reason", labels=["reason"])
+        for reason, count in sorted(stats.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
