@@ -31,6 +31,7 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
@@ -79,11 +80,13 @@ class Participant:
         *,
         ice_servers: list[RTCIceServer] | None = None,
         video_codec: str | None = None,
+        relay_only: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.signaling_url = signaling_url
         self.token = token
         self.ice_servers = list(ice_servers or [])
+        self.relay_only = relay_only  # ICE through TURN relays only, as behind a strict firewall
         self.video_codec = video_codec
         self.clock = clock
         self.identity: str | None = None
@@ -241,7 +244,8 @@ class Participant:
             log.error("SDK task failed", exc_info=task.exception())
 
     def _peer_connection(self) -> RTCPeerConnection:
-        return RTCPeerConnection(RTCConfiguration(iceServers=list(self.ice_servers)))
+        policy = RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
+        return RTCPeerConnection(RTCConfiguration(iceServers=list(self.ice_servers), iceTransportPolicy=policy))
 
     # Publishing --------------------------------------------------------------------------------
 

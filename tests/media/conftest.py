@@ -4,6 +4,7 @@ SQLite, real aiortc peers over loopback, ICE on 127.0.0.1 only, no ICE servers."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -54,8 +55,16 @@ class RealClock:
 
 @pytest.fixture
 async def meeting(sqlite_backend: Backend, tmp_path: Path) -> AsyncIterator[Meeting]:
-    settings = make_settings(tmp_path, sqlite_backend, ice_addresses=["127.0.0.1"], resume_seconds=3)
-    api = await start_api(settings, RealClock(), sqlite_backend)  # type: ignore[arg-type]
+    async with open_meeting(sqlite_backend, tmp_path) as state:
+        yield state
+
+
+@contextlib.asynccontextmanager
+async def open_meeting(backend: Backend, tmp_path: Path, **settings_overrides: Any) -> AsyncIterator[Meeting]:
+    """The whole server with a meeting, a host and four people; ``settings_overrides`` go to the
+    server's settings."""
+    settings = make_settings(tmp_path, backend, ice_addresses=["127.0.0.1"], resume_seconds=3, **settings_overrides)
+    api = await start_api(settings, RealClock(), backend)  # type: ignore[arg-type]
     host = await api.register("Hedy Host")
     people = [await api.register(f"Person {i}") for i in range(4)]
     meeting = await api.meeting(host["token"], title="Media test")
@@ -78,4 +87,4 @@ async def until(predicate: Any, timeout: float = 20.0, interval: float = 0.1) ->
         await asyncio.sleep(interval)
 
 
-__all__ = ["Meeting", "until", "FakeClock"]
+__all__ = ["Meeting", "until", "FakeClock", "open_meeting"]
