@@ -61,13 +61,12 @@ RelayFactory = Callable[[int, bool, bool, Callable[[bytes, tuple], None]], Relay
 
 
 class Channel:
-    __slots__ = ("number", "peer", "expires", "header")
+    __slots__ = ("number", "peer", "expires")
 
     def __init__(self, number: int, peer: tuple[str, int], expires: float) -> None:
         self.number = number
         self.peer = peer
         self.expires = expires
-        self.header = struct.pack("!H", number)
 
 
 @dataclass
@@ -132,7 +131,7 @@ class Allocation:
         server = self.server
         stats = server.stats
         now = server.clock()
-        peer = (addr[0], addr[1])
+        peer = addr if len(addr) == 2 else (addr[0], addr[1])  # IPv6 addresses come with flow info and scope
         if self.permissions.get(peer[0], 0.0) < now:
             stats.drop("no_permission")
             return
@@ -142,7 +141,7 @@ class Allocation:
             return
         channel = self.peers.get(peer)
         if channel is not None and channel.expires >= now:
-            message = channel.header + struct.pack("!H", size) + data
+            message = _CHANNEL_HEADER.pack(channel.number, size) + data
             if self.client.stream and size & 3:
                 message += bytes(4 - (size & 3))
         else:
