@@ -1,6 +1,6 @@
 """The TURN relay's CPU cost per relayed packet, against coturn in the same run.
 
-    python benchmarks/turn_bench.py [--trials 3] [--processes 4] [--clients 50] [--messages 2000] [--interval 1]
+    python benchmarks/turn_bench.py [--trials 3] [--processes 4] [--clients 50] [--messages 1000] [--interval 1]
 
 Each trial starts one server (``videoconf turn`` with uvloop, or Debian's coturn with one relay
 thread) pinned to CPU 1, with turnutils_peer and turnutils_uclient (Debian's coturn package)
@@ -146,7 +146,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--interval", type=int, default=1, help="ms between messages of one client")
     parser.add_argument("--processes", type=int, default=4, help="turnutils_uclient processes at once")
     parser.add_argument("--mode", choices=["channel", "send"], default="channel")

@@ -95,3 +95,35 @@ def test_the_example_production_configuration_loads(monkeypatch, tmp_path) -> No
     assert settings.env == "production" and settings.redis_url and settings.trusted_proxies
     assert settings.effective_signaling_url == "wss://meet.example.com/signaling"
     assert settings.recording.layout == "grid" and settings.recording.fps == 30
+    assert settings.turn.realm == "meet.example.com" and not settings.turn.enabled
+    assert settings.turn.client_uris()[0] == "turn:turn.example.com:3478?transport=udp"
+
+
+def test_turn_secrets_are_generated_in_development_and_required_in_production(tmp_path, monkeypatch) -> None:
+    settings = load_settings(data_dir=tmp_path, turn={"enabled": True})
+    (secret,) = settings.turn.secrets
+    assert weakness(secret.get_secret_value()) is None
+    again = load_settings(data_dir=tmp_path, turn={"enabled": True})
+    assert again.turn.secrets[0].get_secret_value() == secret.get_secret_value()  # kept in secrets.toml
+    assert load_settings(data_dir=tmp_path).turn.secrets == []  # not generated when TURN is off
+    shown = json.dumps(masked(settings))
+    assert secret.get_secret_value() not in shown and settings.turn.client_uris() == [
+        "turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"]
+    monkeypatch.setenv("VIDEOCONF_ACCESS_TOKEN_SECRET", STRONG)
+    monkeypatch.setenv("VIDEOCONF_ROOM_TOKEN_SECRET", STRONG + "x")
+    with pytest.raises(ConfigError, match="turn.secrets is empty"):
+        load_settings(env="production", data_dir=tmp_path, turn={"enabled": True})
+    with pytest.raises(ConfigError, match=r"turn.secrets\[0\] is weak"):
+        load_settings(env="production", data_dir=tmp_path, turn={"enabled": True, "secrets": ["short"]})
+
+
+@pytest.mark.parametrize("turn, message", [
+    ({"allow_peers": ["not-a-network"]}, "allow_peers"),
+    ({"relay_ip": "turn.example.com"}, "relay_ip"),
+    ({"default_lifetime": 900, "max_lifetime": 600}, "max_lifetime"),
+    ({"tls_cert": "/etc/cert.pem"}, "tls_cert and turn.tls_key"),
+    ({"relay_ports": [5000, 4000]}, "relay_ports"),
+])
+def test_bad_turn_settings_are_reported(tmp_path, turn, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(data_dir=tmp_path, turn=turn)
