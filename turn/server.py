@@ -171,6 +171,7 @@ class TurnServer:
         policy: PeerPolicy | None = None,
         clock: Callable[[], float],
         nonce_key: bytes | None = None,
+        stats: Stats | None = None,  # shared with the relays, which count their send failures
     ) -> None:
         self.config = config
         self.credentials = credentials
@@ -181,7 +182,7 @@ class TurnServer:
         self.limiter = SourceLimiter(config.unauthorized_burst, config.unauthorized_per_second, clock)
         self.allocations: dict[Any, Allocation] = {}
         self.per_user: dict[str, int] = {}
-        self.stats = Stats()
+        self.stats = stats or Stats()
         self._software = config.software.encode()
 
     # Client to peer: ChannelData ------------------------------------------------------------

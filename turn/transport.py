@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from turn import stun
 from turn.auth import Credentials
 from turn.config import TurnSettings
 from turn.peers import PeerPolicy, networks
@@ -314,8 +313,7 @@ class TurnService:
             log.warning("TURN: no users and no auth secrets are configured; every allocation will be refused")
         stats = Stats()
         server = TurnServer(settings, credentials, RelayPool(loop, settings, stats),
-                            policy=peer_policy(settings, self.sfu_addresses), clock=self.clock or loop.time)
-        server.stats = stats
+                            policy=peer_policy(settings, self.sfu_addresses), clock=self.clock or loop.time, stats=stats)
         self.server = server
         try:
             if settings.udp_port is not None:
@@ -365,4 +363,4 @@ class TurnService:
         return {"udp": self.udp_address, "tcp": self.tcp_address, "tls": self.tls_address}
 
 
-__all__ = ["TurnService", "RelayPool", "UdpListener", "StreamConnection", "peer_policy", "stun"]
+__all__ = ["TurnService", "RelayPool", "UdpListener", "StreamConnection", "peer_policy"]

@@ -406,7 +406,6 @@ def test_an_internal_error_is_answered_500_and_counted(turn, monkeypatch):
     server, _, _ = turn
     alice = Peer(server)
     alice.allocate()
-    monkeypatch.setattr(server, "_refresh", None)
     monkeypatch.setitem(type(server)._handlers, stun.REFRESH, lambda *a: 1 / 0)
     assert Peer.error(alice.request(stun.REFRESH)) == 500
     assert server.stats.errors[500] == 1
