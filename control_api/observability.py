@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
 from control_api.errors import HTTP_CODES, ServiceError, error_response
 
@@ -25,6 +25,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_cpu_seconds_total and memory: the load tester reads the node's CPU from here.
+        ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "videoconf_http_requests",
             "HTTP requests handled, by route and status",

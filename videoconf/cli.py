@@ -115,6 +115,18 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(bot)
     bot.set_defaults(func=run_bot)
 
+    loadtest = sub.add_parser("loadtest", help="load a node with bots: scenarios, a report and a capacity search")
+
+    def run_loadtest(args: argparse.Namespace) -> int:
+        from clients.loadtest.cli import cmd_loadtest
+
+        return cmd_loadtest(args)
+
+    from clients.loadtest.cli import add_arguments as loadtest_arguments
+
+    loadtest_arguments(loadtest)
+    loadtest.set_defaults(func=run_loadtest)
+
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     show = config_sub.add_parser("show", help="print the effective configuration, secrets masked")

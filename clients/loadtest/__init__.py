@@ -1,0 +1,1 @@
+"""Load testing of VideoConf nodes: scenarios of SDK bots, reports and a capacity search."""
