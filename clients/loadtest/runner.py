@@ -59,6 +59,7 @@ class Target:
     password: str | None = None
     token_ttl: int = 3600
     host_token: str | None = None  # signed in (or registered) once per run
+    signaling_url: str | None = None  # instead of the one the join answer names
 
 
 def process_cpu_seconds() -> float:
@@ -134,7 +135,7 @@ class Meeting:
         meeting = await self._call("POST", "/api/meetings", token, {"title": f"load test: {self.scenario.name}", "kind": "instant", "settings": settings})
         joined = await self._call("POST", f"/api/meetings/{meeting['id']}/join", token, {})
         self.meeting_id = str(meeting["id"])
-        self.signaling_url = str(joined["signaling_url"])
+        self.signaling_url = self.target.signaling_url or str(joined["signaling_url"])
 
     def mint(self, name: str) -> str:
         """A room token for a new identity, as the control API's join would make it."""
@@ -161,21 +162,21 @@ class Meeting:
             tracks.append((ReplayTrack(encoded_audio()), "microphone"))
         return tracks
 
-    async def join(self, role: str, receive: bool, publish: bool) -> Bot:
+    async def join(self, role: str) -> Bot:
         assert self.signaling_url is not None
         index = len(self.bots)
         participant = Participant(self.signaling_url, self.mint(f"{role}-{index}"), ice_servers=[], video_codec="VP8")
         bot = Bot(index, role, participant)
         self.bots.append(bot)
-        if receive:
-            decode = bot.decode = sum(1 for b in self.bots if b.decode) < self.scenario.decode
-            counter = bot.counter = RtpCounter()
-            participant.tap_incoming(lambda pc: tap_counter(pc, counter, decode=decode))
+        receiver = role == "viewer" or self.scenario.publishers > 1
+        decode = bot.decode = receiver and sum(1 for b in self.bots if b.decode) < self.scenario.decode
+        counter = bot.counter = RtpCounter()
+        participant.tap_incoming(lambda pc: tap_counter(pc, counter, decode=decode))
         bot.started_at = time.monotonic()
         try:
             await participant.connect(timeout=30)
             bot.joined_at = time.monotonic()
-            if publish:
+            if role == "publisher":
                 media = self._media()
                 await participant.publish(media, timeout=30)
                 for track, _ in media:
@@ -188,7 +189,7 @@ class Meeting:
         scenario = self.scenario
         for i in range(scenario.publishers):
             self.progress(f"publishers {i}/{scenario.publishers}")
-            bot = await self.join("publisher", scenario.publishers_receive, True)
+            bot = await self.join("publisher")
             if bot.failed:
                 raise LoadTestError(f"publisher {i} failed: {bot.failed}")
 
@@ -201,7 +202,7 @@ class Meeting:
         async def one(delay: float) -> Bot:
             nonlocal done
             await asyncio.sleep(delay)
-            bot = await self.join("viewer", True, False)
+            bot = await self.join("viewer")
             done += 1
             self.progress(f"joining {done}/{count}")
             return bot
@@ -223,18 +224,20 @@ class Meeting:
         self.bots = [b for b in self.bots if b not in viewers]
 
     def receivers(self) -> list[Bot]:
-        return [b for b in self.bots if b.counter is not None and not b.failed]
+        """Bots that should receive media: viewers, and publishers when there are others."""
+        return [b for b in self.bots if not b.failed and (b.role == "viewer" or self.scenario.publishers > 1)]
 
     async def settle(self, timeout: float = 60.0) -> None:
         """Wait until every receiver gets every stream it should, then ask for the tile size."""
-        video, audio = self.scenario.expected_streams()
         deadline = time.monotonic() + timeout
+
+        def missing(bot: Bot) -> bool:
+            assert bot.counter is not None
+            video, audio = self.scenario.expected_streams(publisher=bot.role == "publisher")
+            return len(bot.counter.media("video")) < video or len(bot.counter.media("audio")) < audio
+
         while True:
-            waiting = [
-                b for b in self.receivers()
-                if len([s for s in b.counter.media("video") if s.packets]) < video  # type: ignore[union-attr]
-                or len([s for s in b.counter.media("audio") if s.packets]) < audio  # type: ignore[union-attr]
-            ]
+            waiting = [b for b in self.receivers() if missing(b)]
             if not waiting:
                 break
             if time.monotonic() > deadline:

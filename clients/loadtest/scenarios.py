@@ -11,9 +11,9 @@ SINGLE_LAYER = ((640, 360, 1_000_000),)
 
 @dataclass(frozen=True)
 class Scenario:
-    """What to run.  Publishers send pre-encoded media; receivers are bots that count (and
-    ``decode`` of them also decode) everything they receive.  In a meeting the publishers
-    receive too (everyone sees everyone); ``viewers`` are receive-only bots."""
+    """What to run.  Publishers send pre-encoded media; ``viewers`` are receive-only bots.
+    Every bot counts what it receives (and ``decode`` of them also decode it): a publisher gets
+    the other publishers' media, as in a meeting where everyone sees everyone."""
 
     name: str
     description: str
@@ -22,7 +22,6 @@ class Scenario:
     video_layers: tuple[tuple[int, int, int], ...] = SINGLE_LAYER  # (width, height, bitrate); () for audio only
     fps: int = 30
     audio: bool = True
-    publishers_receive: bool = False
     tile: tuple[int, int] | None = None  # every receiver asks for this size of every video
     join_window: float | None = None  # all viewers join spread over this many seconds (a storm)
     join_concurrency: int = 8  # otherwise, at most this many joins at a time
@@ -33,7 +32,8 @@ class Scenario:
 
     @property
     def receivers(self) -> int:
-        return self.viewers + (self.publishers if self.publishers_receive else 0)
+        """Bots that receive media: the viewers, and the publishers when there are others."""
+        return self.viewers + (self.publishers if self.publishers > 1 else 0)
 
     @property
     def video_tracks(self) -> int:
@@ -43,10 +43,9 @@ class Scenario:
     def sent_fps(self) -> int:
         return self.fps if self.video_layers else 0
 
-    def expected_streams(self) -> tuple[int, int]:
-        """(video, audio) streams each receiver should get from the others (the publishers' own
-        media excluded for a publishing receiver: the smaller count, applied to everyone)."""
-        others = self.publishers - 1 if self.publishers_receive else self.publishers
+    def expected_streams(self, publisher: bool = False) -> tuple[int, int]:
+        """(video, audio) streams a viewer, or a publisher, should receive."""
+        others = self.publishers - 1 if publisher else self.publishers
         return (others if self.video_layers else 0, others if self.audio else 0)
 
     def describe(self) -> dict[str, Any]:
@@ -71,7 +70,7 @@ SCENARIOS: dict[str, Scenario] = {
     for scenario in (
         Scenario(
             "meeting", "N people with simulcast cameras and microphones, each seeing all the others as tiles",
-            publishers=6, viewers=0, video_layers=SIMULCAST_LAYERS, publishers_receive=True, tile=(640, 360),
+            publishers=6, viewers=0, video_layers=SIMULCAST_LAYERS, tile=(640, 360),
         ),
         Scenario(
             "livestream", "one simulcast presenter, many viewers watching full screen",

@@ -200,7 +200,7 @@ class ReplayTrack(MediaStreamTrack):
     def position(self, now: float) -> int:
         """The index (on the unwrapped timeline) of the frame due at ``now``."""
         period = self.loop.duration / self.loop.clock_rate
-        return int((now - self.timeline.start()) / period)
+        return int((now - self.timeline.start()) / period + 1e-6)  # 2.1 / 0.1 is 20.999...
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
