@@ -1,0 +1,499 @@
+"""Side by side: the same publisher and the same subscriber counts through this SFU, through
+Janus's VideoRoom plugin (Debian's ``janus``) and through aiortc's ``MediaRelay``, measuring each
+server process's CPU per forwarded packet; then a capacity search of this SFU.
+
+    python benchmarks/side_by_side.py [--quick] [--trials 3] [--counts 1,5,10,20,50]
+
+The whole benchmark runs in a network namespace it makes (``benchmarks/netns.py``): nothing in
+it can reach beyond this machine, and Janus, which skips loopback interfaces when it gathers
+candidates, gets 127.0.0.2 on a veth of its own.  Each server is pinned to core 0, this process
+(the publisher and every subscriber) to core 1.
+
+The publisher replays a pre-encoded 640x360 VP8 loop at 30 fps and about 1 Mbit/s with a
+keyframe every second, plus an Opus tone, so it costs the load core almost nothing and every
+system gets the same bytes.  Subscribers are aiortc peer connections that count every RTP packet
+after SRTP decryption (sequence gaps give the loss, marker bits the frame rate) and drop it
+undecoded.  Per trial: connect, wait until every subscriber receives audio and video, warm up,
+then measure a window: the server's CPU seconds (utime + stime from /proc) over the packets all
+subscribers received.  Trials of the three systems are interleaved so machine noise hits all.
+
+The capacity search (``clients.loadtest``) raises the viewers of a livestream (the same single
+layer) until frame rate falls below 90% of the sent rate or loss exceeds 1%, or until the load
+core saturates; it reports the largest count that held, subscribers and packets per core of SFU
+CPU, and the forwarding delay from the SFU's histogram at each step.
+
+Writes ``benchmarks/results/side_by_side.json``, ``side_by_side.md`` and two PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiortc
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from janus import Janus  # noqa: E402
+from netns import JANUS_ADDRESS, confine  # noqa: E402
+
+from clients.loadtest.local import LocalNode, free_port, pinned  # noqa: E402
+from clients.loadtest.runner import Meeting, QualityBar, Target, capacity_search  # noqa: E402
+from clients.loadtest.scenarios import SINGLE_LAYER, scenario  # noqa: E402
+from clients.loadtest.stats import RtpCounter, histogram_quantile, tap_counter  # noqa: E402
+from clients.sdk.replay import ReplayTrack, encoded_audio, encoded_video  # noqa: E402
+from control_api.app import token_codecs  # noqa: E402
+from control_api.services.context import utc_now  # noqa: E402
+from sfu.aiortc_hooks import configure_ice  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+WIDTH, HEIGHT, FPS, BITRATE = 640, 360, 30, 1_000_000
+SYSTEMS = ("sfu", "janus", "relay")
+LABELS = {"sfu": "VideoConf SFU", "janus": "Janus VideoRoom", "relay": "aiortc MediaRelay"}
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def publisher_tracks() -> tuple[ReplayTrack, ReplayTrack]:
+    return ReplayTrack(encoded_video(WIDTH, HEIGHT, FPS, BITRATE)), ReplayTrack(encoded_audio())
+
+
+def vp8_only() -> list[Any]:
+    return [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name in ("VP8", "rtx")]
+
+
+def peer() -> RTCPeerConnection:
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
+async def wait_receiving(counters: list[RtpCounter], timeout: float = 60.0) -> None:
+    """Every subscriber gets both audio and video."""
+    deadline = time.monotonic() + timeout
+    while not all(c.media("video") and c.media("audio") for c in counters):
+        if time.monotonic() > deadline:
+            ready = sum(bool(c.media("video") and c.media("audio")) for c in counters)
+            raise RuntimeError(f"only {ready} of {len(counters)} subscribers receive audio and video")
+        await asyncio.sleep(0.2)
+
+
+async def window(pid: int, counters: list[RtpCounter], warmup: float, seconds: float) -> dict[str, Any]:
+    await wait_receiving(counters)
+    await asyncio.sleep(warmup)
+
+    def books() -> tuple[int, int, int]:
+        totals = [c.totals() for c in counters]
+        return sum(t["packets"] for t in totals), sum(t["expected"] for t in totals), sum(t["video_frames"] for t in totals)
+
+    cpu0, (packets0, expected0, frames0), t0 = cpu_seconds(pid), books(), time.monotonic()
+    await asyncio.sleep(seconds)
+    cpu1, (packets1, expected1, frames1), t1 = cpu_seconds(pid), books(), time.monotonic()
+    cpu, packets, wall = cpu1 - cpu0, packets1 - packets0, t1 - t0
+    expected = expected1 - expected0
+    return {
+        "subscribers": len(counters),
+        "cpu_seconds": round(cpu, 3),
+        "packets": packets,
+        "wall_seconds": round(wall, 3),
+        "packets_per_second": round(packets / wall, 1),
+        "cpu_share": round(cpu / wall, 4),
+        "us_per_packet": round(cpu * 1e6 / packets, 2) if packets else None,
+        "loss": round(max(0, expected - packets) / expected, 5) if expected else None,
+        "fps_per_subscriber": round((frames1 - frames0) / wall / len(counters), 2),
+    }
+
+
+# The three systems ----------------------------------------------------------------------------
+
+
+async def sfu_trial(node: LocalNode, target: Target, subscribers: int, warmup: float, seconds: float) -> dict[str, Any]:
+    plan = scenario("livestream", viewers=subscribers, video_layers=SINGLE_LAYER, tile=None, fps=FPS, join_concurrency=4)
+    meeting = Meeting(target, plan)
+    try:
+        await meeting.open()
+        await meeting.add_publishers()
+        await meeting.add_viewers(subscribers)
+        failed = [b.failed for b in meeting.bots if b.failed]
+        if failed:
+            raise RuntimeError(f"{len(failed)} SFU bots failed: {failed[0]}")
+        counters = [b.counter for b in meeting.receivers() if b.counter is not None]
+        scrape0 = await meeting.scrape()
+        result = await window(node.pid, counters, warmup, seconds)
+        scrape1 = await meeting.scrape()
+        before, after = scrape0.buckets("videoconf_sfu_forward_delay_seconds"), scrape1.buckets("videoconf_sfu_forward_delay_seconds")
+        p99 = histogram_quantile(0.99, before, after)
+        result["forward_delay_p99_ms"] = None if p99 is None else round(p99 * 1000, 3)
+        return result
+    finally:
+        await meeting.close()
+
+
+async def janus_trial(janus: Janus, subscribers: int, warmup: float, seconds: float) -> dict[str, Any]:
+    pcs: list[RTCPeerConnection] = []
+    counters: list[RtpCounter] = []
+    video, audio = publisher_tracks()
+    configure_ice([JANUS_ADDRESS])  # Janus's checks from its veth complete only to this address
+    try:
+        room = await janus.create_room(publishers=2)
+        publisher = peer()
+        pcs.append(publisher)
+        publisher.addTransceiver(video, direction="sendonly").setCodecPreferences(vp8_only())
+        publisher.addTransceiver(audio, direction="sendonly")
+        feed = await janus.publish(publisher, room)
+        for _ in range(subscribers):
+            pc = peer()
+            pcs.append(pc)
+            await janus.subscribe(pc, room, feed)
+            counters.append(tap_counter(pc, RtpCounter()))
+        return await window(janus.pid, counters, warmup, seconds)
+    finally:
+        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+        video.stop()
+        audio.stop()
+        await janus.destroy_rooms()
+        configure_ice(["127.0.0.1"])
+
+
+async def relay_trial(subscribers: int, warmup: float, seconds: float) -> dict[str, Any]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(pinned(0, [sys.executable, str(ROOT / "benchmarks" / "relay_baseline.py"), "--port", str(port)]))
+    pcs: list[RTCPeerConnection] = []
+    counters: list[RtpCounter] = []
+    video, audio = publisher_tracks()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            for _ in range(100):
+                try:
+                    async with http.get(base + "/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+
+            async def exchange(path: str, pc: RTCPeerConnection) -> None:
+                await pc.setLocalDescription(await pc.createOffer())
+                async with http.post(base + path, json={"sdp": pc.localDescription.sdp}) as response:
+                    answer = await response.json()
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+            publisher = peer()
+            pcs.append(publisher)
+            publisher.addTransceiver(video, direction="sendonly").setCodecPreferences(vp8_only())
+            publisher.addTransceiver(audio, direction="sendonly")
+            await exchange("/publish", publisher)
+            for _ in range(subscribers):
+                pc = peer()
+                pcs.append(pc)
+                pc.addTransceiver("video", direction="recvonly").setCodecPreferences(vp8_only())
+                pc.addTransceiver("audio", direction="recvonly")
+                await exchange("/subscribe", pc)
+                counters.append(tap_counter(pc, RtpCounter()))
+        return await window(process.pid, counters, warmup, seconds)
+    finally:
+        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+        video.stop()
+        audio.stop()
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+# Summaries ------------------------------------------------------------------------------------
+
+
+def median(values: list[float], digits: int = 2) -> float | None:
+    return round(statistics.median(values), digits) if values else None
+
+
+def marginal_us(trials: list[dict[str, Any]]) -> float | None:
+    """Least-squares slope of server CPU over forwarded packets/s across subscriber counts: the
+    cost of one more forwarded packet, without what a server spends anyway."""
+    points = [(t["packets_per_second"], t["cpu_share"]) for t in trials]
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+    return round(slope * 1e6, 2)
+
+
+def summarize(raw: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for system, by_n in raw.items():
+        summary[system] = {}
+        for n, trials in by_n.items():
+            good = [t for t in trials if "error" not in t]
+            summary[system][str(n)] = {
+                "us_per_packet": median([t["us_per_packet"] for t in good if t["us_per_packet"]]),
+                "packets_per_second": median([t["packets_per_second"] for t in good], 1),
+                "cpu_share": median([t["cpu_share"] for t in good], 4),
+                "loss": median([t["loss"] for t in good if t["loss"] is not None], 5),
+                "fps_per_subscriber": median([t["fps_per_subscriber"] for t in good]),
+                "errors": [t["error"] for t in trials if "error" in t],
+            }
+    return summary
+
+
+def markdown(report: dict[str, Any]) -> str:
+    summary, counts = report["median"], report["setup"]["counts"]
+    lines = [
+        f"Side by side on {report['machine']['cpu']} ({report['machine']['cores']} cores), {report['date'][:10]}: "
+        f"1 publisher ({report['setup']['video']}, {report['setup']['audio']}) to N subscribers; "
+        "server CPU (share of one core) per forwarded packet, medians of "
+        f"{report['setup']['trials']} trials of {report['setup']['window_seconds']:.0f} s.",
+        "",
+        "| N | packets/s out | VideoConf µs/pkt (CPU) | Janus µs/pkt (CPU) | MediaRelay µs/pkt (CPU) | VideoConf / Janus |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(system: str, n: int) -> str:
+        entry = summary.get(system, {}).get(str(n))
+        if not entry or entry["us_per_packet"] is None:
+            return "failed" if entry and entry["errors"] else "-"
+        fps = entry["fps_per_subscriber"]
+        return f"{entry['us_per_packet']:.1f} ({entry['cpu_share']:.1%}{'' if fps is None or fps >= 27 else f', {fps:.0f} fps'})"
+
+    for n in counts:
+        sfu = summary["sfu"].get(str(n), {})
+        ratio = report["sfu_over_janus"].get(str(n))
+        lines.append(f"| {n} | {sfu.get('packets_per_second') or '-':,} | {cell('sfu', n)} | {cell('janus', n)} | {cell('relay', n)} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}'} |")
+    marg = report["marginal_us_per_packet"]
+    lines += [
+        "",
+        "Marginal CPU per extra forwarded packet (slope across N): "
+        + ", ".join(f"{LABELS[s]} {marg[s]} µs" for s in SYSTEMS if marg.get(s) is not None) + ".",
+    ]
+    cap = report.get("capacity")
+    if cap:
+        lines += [
+            "",
+            f"Capacity of this SFU (livestream, 1 publisher at {WIDTH}x{HEIGHT}): {cap['largest_held']} subscribers held the bar "
+            f"(frame rate ≥ 90% of sent, loss ≤ 1%), {cap['subscribers_per_core']} subscribers and "
+            f"{cap['packets_per_core']:,.0f} forwarded packets/s per core of SFU CPU; stopped because {cap['stopped_because']}.",
+            f"Forwarding delay p99 at the step nearest half a core ({cap['half_capacity_step']['sfu_cpu']:.0%} CPU, "
+            f"{cap['half_capacity_step']['subscribers']} subscribers): {cap['half_capacity_step']['forward_delay_ms']['p99']} ms."
+            if cap.get("half_capacity_step") else "",
+        ]
+    aims = report["aims"]
+    lines += ["", "Aims: " + "; ".join(f"{k.replace('_', ' ')}: {'met' if v['met'] else 'missed'} ({v['value']})" for k, v in aims.items()) + "."]
+    return "\n".join(line for line in lines) + "\n"
+
+
+def plots(report: dict[str, Any], directory: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    counts = report["setup"]["counts"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for system in SYSTEMS:
+        entries = [(n, report["median"][system].get(str(n))) for n in counts]
+        points = [(n, e["us_per_packet"], e["packets_per_second"], e["cpu_share"]) for n, e in entries if e and e["us_per_packet"]]
+        if not points:
+            continue
+        left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=LABELS[system])
+        right.plot([p[2] for p in points], [p[3] * 100 for p in points], marker="o", label=LABELS[system])
+    left.set(xscale="log", yscale="log", xlabel="subscribers", ylabel="server CPU µs per forwarded packet",
+             title="CPU per forwarded packet")
+    right.set(xscale="log", xlabel="forwarded packets/s", ylabel="server CPU, % of one core", title="Server CPU")
+    for axis in (left, right):
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    fig.suptitle(f"1 publisher {WIDTH}x{HEIGHT} VP8 {FPS} fps + Opus, {report['date'][:10]}, {report['machine']['cpu']}")
+    fig.tight_layout()
+    path = directory / "side_by_side_cpu.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path.name)
+
+    cap = report.get("capacity")
+    if cap and cap["steps"]:
+        steps = cap["steps"]
+        fig, left = plt.subplots(figsize=(7, 4.2))
+        subs = [s["subscribers"] for s in steps]
+        left.plot(subs, [s["sfu_cpu"] * 100 for s in steps], marker="o", color="tab:blue", label="SFU CPU %")
+        left.plot(subs, [s["load_cpu"] * 100 for s in steps], marker="s", color="tab:gray", label="load generator CPU %")
+        left.set(xlabel="subscribers", ylabel="% of one core")
+        right_axis = left.twinx()
+        right_axis.plot(subs, [s["forward_delay_ms"]["p99"] or 0 for s in steps], marker="^", color="tab:red", label="forwarding delay p99 (ms)")
+        right_axis.set_ylabel("ms")
+        handles = left.get_legend_handles_labels()[0] + right_axis.get_legend_handles_labels()[0]
+        left.legend(handles, [h.get_label() for h in handles], loc="upper left")
+        left.grid(True, alpha=0.3)
+        left.set_title("Capacity search: livestream, one publisher")
+        fig.tight_layout()
+        path = directory / "side_by_side_capacity.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path.name)
+    return written
+
+
+# Driver ---------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    configure_ice(["127.0.0.1"])
+    counts = [int(n) for n in args.counts.split(",")]
+    systems = [s for s in SYSTEMS if s in args.systems.split(",")]
+    raw: dict[str, dict[int, list[dict[str, Any]]]] = {s: {n: [] for n in counts} for s in systems}
+    capacity: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="side-by-side-") as workdir:
+        node = LocalNode(Path(workdir) / "sfu", core=0)
+        node.workdir.mkdir()
+        _, room_tokens = token_codecs(node.settings(), utc_now)
+        target = Target(node.base, room_tokens)
+        janus = Janus(Path(workdir) / "janus", core=0) if "janus" in systems else None
+        node.start()
+        try:
+            if janus is not None:
+                janus.workdir.mkdir()
+                janus.start()
+                await janus.open()
+            for trial in range(args.trials):
+                for n in counts:
+                    for system in systems:
+                        try:
+                            if system == "sfu":
+                                result = await sfu_trial(node, target, n, args.warmup, args.window)
+                            elif system == "janus":
+                                assert janus is not None
+                                result = await janus_trial(janus, n, args.warmup, args.window)
+                            else:
+                                result = await relay_trial(n, args.warmup, args.window)
+                        except (RuntimeError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                            result = {"error": f"{type(exc).__name__}: {exc}"}
+                        raw[system][n].append(result)
+                        shown = (f"{result['us_per_packet']} us/packet, {result['packets_per_second']} packets/s, "
+                                 f"cpu {result['cpu_share']:.1%}, loss {result['loss']}") if "error" not in result else result["error"]
+                        print(f"trial {trial + 1} {system:5} N={n:2}: {shown}", flush=True)
+            if args.capacity_limit > 0:
+                plan = scenario("livestream", video_layers=SINGLE_LAYER, tile=None, duration=args.window, warmup=args.warmup, join_concurrency=4)
+
+                def show(text: str) -> None:
+                    pass
+
+                capacity = await capacity_search(target, plan, QualityBar(), start=args.capacity_start,
+                                                 growth=1.5, limit=args.capacity_limit, progress=show)
+                for step in capacity["steps"]:
+                    print(f"capacity {step['subscribers']:3} subscribers: SFU CPU {step['sfu_cpu']:.0%}, load CPU {step['load_cpu']:.0%}, "
+                          f"{step['packets_out_per_second']:,.0f} packets/s out, loss {step['packet_loss']}, "
+                          f"fps {step['frame_rate']['median']}, p99 {step['forward_delay_ms']['p99']} ms: {step['verdict']}", flush=True)
+        finally:
+            if janus is not None:
+                await janus.close()
+                janus.stop()
+            node.stop()
+    summary = summarize(raw)
+    marginal = {s: marginal_us([t for trials in raw[s].values() for t in trials if "error" not in t]) for s in systems}
+
+    def ratio(a: str, b: str, n: int) -> float | None:
+        x = summary.get(a, {}).get(str(n), {}).get("us_per_packet")
+        y = summary.get(b, {}).get(str(n), {}).get("us_per_packet")
+        return round(x / y, 3) if x and y else None
+
+    report: dict[str, Any] = {
+        "benchmark": "side_by_side",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "aiortc": aiortc.__version__,
+            "janus": Janus.version() if "janus" in systems else None,
+        },
+        "setup": {
+            "video": f"{WIDTH}x{HEIGHT} VP8 {FPS} fps ~{BITRATE // 1000} kbit/s, pre-encoded", "audio": "Opus tone",
+            "counts": counts, "trials": args.trials, "warmup_seconds": args.warmup, "window_seconds": args.window,
+            "server_core": 0, "load_core": 1, "network": "a private network namespace (lo + a veth carrying 127.0.0.2 for Janus)",
+        },
+        "median": summary,
+        "sfu_over_janus": {str(n): ratio("sfu", "janus", n) for n in counts},
+        "relay_over_sfu": {str(n): ratio("relay", "sfu", n) for n in counts},
+        "marginal_us_per_packet": marginal,
+        "trials": {s: {str(n): t for n, t in by_n.items()} for s, by_n in raw.items()},
+    }
+    if capacity is not None:
+        held = next((s for s in reversed(capacity["steps"]) if s["verdict"] == "held"), None)
+        capacity["packets_per_core"] = round(held["packets_out_per_second"] / held["sfu_cpu"], 0) if held and held["sfu_cpu"] else None
+        halfway = [s for s in capacity["steps"] if s["verdict"] == "held"]
+        capacity["half_capacity_step"] = min(halfway, key=lambda s: abs(s["sfu_cpu"] - 0.5)) if halfway else None
+        report["capacity"] = capacity
+    report["aims"] = aims(report)
+    return report
+
+
+def aims(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's aims, judged on the largest N where both systems were measured (and the
+    marginal costs), the capacity search and the delay near half a core."""
+    result: dict[str, dict[str, Any]] = {}
+    ratios = [(int(n), r) for n, r in report["sfu_over_janus"].items() if r is not None]
+    if ratios:
+        n, r = max(ratios)
+        result["cpu_per_packet_at_most_half_of_janus"] = {"met": r <= 0.5, "value": f"{r:.2f} of Janus's at N={n}"}
+    cap = report.get("capacity")
+    if cap and cap.get("packets_per_core"):
+        result["forwards_40000_packets_per_second_per_core"] = {"met": cap["packets_per_core"] >= 40000, "value": f"{cap['packets_per_core']:,.0f}"}
+    if cap and cap.get("half_capacity_step"):
+        step = cap["half_capacity_step"]
+        p99 = step["forward_delay_ms"]["p99"]
+        result["p99_delay_under_5_ms_at_half_capacity"] = {
+            "met": p99 is not None and p99 < 5 and step["sfu_cpu"] >= 0.4,
+            "value": f"{p99} ms at {step['sfu_cpu']:.0%} CPU",
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--counts", default="1,5,10,20,50", help="subscriber counts")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="which of sfu,janus,relay")
+    parser.add_argument("--capacity-start", type=int, default=20)
+    parser.add_argument("--capacity-limit", type=int, default=300, help="0: no capacity search")
+    parser.add_argument("--quick", action="store_true", help="one trial of 5 s, N = 1, 10; capacity up to 60")
+    parser.add_argument("--output", type=Path, default=RESULTS / "side_by_side.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.trials, args.window, args.warmup, args.counts, args.capacity_limit = 1, 5.0, 2.0, "1,10", 60
+    confine()
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})
+    report = asyncio.run(run(args))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    args.output.with_suffix(".md").write_text(table)
+    report["plots"] = plots(report, args.output.parent)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
