@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
-.PHONY: run test migrate bench-api clean chromium
+.PHONY: run test migrate bench-api bench-side-by-side loadtest clean chromium janus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,27 @@ test: $(VENV)/.installed-test chromium
 
 bench-api: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/api_bench.py
+
+# The load tester against a throw-away local node (SQLite, pinned to core 0); see the README for
+# scenarios, a remote node and the capacity search (LOADTEST_ARGS="--capacity").
+loadtest: $(VENV)/.installed-run
+	$(BIN)/videoconf loadtest --local $(LOADTEST_ARGS)
+
+# Debian's Janus for the side-by-side benchmark: installed here when missing (as root).
+janus:
+	@command -v janus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends janus \
+	    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends janus; }; \
+	  else echo "the side-by-side benchmark needs Debian's janus: sudo apt-get install janus" >&2; exit 1; fi; }
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip $(PIP_FLAGS) install -e '.[bench]'
+	touch $@ $(VENV)/.installed-run
+
+# This SFU, Janus VideoRoom and aiortc's MediaRelay side by side (as root: it makes a network
+# namespace); SIDE_BY_SIDE_ARGS="--quick" for a short run.
+bench-side-by-side: $(VENV)/.installed-bench janus
+	$(BIN)/python benchmarks/side_by_side.py $(SIDE_BY_SIDE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
