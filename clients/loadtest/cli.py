@@ -16,11 +16,14 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+import aiohttp
 
 from clients.loadtest.scenarios import SCENARIOS, scenario
 
@@ -174,8 +177,8 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             else:
                 settings, api = load_settings(args.config), args.api
             report = asyncio.run(run(args, settings, api))
-        except (LoadTestError, OSError, RuntimeError) as exc:
-            print(f"videoconf loadtest: {exc}", file=sys.stderr)
+        except (LoadTestError, OSError, RuntimeError, TimeoutError, subprocess.SubprocessError, aiohttp.ClientError) as exc:
+            print(f"videoconf loadtest: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         finally:
             if node is not None:

@@ -95,3 +95,17 @@ def test_videoconf_loadtest_command_on_a_local_node(tmp_path: Path) -> None:
 
     bad = subprocess.run([*command[:6], "nope"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown scenario" in bad.stderr
+
+
+def test_videoconf_loadtest_says_why_when_the_node_is_unreachable(tmp_path: Path) -> None:
+    from clients.loadtest.local import free_port
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VIDEOCONF_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "videoconf.cli", "loadtest", "--api", f"http://127.0.0.1:{free_port()}", "--scenario", "audio",
+         "--output", str(tmp_path / "never.json"), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert done.returncode == 1
+    assert "videoconf loadtest: ClientConnectorError" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "never.json").exists()
