@@ -477,6 +477,7 @@ def main() -> None:
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="which of sfu,janus,relay")
     parser.add_argument("--capacity-start", type=int, default=20)
     parser.add_argument("--capacity-limit", type=int, default=300, help="0: no capacity search")
+    parser.add_argument("--capacity-only", action="store_true", help="keep the comparison in --output, measure the capacity search again")
     parser.add_argument("--quick", action="store_true", help="one trial of 5 s, N = 1, 10; capacity up to 60")
     parser.add_argument("--output", type=Path, default=RESULTS / "side_by_side.json")
     args = parser.parse_args()
@@ -485,7 +486,16 @@ def main() -> None:
     confine()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
-    report = asyncio.run(run(args))
+    if args.capacity_only:
+        previous = json.loads(args.output.read_text())
+        args.systems, args.counts, args.trials = "sfu", ",".join(str(n) for n in previous["setup"]["counts"]), 0
+        fresh = asyncio.run(run(args))
+        previous["capacity"], previous["capacity_date"] = fresh["capacity"], fresh["date"]
+        previous.pop("plots", None)
+        previous["aims"] = aims(previous)
+        report = previous
+    else:
+        report = asyncio.run(run(args))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
