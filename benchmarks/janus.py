@@ -333,11 +333,11 @@ async def _self_check() -> int:
                 await janus.subscribe(pc, room, feed)
                 counters.append(tap_counter(pc, RtpCounter()))
             await asyncio.sleep(3)
-            cpu0 = _cpu(janus.pid)
+            cpu0 = cpu_seconds(janus.pid)
             before = [c.totals()["packets"] for c in counters]
             await asyncio.sleep(5)
             after = [c.totals() for c in counters]
-            cpu = _cpu(janus.pid) - cpu0
+            cpu = cpu_seconds(janus.pid) - cpu0
             for b, a in zip(before, after, strict=True):
                 print(f"subscriber: {a['packets'] - b} packets in 5 s, {a['video_streams']} video and {a['audio_streams']} audio streams, lost {a['lost']}")
             print(f"janus CPU: {cpu:.2f} s in 5 s")
@@ -349,7 +349,8 @@ async def _self_check() -> int:
             janus.stop()
 
 
-def _cpu(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its threads, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

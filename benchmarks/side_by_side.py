@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from janus import Janus  # noqa: E402
+from janus import Janus, cpu_seconds  # noqa: E402
 from netns import JANUS_ADDRESS, confine  # noqa: E402
 
 from clients.loadtest.local import LocalNode, free_port, pinned  # noqa: E402
@@ -64,12 +64,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 WIDTH, HEIGHT, FPS, BITRATE = 640, 360, 30, 1_000_000
 SYSTEMS = ("sfu", "janus", "relay")
 LABELS = {"sfu": "VideoConf SFU", "janus": "Janus VideoRoom", "relay": "aiortc MediaRelay"}
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def publisher_tracks() -> tuple[ReplayTrack, ReplayTrack]:

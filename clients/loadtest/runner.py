@@ -108,7 +108,10 @@ class Meeting:
         assert self._http is not None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with self._http.request(method, self.target.api.rstrip("/") + path, json=body, headers=headers) as response:
-            data = await response.json(content_type=None)
+            try:
+                data = await response.json(content_type=None)
+            except ValueError:  # not JSON: not a VideoConf control API
+                raise LoadTestError(f"{method} {path}: {response.status}, not a JSON answer: is {self.target.api} a VideoConf node?") from None
             if response.status >= 300:
                 error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
                 raise LoadTestError(f"{method} {path}: {response.status} {error.get('code')}: {error.get('message')}")
@@ -256,7 +259,10 @@ class Meeting:
         async with self._http.get(self.target.api.rstrip("/") + "/metrics") as response:
             if response.status != 200:
                 raise LoadTestError(f"GET /metrics: {response.status}")
-            return parse_metrics(await response.text(), time.monotonic())
+            try:
+                return parse_metrics(await response.text(), time.monotonic())
+            except ValueError as exc:  # prometheus-client's parser rejects what is not its text format
+                raise LoadTestError(f"GET /metrics: not Prometheus text ({exc})") from None
 
     async def close(self) -> None:
         await asyncio.gather(*(b.participant.close() for b in self.bots), return_exceptions=True)

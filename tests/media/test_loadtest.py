@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from clients.loadtest.runner import QualityBar, Target, capacity_search, run_scenario
 from clients.loadtest.scenarios import SINGLE_LAYER, scenario
 from control_api.handlers import SERVICES
@@ -109,3 +111,31 @@ def test_videoconf_loadtest_says_why_when_the_node_is_unreachable(tmp_path: Path
     assert done.returncode == 1
     assert "videoconf loadtest: ClientConnectorError" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "never.json").exists()
+
+
+async def test_a_server_that_is_not_a_videoconf_node_gets_a_clear_error(meeting: Meeting) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from clients.loadtest.runner import LoadTestError
+    from clients.loadtest.runner import Meeting as LoadMeeting
+
+    async def html(request: web.Request) -> web.Response:
+        return web.Response(text="<html>hello</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", html)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        stranger = Target(str(server.make_url("")).rstrip("/"), meeting.api.app[SERVICES].ctx.room_tokens)
+        load = LoadMeeting(stranger, scenario("audio"))
+        try:
+            with pytest.raises(LoadTestError, match="not a JSON answer"):
+                await load.open()
+            with pytest.raises(LoadTestError, match="not Prometheus text"):
+                await load.scrape()
+        finally:
+            await load.close()
+    finally:
+        await server.close()
