@@ -7,11 +7,16 @@ packets that arrive after their block was mixed (late, dropped).  A source whose
 by less than ``SNAP`` samples from where its previous chunk ended is kept contiguous, so that
 clock corrections never click.
 
+Several loud speakers at once sum past full scale.  Rather than clipping, the mix goes through a
+peak limiter (``Limiter``) whose ceiling leaves headroom under full scale for the AAC encoder's
+overshoot: quiet and normal mixes pass untouched (gain 1), louder ones are turned down smoothly.
+
 Pure logic: no I/O, no clock.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 
 import numpy as np
@@ -19,6 +24,43 @@ import numpy as np
 BLOCK = 1024  # samples per mixed block (one AAC frame)
 SNAP = 960  # 20 ms at 48 kHz
 FUTURE_LIMIT = 10 * 48000  # samples ahead of the mix a chunk may land before it is refused
+CEILING = 10 ** (-2 / 20)  # -2 dBFS: the limiter's output stays under this
+KNEE = 10 ** (-4 / 20)  # -4 dBFS: peaks up to this pass untouched
+RELEASE = math.log(10) / 48000  # the gain recovers at most 20 dB per second (per sample, in nepers)
+
+
+def soft_ceiling(level: np.ndarray) -> np.ndarray:
+    """The level a peak of ``level`` is brought to: itself up to ``KNEE``, then bending away
+    smoothly (slope 1 at the knee) towards ``CEILING``, which it never reaches."""
+    width = CEILING - KNEE
+    return CEILING - width * width / (level - KNEE + width)
+
+
+class Limiter:
+    """A peak limiter without look-ahead, its gain carried from block to block.
+
+    Attack: the gain falls as fast as the signal rises past the knee, just enough to bring each
+    sample to ``soft_ceiling``, so nothing passes the ceiling and nothing is clipped.  Release:
+    the gain then rises by at most ``release`` (natural-log units) per sample back to 1, so a
+    sustained loud signal is turned down by a nearly constant gain instead of having its peaks
+    flattened.  In the log domain the gain at sample n is ``min(0, log(gain) + r*n, min over
+    k <= n of (needed[k] + r*(n - k)))``: a running minimum, so no Python loop per sample."""
+
+    def __init__(self, release: float = RELEASE) -> None:
+        self.release = release
+        self.gain = 1.0  # at the end of the last block
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """``block`` with the gain applied (a new float32 array)."""
+        if self.gain == 1.0 and float(np.abs(block).max(initial=0.0)) <= KNEE:
+            return block.astype(np.float32)  # the usual case: nothing to limit
+        level = np.maximum(np.abs(block.astype(np.float64)), KNEE)
+        needed = np.log(soft_ceiling(level) / level)
+        ramp = self.release * np.arange(1, len(block) + 1)
+        floor = np.minimum.accumulate(np.minimum(needed - ramp, math.log(self.gain)))
+        log_gain = np.minimum(floor + ramp, 0.0)
+        self.gain = float(math.exp(log_gain[-1]))
+        return (block * np.exp(log_gain)).astype(np.float32)
 
 
 class AudioMixer:
@@ -28,6 +70,7 @@ class AudioMixer:
         self._ends: dict[Hashable, int] = {}
         self.late_samples = 0
         self.refused_samples = 0
+        self.limiter = Limiter()
 
     def add(self, source: Hashable, position: int, samples: np.ndarray) -> None:
         """``samples`` (mono float32) belong at ``position`` on the output timeline."""
@@ -60,7 +103,7 @@ class AudioMixer:
             offset += take
 
     def mix(self) -> np.ndarray:
-        """The next block, mixed and clipped to [-1, 1]."""
+        """The next block: the sources summed, then limited under full scale."""
         index = self.next_block
         out = np.zeros(BLOCK, np.float32)
         for blocks in self._blocks.values():
@@ -68,8 +111,7 @@ class AudioMixer:
             if block is not None:
                 out += block
         self.next_block = index + 1
-        np.clip(out, -1.0, 1.0, out=out)
-        return out
+        return self.limiter.process(out)
 
     def forget(self, source: Hashable) -> None:
         """A source left; what it already placed is still mixed."""

@@ -18,7 +18,7 @@ from recorder import wire
 from recorder.compositor import Canvas, initials
 from recorder.layout import Rect, arrange, fit, grid
 from recorder.manager import pick_layer
-from recorder.mixer import BLOCK, AudioMixer
+from recorder.mixer import BLOCK, CEILING, KNEE, AudioMixer, Limiter, soft_ceiling
 from recorder.synthetic import Replay, encode_clip
 from recorder.timeline import ParticipantSync, StreamClock, ntp_seconds
 from recorder.worker import Options, Recording, run
@@ -113,13 +113,13 @@ def test_audio_and_video_of_one_participant_share_one_offset() -> None:
 
 def test_mixer_sums_sources_and_fills_gaps_with_silence() -> None:
     mixer = AudioMixer()
-    mixer.add("a", 0, np.full(960, 0.25, np.float32))
-    mixer.add("b", 100, np.full(960, 0.5, np.float32))
+    mixer.add("a", 0, np.full(960, 0.2, np.float32))
+    mixer.add("b", 100, np.full(960, 0.4, np.float32))
     block = mixer.mix()
-    assert block[:100] == pytest.approx(0.25)
-    assert block[100:960] == pytest.approx(0.75)
-    assert block[960:] == pytest.approx(0.5)
-    assert mixer.mix()[:36] == pytest.approx(0.5)  # b's last 36 samples spill into block 1
+    assert block[:100] == pytest.approx(0.2)
+    assert block[100:960] == pytest.approx(0.6)
+    assert block[960:] == pytest.approx(0.4)
+    assert mixer.mix()[:36] == pytest.approx(0.4)  # b's last 36 samples spill into block 1
     assert float(np.abs(mixer.mix()).max()) == 0.0  # nothing there: silence
 
 
@@ -132,10 +132,71 @@ def test_mixer_drops_late_audio_clips_and_keeps_small_drifts_contiguous() -> Non
     mixer.add("a", BLOCK + 960 + 7, np.full(960, 0.8, np.float32))  # 7 samples off: snapped
     mixer.add("b", BLOCK, np.full(960, 0.8, np.float32))
     block = mixer.mix()
-    assert block.max() == 1.0 and block.min() == pytest.approx(0.8)  # clipped, no hole at 960
+    assert 0.95 * CEILING < block.max() < CEILING and block.min() > 0.35  # limited, no hole at 960
     assert mixer.refused_samples == 0
     mixer.add("a", 10**9, np.ones(10, np.float32))  # nonsense timing far ahead
     assert mixer.refused_samples == 10
+
+
+def tone(frequency: float, amplitude: float, start: int, count: int) -> np.ndarray:
+    return (amplitude * np.sin(2 * np.pi * frequency * np.arange(start, start + count) / 48000)).astype(np.float32)
+
+
+def mix_blocks(mixer: AudioMixer, voices: list[tuple[float, float]], blocks: int) -> np.ndarray:
+    """``blocks`` blocks of the mix of one tone (frequency, amplitude) per source."""
+    out = []
+    for _ in range(blocks):
+        start = mixer.next_block * BLOCK
+        for number, (frequency, amplitude) in enumerate(voices):
+            mixer.add(number, start, tone(frequency, amplitude, start, BLOCK))
+        out.append(mixer.mix())
+    return np.concatenate(out)
+
+
+def test_one_speaker_at_a_normal_level_passes_unchanged() -> None:
+    mixer = AudioMixer()
+    mixed = mix_blocks(mixer, [(440, 0.5)], 50)
+    assert np.array_equal(mixed, tone(440, 0.5, 0, 50 * BLOCK))
+    assert mixer.limiter.gain == 1.0
+
+
+def test_loud_speakers_are_limited_under_full_scale_without_clipping() -> None:
+    voices = [(220, 0.8), (330, 0.7), (550, 0.9)]
+    mixer = AudioMixer()
+    mixed = mix_blocks(mixer, voices, 50)
+    summed = sum(tone(f, a, 0, 50 * BLOCK) for f, a in voices)
+    assert np.abs(summed).max() > 1.5  # summed and clipped, a third of the samples would be at 1.0
+    assert np.abs(mixed).max() < CEILING
+    # Once the limiter has settled, the mix is the sum turned down by a steady gain: the
+    # waveform keeps its shape (no flattened peaks), and the gain holds it near the ceiling.
+    settled = slice(10 * BLOCK, None)
+    gain = mixed[settled] / np.where(np.abs(summed[settled]) > 0.1, summed[settled], np.nan)
+    assert np.nanmax(gain) - np.nanmin(gain) < 0.02
+    assert np.abs(mixed[settled]).max() > 0.95 * CEILING
+    # Peaks stay round: within 0.1% of the loudest for a few samples, where clipping holds 41.
+    assert longest_run(np.abs(mixed) >= 0.999 * np.abs(mixed).max()) <= 8
+    assert longest_run(np.abs(np.clip(summed, -1, 1)) >= 0.999) > 20
+
+
+def longest_run(flags: np.ndarray) -> int:
+    """The most consecutive true values in ``flags``."""
+    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max(initial=0))
+
+
+def test_the_limiter_turns_down_at_once_and_recovers_smoothly() -> None:
+    limiter = Limiter()
+    loud = limiter.process(np.full(BLOCK, 2.0, np.float32))
+    assert loud == pytest.approx(soft_ceiling(np.array(2.0))) and limiter.gain == pytest.approx(loud[-1] / 2)
+    assert KNEE < loud.max() < CEILING
+    recovered = [limiter.gain]
+    for _ in range(60):  # 1.3 s of a normal-level signal after the loud one
+        limiter.process(np.full(BLOCK, 0.3, np.float32))
+        recovered.append(limiter.gain)
+    steps = np.diff(20 * np.log10(recovered))
+    assert np.all(steps >= 0) and steps.max() < 0.5  # up by at most 0.43 dB per block: no jumps
+    assert recovered[10] < 0.9 and recovered[-1] == 1.0
+    assert np.array_equal(limiter.process(np.full(BLOCK, 0.3, np.float32)), np.full(BLOCK, 0.3, np.float32))
 
 
 # Layout ----------------------------------------------------------------------------------------

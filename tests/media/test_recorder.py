@@ -244,3 +244,46 @@ async def test_a_meeting_that_forbids_recording_is_not_recorded(meeting: Meeting
     await host.send({"type": "start-recording", "id": "h1"})
     assert (await host.wait_for("error", lambda m: m.get("id") == "h1"))["code"] == "recording_not_allowed"
     assert meeting.api.app[RECORDER].recorders == {}
+
+
+def tone_strength(samples: np.ndarray, rate: int, frequency: float) -> float:
+    """The amplitude of the sine at ``frequency`` in ``samples`` (Hann-windowed spectrum)."""
+    window = np.hanning(len(samples))
+    spectrum = np.abs(np.fft.rfft(samples * window)) * 2 / window.sum()
+    bin_ = round(frequency * len(samples) / rate)
+    return float(spectrum[bin_ - 2 : bin_ + 3].max())
+
+
+def audio_packets(meeting: Meeting) -> int:
+    """Audio packets the SFU received so far, from everyone."""
+    people = [p for room in meeting.api.app[SFU].rooms.values() for p in room.participants.values()]
+    return sum(u.packets for p in people for u in p.uptracks.values() if u.kind == "audio")
+
+
+async def test_loud_speakers_are_mixed_under_full_scale(meeting: Meeting, tmp_path: Path) -> None:
+    """Two people talking loudly at once: the mix is limited under full scale, not clipped, and
+    both voices are still there."""
+    low, high = 440.0, 1000.0
+    first = await meeting.participant(meeting.host)
+    second = await meeting.participant(meeting.people[0])
+    await first.publish([(ToneAudioTrack(low, amplitude=0.9), "microphone")])
+    await second.publish([(ToneAudioTrack(high, amplitude=0.9), "microphone")])
+    await live_uptracks(meeting, 2)
+    path = f"/api/meetings/{meeting.meeting['id']}/recording"
+    _, recording = await meeting.api.call("POST", path, meeting.host["token"], json={}, expect=201)
+    start = audio_packets(meeting)
+    # Four seconds of both tones (50 packets per second each) reach the SFU, and so the recorder.
+    await until(lambda: audio_packets(meeting) >= start + 400, timeout=20)
+    await meeting.api.call("DELETE", path, meeting.host["token"], expect=200)
+    await recording_row(meeting, recording["id"], "ready")
+
+    result = analyse(await download(meeting, recording["id"], tmp_path / "loud.mp4"))
+    samples, rate = result["samples"], result["rate"]
+    assert len(samples) >= 3 * rate
+    peak, clipped = float(np.abs(samples).max()), float(np.mean(np.abs(samples) >= 0.999))
+    steady = samples[rate : 3 * rate]  # both tones, after the limiter settled
+    strengths = [tone_strength(steady, rate, f) for f in (low, high, 2 * high - low)]
+    print(f"peak {peak:.3f}, clipped share {clipped:.4%}, tones {strengths}")
+    assert peak <= 1.0 and clipped < 0.001, (peak, clipped)
+    assert tone_strength(steady, rate, low) > 0.25 and tone_strength(steady, rate, high) > 0.25
+    assert tone_strength(steady, rate, 2 * high - low) < 0.02  # no intermodulation from clipping
