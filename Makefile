@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= --disable-pip-version-check --quiet
 
-.PHONY: run test migrate bench-api bench-side-by-side loadtest clean chromium janus
+.PHONY: run test migrate bench-api bench-side-by-side loadtest clean test-packages janus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +27,26 @@ run: $(VENV)/.installed-run
 migrate: $(VENV)/.installed-run
 	$(BIN)/videoconf migrate
 
-# The browser tests need Debian's Chromium: installed here when missing (as root), never downloaded.
-chromium:
-	@test -x /usr/bin/chromium || { \
-	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-liberation \
-	    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-liberation; }; \
-	  else echo "the browser tests need Debian's chromium: sudo apt-get install chromium fonts-liberation" >&2; exit 1; fi; }
+# The Debian packages the test suite uses, installed here when missing (as root; never downloaded
+# from anywhere else): Chromium for the browser tests, coturn's turnutils clients for the TURN
+# interop tests, GStreamer's webrtcbin (with libnice and Python bindings for Debian's python3) as
+# an independent WebRTC peer (run by Debian's python3), and openssl for the TLS tests.
+TEST_PACKAGES := chromium fonts-liberation coturn openssl python3 \
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+  gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-libav python3-gi python3-gst-1.0 \
+  gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0
 
-test: $(VENV)/.installed-test chromium
+test-packages:
+	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages for the tests:" $$missing; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing \
+	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; }; \
+	  else echo "the tests need these Debian packages: sudo apt-get install" $$missing >&2; exit 1; fi; \
+	fi
+
+test: $(VENV)/.installed-test test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-api: $(VENV)/.installed-test

@@ -1,1 +1,3 @@
-"""Clients: the web client and the Python participant SDK (not built yet)."""
+"""Clients of VideoConf: the web client (``web/``, plain ES modules served by the node), the Python
+participant SDK and ``videoconf bot`` (``sdk``), and the load tester (``loadtest``).
+"""

@@ -1,1 +1,6 @@
-"""Recorder: taps the SFU's tracks into one mixed MP4 (not built yet)."""
+"""Recorder: taps a meeting's tracks on the SFU and writes one mixed MP4 (a grid of everyone's
+video, with names, and every voice mixed), in a worker process per recording.
+
+``wire``, ``timeline``, ``mixer`` and ``layout`` are pure logic; ``compositor`` and ``worker`` draw
+and encode with PyAV; ``manager`` is the SFU side: taps, the worker's pipe, start and stop.
+"""

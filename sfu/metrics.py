@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 DELAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class NodeState(Protocol):
+    """What the gauges read: they are computed from the node at each scrape, never counted up
+    and down, so that they cannot drift from what the node holds."""
+
+    def room_count(self) -> int: ...
+
+    def participant_count(self) -> int: ...
+
+    def track_count(self, kind: str) -> int: ...
 
 
 class SfuMetrics:
@@ -30,6 +43,12 @@ class SfuMetrics:
             "videoconf_sfu_codec_instances", "Decoders and encoders created in this process (0 when only forwarding)",
             ("kind",), registry=registry,
         )
+        self.packet_errors = Counter(
+            "videoconf_sfu_packet_errors",
+            "Failures in the packet path, contained where they happened (forward: one subscriber's copy, "
+            "tap: a recorder's, receive: a publisher's packet)",
+            ("where",), registry=registry,
+        )
         self.forward_delay = Histogram(
             "videoconf_sfu_forward_delay_seconds",
             "From a packet reaching the SFU to its last copy being written",
@@ -38,6 +57,13 @@ class SfuMetrics:
         )
         for kind in ("decoder", "encoder"):
             self.codec_instances.labels(kind)  # exported as 0 from the start
+
+    def observe(self, node: NodeState) -> None:
+        """Read the gauges from ``node`` at every scrape."""
+        self.rooms.set_function(node.room_count)
+        self.participants.set_function(node.participant_count)
+        for kind in ("audio", "video"):
+            self.tracks.labels(kind).set_function(lambda kind=kind: node.track_count(kind))
         self._packets = {kind: self.packets.labels(kind) for kind in ("audio", "video")}
         self._bytes = {kind: self.bytes.labels(kind) for kind in ("audio", "video")}
         self._received = {kind: self.received.labels(kind) for kind in ("audio", "video")}

@@ -3,6 +3,9 @@
 Every API test runs twice: on SQLite with in-process pub/sub and rate limits, and on the real
 PostgreSQL (127.0.0.1:5432, database ``test``) with Redis (127.0.0.1:6379).  If PostgreSQL or
 Redis cannot be reached, the tests that need them fail; they are never skipped.
+
+Every asynchronous test, and every server it starts in this process, runs on the event loop
+production uses (``videoconf.runtime``: uvloop).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy import text
 from control_api.storage.database import Database
 from control_api.storage.migrate import upgrade
 from control_api.storage.tables import metadata
+from videoconf import runtime
 from videoconf.config import PasswordHashing, RateLimitRule, RateLimits, Settings, load_settings
 
 POSTGRES_URL = os.environ.get(
@@ -39,6 +43,11 @@ FAST_HASHING = PasswordHashing(time_cost=1, memory_kib=64, parallelism=1)
 def limits(**rules: RateLimitRule) -> RateLimits:
     """Every rate limit loose except the ones a test sets."""
     return RateLimits(**{name: rules.get(name, LOOSE) for name in RateLimits.model_fields})
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """The production event loop for every test (uvloop), not asyncio's default."""
+    return {"production-loop": runtime.loop_factory()}
 
 
 class FakeClock:

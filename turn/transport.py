@@ -17,7 +17,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from turn.auth import Credentials
 from turn.config import TurnSettings
@@ -200,8 +200,8 @@ class StreamConnection(asyncio.Protocol):
         self.client: Client | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # No isinstance check: uvloop's stream transports are not asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
         self.connections.add(self)
         peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
         self.client = Client(self, peer, self._send, True)

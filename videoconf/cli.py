@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from videoconf import runtime
 from videoconf.config import ConfigError, Settings, load_settings, masked
 
 
@@ -49,12 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_json)
     if args.migrate:
         asyncio.run(_migrate(settings))
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # uvloop does not build on every platform; asyncio's loop works too
-        pass
+    runtime.install()
     app = create_app(settings)
     print(f"VideoConf is running at http://{settings.host}:{settings.port} (Ctrl+C to stop)", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
@@ -71,12 +67,7 @@ def cmd_turn(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_json)
     if not settings.turn.secrets and not settings.turn.users:
         raise ConfigError("the TURN server needs turn.secrets or turn.users")
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    runtime.install()
     asyncio.run(run_standalone(settings.turn, sfu_media_addresses(settings)))
     return 0
 

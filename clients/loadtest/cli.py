@@ -159,12 +159,9 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         if name.strip() not in SCENARIOS:
             print(f"videoconf loadtest: unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
             return 2
-    try:
-        import uvloop
+    from videoconf import runtime
 
-        uvloop.install()
-    except ImportError:
-        pass
+    runtime.install()
     node: LocalNode | None = None
     with tempfile.TemporaryDirectory(prefix="videoconf-loadtest-") as workdir:
         try:

@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCIceTransportPolicy,
@@ -244,8 +245,13 @@ class Participant:
             log.error("SDK task failed", exc_info=task.exception())
 
     def _peer_connection(self) -> RTCPeerConnection:
+        # max-bundle, as the SFU's side: under aiortc's default (balanced) a second m-section of
+        # one kind in a first offer shares the first one's transport, which is then stopped as
+        # bundled into another kind's m-section, and its packets reach the wrong receiver.
         policy = RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
-        return RTCPeerConnection(RTCConfiguration(iceServers=list(self.ice_servers), iceTransportPolicy=policy))
+        return RTCPeerConnection(RTCConfiguration(
+            iceServers=list(self.ice_servers), iceTransportPolicy=policy, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        ))
 
     # Publishing --------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import random
 import pytest
 from aiortc.rtp import RTCP_PSFB_APP
 
-from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
+from clients.sdk.media import PatternVideoTrack, ToneAudioTrack, tone_strength
 from sfu.aiortc_hooks import LossStats, drop_incoming_rtp
 from tests.media.conftest import Meeting, until
 from videoconf.app import SFU
@@ -109,3 +109,22 @@ async def test_rtcp_sender_reports_down_receiver_reports_and_remb_up(meeting: Me
     await until(lambda: RTCP_PSFB_APP in feedback, timeout=15)
     (remote_inbound,) = await stats_of(publisher.publisher, "remote-inbound-rtp")
     assert remote_inbound.roundTripTime is not None and remote_inbound.roundTripTime < 1.0
+
+
+async def test_a_late_receive_only_participant_hears_every_audio_publisher(meeting: Meeting) -> None:
+    """Two people publish video and audio before a listener who publishes nothing joins: each of
+    its audio m-sections carries its own publisher's tone.  Under aiortc's default bundle policy
+    the second audio m-section of that first offer shares the first one's transport, which is
+    then stopped as bundled into the video m-section: no audio arrived."""
+    tones = {}
+    for person, frequency in ((meeting.host, 440.0), (meeting.people[0], 660.0)):
+        publisher = await meeting.participant(person)
+        await publisher.publish([(PatternVideoTrack(160, 120, fps=10), "camera"), (ToneAudioTrack(frequency=frequency), "microphone")])
+        tones[publisher.identity] = frequency
+    listener = await meeting.participant(meeting.people[1])
+    await until(lambda: len(audio_tracks(listener)) == 2 and all(len(a.audio) >= 100 for a in audio_tracks(listener)), timeout=20)
+    for remote in audio_tracks(listener):
+        own = tone_strength(list(remote.audio), tones[remote.participant])
+        (other,) = [f for who, f in tones.items() if who != remote.participant]
+        assert own > 0.5, (remote.participant, own)
+        assert tone_strength(list(remote.audio), other) < 0.2, (remote.participant, other)

@@ -68,3 +68,43 @@ async def test_a_participant_whose_media_connection_dies_is_removed(meeting: Mee
     (room,) = node.rooms.values()
     assert bob.identity not in room.participants
     assert (await alice.wait_for("track-unpublished"))["participant"] == bob.identity
+
+
+async def node_gauges(meeting: Meeting) -> dict[str, float]:
+    """Every videoconf_* gauge sample the node's /metrics shows."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, body = await meeting.api.call("GET", "/metrics", expect=200)
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in text_string_to_metric_families(body.decode())
+        if family.type == "gauge" and family.name.startswith("videoconf_") and not family.name.endswith("_created")
+        for sample in family.samples
+    }
+
+
+async def test_every_gauge_of_the_node_reads_zero_after_everyone_leaves(meeting: Meeting) -> None:
+    """Join, publish, unpublish one track, leave: the room, participant and track gauges follow
+    the node's state while people are in, and all read 0 once everyone has gone."""
+    from clients.sdk.media import PatternVideoTrack
+
+    host = await meeting.participant(meeting.host)
+    await host.publish([(ToneAudioTrack(), "microphone")])
+    for number in range(4):
+        guest = await meeting.participant(meeting.people[number])
+        ids = await guest.publish([(PatternVideoTrack(160, 120, fps=10), "camera"), (ToneAudioTrack(frequency=500), "microphone")])
+        gauges = await node_gauges(meeting)
+        assert gauges["videoconf_sfu_participants[]"] == 2, gauges
+        assert gauges["videoconf_sfu_tracks[('kind', 'audio')]"] == 2, gauges
+        assert gauges["videoconf_sfu_tracks[('kind', 'video')]"] == 1, gauges
+        if number % 2:
+            await guest.unpublish(ids[0])
+            await host.wait_for("track-unpublished", lambda m, i=ids[0]: m["track_id"] == i)
+        await guest.close()
+        meeting.clients.remove(guest)
+        await host.wait_for("participant-left", lambda m, g=guest: m["identity"] == g.identity)
+    await host.close()
+    meeting.clients.remove(host)
+    await until(lambda: not meeting.api.app[SFU].rooms, timeout=10)
+    gauges = await node_gauges(meeting)
+    assert gauges and all(value == 0 for value in gauges.values()), gauges

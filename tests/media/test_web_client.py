@@ -114,6 +114,10 @@ async def test_three_people_meet_in_the_web_client(meeting: Meeting, tmp_path: P
         await bea.get_by_role("textbox", name="Message").fill("Hi Ada, Bea here")
         await bea.get_by_role("button", name="Send").click()
         await host.get_by_role("log", name="Chat messages").get_by_text("Hi Ada, Bea here").wait_for()
+        # Each message shows its sender's name (and, below, in the history a later joiner loads).
+        for page, text, sender in ((bea, "Hello from Ada", "Ada Host"), (host, "Hi Ada, Bea here", "Bea Guest")):
+            entry = page.get_by_role("log", name="Chat messages").get_by_role("listitem").filter(has_text=text)
+            assert await entry.inner_text() == f"{sender}: {text}"
 
         # Bea mutes: her tile shows it to the others.
         await bea.get_by_role("button", name="Mute microphone").click()
@@ -158,6 +162,10 @@ async def test_three_people_meet_in_the_web_client(meeting: Meeting, tmp_path: P
         for button in await phone.get_by_role("toolbar", name="Meeting controls").get_by_role("button").all():
             box = await button.bounding_box()
             assert box["height"] >= 44 and box["width"] >= 44, box  # touch-sized
+        await phone.get_by_role("button", name="Chat").click()
+        history = phone.get_by_role("log", name="Chat messages").get_by_role("listitem")
+        await history.filter(has_text="Hi Ada, Bea here").wait_for()
+        assert await history.all_inner_texts() == ["Ada Host: Hello from Ada", "Bea Guest: Hi Ada, Bea here"]
         # Leaving by the navigation: the host's dashboard lists the meeting.
         await host.get_by_role("link", name="Dashboard").click()
         await host.get_by_role("heading", name="Dashboard").wait_for()

@@ -26,7 +26,7 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 def coturn_tool(name: str) -> str:
     path = shutil.which(name)
-    if path is None:  # .ci/run installs Debian's coturn; a missing tool is a failure, not a skip
+    if path is None:  # `make test` installs Debian's coturn; a missing tool is a failure, not a skip
         pytest.fail(f"{name} is missing: apt-get install coturn")
     return path
 

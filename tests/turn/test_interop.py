@@ -15,8 +15,12 @@ from tests.turn.conftest import SECRET, coturn_tool
 MESSAGES, CLIENTS = 40, 3
 
 
-async def uclient(service, peer_port: int, *options: str, port_of: str = "udp") -> str:
-    port = {"udp": service.udp_address, "tcp": service.tcp_address, "tls": service.tls_address}[port_of][1]
+def listener_port(service, port_of: str) -> int:
+    return {"udp": service.udp_address, "tcp": service.tcp_address, "tls": service.tls_address}[port_of][1]
+
+
+async def uclient(port: int, peer_port: int, *options: str) -> str:
+    """turnutils_uclient against the TURN server listening on ``port``."""
     process = await asyncio.create_subprocess_exec(
         coturn_tool("turnutils_uclient"), *options, "-e", "127.0.0.1", "-r", str(peer_port), "-p", str(port),
         "-n", str(MESSAGES), "-m", str(CLIENTS), "-z", "5", "-c", "127.0.0.1",
@@ -44,7 +48,7 @@ def assert_no_loss(output: str) -> None:
     (("-u", "alice", "-w", "wonderland", "-t", "-S"), "tls", True),
 ], ids=["udp-channel", "udp-send", "tcp-channel", "tcp-send", "time-limited", "time-limited-tcp", "tls"])
 async def test_turnutils_uclient_relays_without_loss(turn_service, udp_peer, options, port_of, uses_channels):
-    output = await uclient(turn_service, udp_peer, *options, port_of=port_of)
+    output = await uclient(listener_port(turn_service, port_of), udp_peer, *options)
     assert_no_loss(output)
     stats = turn_service.server.stats
     assert stats.packets_to_peer >= MESSAGES * CLIENTS and stats.packets_to_client >= MESSAGES * CLIENTS
@@ -58,7 +62,7 @@ async def test_turnutils_uclient_relays_without_loss(turn_service, udp_peer, opt
 
 
 async def test_turnutils_uclient_with_a_wrong_password_is_refused(turn_service, udp_peer):
-    output = await uclient(turn_service, udp_peer, "-u", "alice", "-w", "not-the-password")
+    output = await uclient(listener_port(turn_service, "udp"), udp_peer, "-u", "alice", "-w", "not-the-password")
     assert "Cannot complete Allocation" in output
     assert turn_service.server.stats.errors[401] >= 2  # the challenge, then the wrong password
     assert turn_service.server.stats.packets_to_peer == 0 and not turn_service.server.allocations
@@ -109,3 +113,34 @@ async def test_aioice_turn_client_relays_through_channels(turn_service, transpor
         echo_transport.close()
     await asyncio.sleep(0.3)
     assert not turn_service.server.allocations  # deleted by the client (UDP) or its closed connection
+
+
+async def test_videoconf_turn_process_relays_over_tcp(udp_peer, tmp_path):
+    """`videoconf turn` as an operator starts it (its own process, on uvloop) relays for
+    turnutils_uclient over TCP, as the join response's `?transport=tcp` URIs promise."""
+    import os
+    import socket
+    import sys
+
+    from tests.turn.conftest import free_port
+
+    udp_port, tcp_port = free_port(), free_port(socket.SOCK_STREAM)
+    env = {
+        **os.environ, "VIDEOCONF_DATA_DIR": str(tmp_path), "VIDEOCONF_TURN__LISTEN": "127.0.0.1",
+        "VIDEOCONF_TURN__UDP_PORT": str(udp_port), "VIDEOCONF_TURN__TCP_PORT": str(tcp_port),
+        "VIDEOCONF_TURN__USERS": '{"alice": "wonderland"}', "VIDEOCONF_TURN__ALLOW_LOOPBACK": "true",
+    }
+    env.pop("VIDEOCONF_CONFIG", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "videoconf.cli", "turn", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        banner = await asyncio.wait_for(process.stdout.readline(), 30)
+        assert b"TURN server" in banner, (banner, await process.stderr.read())
+        output = await uclient(tcp_port, udp_peer, "-u", "alice", "-w", "wonderland", "-t")
+        assert_no_loss(output)
+    finally:
+        process.terminate()
+        _, errors = await asyncio.wait_for(process.communicate(), 20)
+    assert b"AssertionError" not in errors and b"Traceback" not in errors, errors.decode()[-2000:]

@@ -91,6 +91,11 @@ function inviteLink(meeting) {
   return `${location.origin}/j/${meeting.code}`;
 }
 
+// A chat message's sender: signaling sends {identity, name}, the REST history {id, display_name}.
+function senderName(sender, fallback) {
+  return sender?.name ?? sender?.display_name ?? fallback;
+}
+
 function initials(name) {
   return (name || "?").split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("") || "?";
 }
@@ -532,7 +537,7 @@ async function roomView(meeting, joined, stream, { micOff, camOff }) {
   });
 
   function addChat(message) {
-    const who = message.sender?.display_name ?? "System";
+    const who = senderName(message.sender, "System");
     chatLog.append(h("li", {}, h("span", { class: "who", text: `${who}: ` }), h("span", { text: message.body })));
     chatLog.scrollTop = chatLog.scrollHeight;
   }
@@ -641,7 +646,7 @@ async function roomView(meeting, joined, stream, { micOff, camOff }) {
     else refreshTile(detail.participant);
   });
   client.addEventListener("screen-share-started", ({ detail }) => announce(`${nameOf(detail.participant)} is sharing a screen.`));
-  client.addEventListener("chat", ({ detail }) => { addChat(detail.message); if (state.panel !== "chat") announce(`New message from ${detail.message.sender?.display_name ?? "someone"}.`); });
+  client.addEventListener("chat", ({ detail }) => { addChat(detail.message); if (state.panel !== "chat") announce(`New message from ${senderName(detail.message.sender, "someone")}.`); });
   client.addEventListener("muted-by-host", ({ detail }) => { if (detail.kind === "audio") setMic(true); else setCam(true); announce("The host muted you."); });
   client.addEventListener("removed", ({ detail }) => finish("You were removed", detail.message || "The host removed you from the meeting."));
   client.addEventListener("meeting-ended", () => finish("Meeting ended", "The host ended the meeting for everyone."));
