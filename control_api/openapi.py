@@ -3,13 +3,14 @@ interactive docs page (Swagger UI served from the swagger-ui-bundle package, no 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from control_api.errors import HTTP_CODES
-from control_api.routing import UUID_PATTERN, Endpoint
+from control_api.routing import UUID_PATTERN, Endpoint, alias_name
 from control_api.schemas import ErrorOut
 
 REF = "#/components/schemas/{model}"
@@ -39,35 +40,10 @@ def build_spec(endpoints: list[Endpoint], *, title: str, version: str, server_ur
 
     paths: dict[str, dict[str, Any]] = {}
     for ep in endpoints:
-        operation: dict[str, Any] = {
-            "operationId": ep.name,
-            "summary": ep.summary,
-            "tags": list(ep.tags),
-            "parameters": _parameters(ep),
-            "responses": {},
-        }
-        if ep.description:
-            operation["description"] = ep.description
-        if ep.auth:
-            operation["security"] = [{"bearerAuth": []}]
-        if ep.body is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": refs[(ep.body, "validation")]}},
-            }
-        operation["responses"][str(ep.status)] = _success(ep, refs)
-        codes = set(ep.errors)
-        if ep.body is not None:
-            codes |= {400, 413, 415, 422}
-        if ep.query is not None:
-            codes.add(422)
-        error_ref = refs[(ErrorOut, "serialization")]
-        for code in sorted(codes):
-            operation["responses"][str(code)] = {
-                "description": ERROR_TEXT.get(code, HTTP_CODES.get(code, "Error")),
-                "content": {"application/json": {"schema": error_ref}},
-            }
-        paths.setdefault(ep.openapi_path, {})[ep.method.lower()] = operation
+        paths.setdefault(ep.openapi_path, {})[ep.method.lower()] = _operation(ep, refs)
+        for number, alias in enumerate(ep.aliases, 1):
+            twin = replace(ep, path=alias, aliases=())
+            paths.setdefault(twin.openapi_path, {})[ep.method.lower()] = _alias_operation(ep, twin, number, refs)
 
     return {
         "openapi": "3.1.0",
@@ -86,6 +62,59 @@ def build_spec(endpoints: list[Endpoint], *, title: str, version: str, server_ur
             },
         },
     }
+
+
+def _operation(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": ep.name,
+        "summary": ep.summary,
+        "tags": list(ep.tags),
+        "parameters": _parameters(ep),
+        "responses": {},
+    }
+    if ep.description:
+        operation["description"] = ep.description
+    if ep.auth:
+        operation["security"] = [{"bearerAuth": []}]
+    if ep.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": refs[(ep.body, "validation")]}},
+        }
+    operation["responses"] = {str(ep.status): _success(ep, refs), **_errors(ep, refs)}
+    return operation
+
+
+def _errors(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
+    codes = set(ep.errors)
+    if ep.body is not None:
+        codes |= {400, 413, 415, 422}
+    if ep.query is not None:
+        codes.add(422)
+    error_ref = refs[(ErrorOut, "serialization")]
+    return {
+        str(code): {
+            "description": ERROR_TEXT.get(code, HTTP_CODES.get(code, "Error")),
+            "content": {"application/json": {"schema": error_ref}},
+        }
+        for code in sorted(codes)
+    }
+
+
+def _alias_operation(ep: Endpoint, twin: Endpoint, number: int, refs: dict[Any, Any]) -> dict[str, Any]:
+    """The operation of an alias path: the canonical one's, marked deprecated, naming the
+    canonical path in its description and in ``x-alias-of``."""
+    operation = _operation(twin, refs)
+    operation["operationId"] = alias_name(ep, number)
+    operation["summary"] = f"{ep.summary} (alias of {ep.openapi_path})"
+    operation["description"] = (
+        f"Alias of `{ep.method} {ep.openapi_path}`, kept for clients of the original VideoConf API: "
+        "the same behaviour, parameters and responses. New clients use the canonical path."
+        + (f"\n\n{ep.description}" if ep.description else "")
+    )
+    operation["deprecated"] = True
+    operation["x-alias-of"] = ep.openapi_path
+    return operation
 
 
 def _success(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:

@@ -43,6 +43,9 @@ class Endpoint:
     produces: str = "application/json"
     description: str = ""
     extra_parameters: list[dict[str, Any]] = field(default_factory=list)
+    # Other paths served by the same handler (the original VideoConf API's): routed alike,
+    # documented as deprecated aliases of ``path``.
+    aliases: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -82,9 +85,15 @@ class Api:
 
     def install(self, app: web.Application) -> None:
         for endpoint in self.endpoints:
-            app.router.add_route(
-                endpoint.method, endpoint.path, _wrap(endpoint), name=endpoint.name
-            )
+            handle = _wrap(endpoint)
+            app.router.add_route(endpoint.method, endpoint.path, handle, name=endpoint.name)
+            for number, alias in enumerate(endpoint.aliases, 1):
+                app.router.add_route(endpoint.method, alias, handle, name=alias_name(endpoint, number))
+
+
+def alias_name(endpoint: Endpoint, number: int) -> str:
+    """The route name and operationId of an endpoint's ``number``-th alias (from 1)."""
+    return f"{endpoint.name}_alias_{number}"
 
 
 def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -16,6 +16,9 @@ from control_api.schemas import (
 )
 from control_api.services.auth import Principal
 
+# The original VideoConf API's profile path, which its web, mobile and desktop clients call.
+LEGACY_PROFILE = "/api/auth/profile"
+
 
 @api.route(
     "POST", "/api/auth/register", summary="Create an account and sign in", tags="auth",
@@ -66,7 +69,7 @@ async def logout(request: web.Request, body: RefreshIn) -> None:
 
 @api.route(
     "GET", "/api/users/me", summary="The caller's profile", tags="users",
-    response=UserOut, errors=(401,),
+    response=UserOut, errors=(401,), aliases=(LEGACY_PROFILE,),
 )
 async def get_profile(request: web.Request, user: Principal) -> UserOut:
     return await services(request).auth.profile(user.id)
@@ -74,7 +77,7 @@ async def get_profile(request: web.Request, user: Principal) -> UserOut:
 
 @api.route(
     "PUT", "/api/users/me", summary="Replace the caller's profile", tags="users",
-    body=ProfileIn, response=UserOut, errors=(401, 422),
+    body=ProfileIn, response=UserOut, errors=(401, 422), aliases=(LEGACY_PROFILE,),
 )
 async def put_profile(request: web.Request, user: Principal, body: ProfileIn) -> UserOut:
     return await services(request).auth.update_profile(user.id, body.display_name, body.timezone)

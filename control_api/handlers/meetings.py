@@ -55,6 +55,7 @@ async def upcoming_meetings(request: web.Request, user: Principal, query: Upcomi
 @api.route(
     "GET", "/api/meetings/by-code/{code}", summary="Look up a meeting by its code", tags="meetings",
     response=MeetingPublicOut, errors=(401, 404, 422, 429),
+    aliases=("/api/meetings/code/{code}",),  # the original VideoConf API's path
 )
 async def meeting_by_code(request: web.Request, user: Principal) -> MeetingPublicOut:
     """Returns what someone holding the code may see before joining. Rate-limited per address."""

@@ -3,10 +3,14 @@ password change, rate limits."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select, update
 
 from control_api.storage.tables import refresh_tokens, users
 from tests.conftest import Api, RateLimitRule, limits
+
+# The canonical profile path, and its alias from the original VideoConf API: same assertions.
+PROFILE_PATHS = pytest.mark.parametrize("profile", ["/api/users/me", "/api/auth/profile"], ids=["canonical", "alias"])
 
 
 async def test_register_normalises_email_and_returns_a_working_session(api: Api) -> None:
@@ -91,21 +95,22 @@ async def test_refresh_token_expires(api: Api) -> None:
     assert (status, body["error"]["code"]) == (401, "invalid_refresh_token")
 
 
-async def test_access_token_expires_and_is_checked(api: Api) -> None:
+@PROFILE_PATHS
+async def test_access_token_expires_and_is_checked(api: Api, profile: str) -> None:
     account = await api.register("Ada Lovelace")
-    await api.call("GET", "/api/users/me", account["token"], expect=200)
+    await api.call("GET", profile, account["token"], expect=200)
     api.clock.advance(901)
-    status, body = await api.call("GET", "/api/users/me", account["token"])
+    status, body = await api.call("GET", profile, account["token"])
     assert (status, body["error"]["code"]) == (401, "token_expired")
-    async with api.client.get("/api/users/me") as response:
+    async with api.client.get(profile) as response:
         assert response.status == 401
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         assert (await response.json())["error"]["code"] == "unauthorized"
-    status, body = await api.call("GET", "/api/users/me", headers={"Authorization": "Basic abc"})
+    status, body = await api.call("GET", profile, headers={"Authorization": "Basic abc"})
     assert status == 401
     tampered = account["token"][:-3] + ("AAA" if not account["token"].endswith("AAA") else "BBB")
     api.clock.advance(-901)
-    status, body = await api.call("GET", "/api/users/me", tampered)
+    status, body = await api.call("GET", profile, tampered)
     assert (status, body["error"]["code"]) == (401, "invalid_token")
 
 
@@ -118,21 +123,22 @@ async def test_logout_revokes_the_family(api: Api) -> None:
     await api.call("POST", "/api/auth/logout", json={"refresh_token": "y" * 43}, expect=401)
 
 
-async def test_profile_get_and_put(api: Api) -> None:
+@PROFILE_PATHS
+async def test_profile_get_and_put(api: Api, profile: str) -> None:
     account = await api.register("Ada Lovelace")
     _, me = await api.call(
-        "PUT", "/api/users/me", account["token"], json={"display_name": "Ada King", "timezone": "Europe/London"}, expect=200
+        "PUT", profile, account["token"], json={"display_name": "Ada King", "timezone": "Europe/London"}, expect=200
     )
     assert (me["display_name"], me["timezone"], me["initials"]) == ("Ada King", "Europe/London", "AK")
-    status, body = await api.call("PUT", "/api/users/me", account["token"], json={"display_name": "Ada"})
+    status, body = await api.call("PUT", profile, account["token"], json={"display_name": "Ada"})
     assert status == 422 and body["error"]["details"][0]["field"] == "body.timezone"
     status, body = await api.call(
-        "PUT", "/api/users/me", account["token"], json={"display_name": "Ada", "timezone": "Mars/Olympus"}
+        "PUT", profile, account["token"], json={"display_name": "Ada", "timezone": "Mars/Olympus"}
     )
     assert status == 422
-    status, body = await api.call("PUT", "/api/users/me", account["token"], json={"display_name": "   ", "timezone": "UTC"})
+    status, body = await api.call("PUT", profile, account["token"], json={"display_name": "   ", "timezone": "UTC"})
     assert status == 422
-    _, me = await api.call("GET", "/api/users/me", account["token"], expect=200)
+    _, me = await api.call("GET", profile, account["token"], expect=200)
     assert me["display_name"] == "Ada King"
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from tests.conftest import Api, RateLimitRule, limits
+
+# The canonical look-up by code, and its alias from the original VideoConf API: same assertions.
+LOOKUP_PATHS = pytest.mark.parametrize("lookup", ["/api/meetings/by-code", "/api/meetings/code"], ids=["canonical", "alias"])
 
 
 async def test_instant_meeting_is_live_with_a_readable_code(api: Api) -> None:
@@ -93,30 +98,33 @@ async def test_meetings_are_invisible_to_strangers(api: Api) -> None:
     await api.call("GET", f"/api/meetings/{meeting['id']}", expect=401)
 
 
-async def test_lookup_by_code_shows_only_public_details(api: Api) -> None:
+@LOOKUP_PATHS
+async def test_lookup_by_code_shows_only_public_details(api: Api, lookup: str) -> None:
     host = await api.register("Hedy Lamarr")
     guest = await api.register("Guy Guest")
     meeting = await api.meeting(host["token"], passcode="123456", settings={"waiting_room": True})
     for code in (meeting["code"], meeting["code"].upper(), meeting["code"].replace("-", "")):
-        _, found = await api.call("GET", f"/api/meetings/by-code/{code}", guest["token"], expect=200)
+        _, found = await api.call("GET", f"{lookup}/{code}", guest["token"], expect=200)
         assert found["id"] == meeting["id"]
     assert found == {
         "id": meeting["id"], "code": meeting["code"], "title": meeting["title"], "host_name": "Hedy Lamarr",
         "status": "live", "start_time": meeting["start_time"], "end_time": meeting["end_time"],
         "timezone": "UTC", "has_passcode": True, "waiting_room": True,
     }
-    status, body = await api.call("GET", "/api/meetings/by-code/abc-defg-hjk", guest["token"])
-    assert status == 404
-    status, body = await api.call("GET", "/api/meetings/by-code/abc-12", guest["token"])
+    status, body = await api.call("GET", f"{lookup}/abc-defg-hjk", guest["token"])
+    assert (status, body["error"]["message"]) == (404, "meeting not found")  # the service's, not the router's
+    status, body = await api.call("GET", f"{lookup}/abc-12", guest["token"])
     assert (status, body["error"]["code"]) == (422, "invalid_code")
 
 
-async def test_lookup_by_code_is_rate_limited(api_factory) -> None:
+@LOOKUP_PATHS
+async def test_lookup_by_code_is_rate_limited(api_factory, lookup: str) -> None:
     api = await api_factory(rate_limits=limits(code_lookup_per_ip=RateLimitRule(limit=3, period=60)))
     user = await api.register("Mallory Guess")
     for _ in range(3):
-        await api.call("GET", "/api/meetings/by-code/abc-defg-hjk", user["token"], expect=404)
-    status, body = await api.call("GET", "/api/meetings/by-code/abc-defg-hjk", user["token"])
+        _, body = await api.call("GET", f"{lookup}/abc-defg-hjk", user["token"], expect=404)
+        assert body["error"]["message"] == "meeting not found"
+    status, body = await api.call("GET", f"{lookup}/abc-defg-hjk", user["token"])
     assert status == 429 and body["error"]["details"]["retry_after"] == "20"
 
 
