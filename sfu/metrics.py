@@ -57,6 +57,9 @@ class SfuMetrics:
         )
         for kind in ("decoder", "encoder"):
             self.codec_instances.labels(kind)  # exported as 0 from the start
+        self._packets = {kind: self.packets.labels(kind) for kind in ("audio", "video")}
+        self._bytes = {kind: self.bytes.labels(kind) for kind in ("audio", "video")}
+        self._received = {kind: self.received.labels(kind) for kind in ("audio", "video")}
 
     def observe(self, node: NodeState) -> None:
         """Read the gauges from ``node`` at every scrape."""
@@ -64,9 +67,6 @@ class SfuMetrics:
         self.participants.set_function(node.participant_count)
         for kind in ("audio", "video"):
             self.tracks.labels(kind).set_function(lambda kind=kind: node.track_count(kind))
-        self._packets = {kind: self.packets.labels(kind) for kind in ("audio", "video")}
-        self._bytes = {kind: self.bytes.labels(kind) for kind in ("audio", "video")}
-        self._received = {kind: self.received.labels(kind) for kind in ("audio", "video")}
 
     def record_receive(self, kind: str) -> None:
         self._received[kind].inc()
