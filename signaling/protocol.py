@@ -392,6 +392,15 @@ ServerMessages = Annotated[
 ]
 server_adapter: TypeAdapter[Any] = TypeAdapter(ServerMessages)
 
+# WebSocket close codes the server uses besides the standard ones (1000 normal, 1001 going away,
+# 1008 policy: flooding, 1009 frame too large).
+CLOSE_JOIN_TIMEOUT = 4001
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_CODES = {
+    CLOSE_JOIN_TIMEOUT: "join_timeout: the connection neither joined nor resumed in time",
+    CLOSE_SLOW_CONSUMER: "slow_consumer: the client fell too far behind reading; resume to get what it missed",
+}
+
 ERROR_CODES = {
     "malformed_json": "the frame is not a JSON object",
     "unknown_type": "the message type is not part of the protocol",
@@ -431,17 +440,25 @@ class ProtocolError(Exception):
         self.details = details
 
 
+def quote(value: Any, limit: int = 40) -> str:
+    """A client's value in an error message: its repr, cut to ``limit`` characters."""
+    text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_client_message(text: str | bytes) -> Any:
     """One client frame to its model, or ``ProtocolError`` with the code to send back."""
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("malformed_json", "the frame is not valid JSON") from None
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise ProtocolError("malformed_json", "the frame nests too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError("malformed_json", "a message must be a JSON object")
     kind = data.get("type")
-    if kind not in CLIENT_TYPES:
-        raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
+    if not isinstance(kind, str) or kind not in CLIENT_TYPES:
+        raise ProtocolError("unknown_type", f"unknown message type {quote(kind)}")
     try:
         return client_adapter.validate_python(data)
     except ValidationError as exc:
@@ -461,6 +478,7 @@ def schema() -> dict[str, Any]:
         "client": client_adapter.json_schema(ref_template="#/client/$defs/{model}"),
         "server": server_adapter.json_schema(ref_template="#/server/$defs/{model}"),
         "errors": ERROR_CODES,
+        "close_codes": {str(code): meaning for code, meaning in CLOSE_CODES.items()},
     }
 
 

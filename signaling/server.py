@@ -20,6 +20,7 @@ import logging
 import secrets
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -42,7 +43,87 @@ RESUME_SECONDS = 30
 REPLAY_BUFFER = 512
 FLOOD_RULE = RateLimitRule(limit=50, period=2.5)  # a burst of 50, then 20 a second
 FLOOD_CLOSE_AFTER = 100  # dropped messages before the connection is closed
+OUTBOX_MESSAGES = 1024  # frames queued for one client before its connection is closed
+OUTBOX_BYTES = 4 * 1024 * 1024  # ... or bytes
+CLOSE_JOIN_TIMEOUT, CLOSE_SLOW_CONSUMER = p.CLOSE_JOIN_TIMEOUT, p.CLOSE_SLOW_CONSUMER
+JOIN_TIMEOUT = 10.0  # seconds a connection may stay open without joining
+CLOSE_TIMEOUT = 5.0  # seconds a closing handshake may take before the transport is dropped
 ADMIN_TYPES = {"mute-participant", "remove-participant", "admit", "end-meeting", "start-recording", "stop-recording"}
+
+
+class Outbox:
+    """What the server writes to one WebSocket: a bounded queue drained by a writer task of its
+    own, so that nobody awaits a client's drain on a path that serves others (one client that
+    stops reading would otherwise hold its whole room).  A queue that overflows closes its
+    connection with ``CLOSE_SLOW_CONSUMER``; the session survives, and the client may resume and
+    have what it missed replayed."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport | None,
+        limit: int = OUTBOX_MESSAGES,
+        byte_limit: int = OUTBOX_BYTES,
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.limit = limit
+        self.byte_limit = byte_limit
+        self._queue: deque[str] = deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()  # everything queued has been written
+        self._idle.set()
+        self.overflowed = False
+        self._writer = asyncio.create_task(self._write(), name="signaling-writer")
+
+    def put(self, text: str) -> bool:
+        """Queue one frame; False (and the connection closing) when the client is too far behind."""
+        if self.overflowed or self.ws.closed:
+            return False
+        if len(self._queue) >= self.limit or self._bytes + len(text) > self.byte_limit:
+            self.overflowed = True
+            self._writer.cancel()
+            self._closer = asyncio.create_task(self.close_connection(CLOSE_SLOW_CONSUMER, b"slow consumer: resume"))
+            return False
+        self._queue.append(text)
+        self._bytes += len(text)
+        self._idle.clear()
+        self._ready.set()
+        return True
+
+    async def _write(self) -> None:
+        queue, ws = self._queue, self.ws
+        while not ws.closed:
+            if not queue:
+                self._idle.set()
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            text = queue.popleft()
+            self._bytes -= len(text)
+            try:
+                await ws.send_str(text)
+            except (ConnectionError, RuntimeError):
+                return
+
+    async def close_connection(self, code: int, reason: bytes) -> None:
+        """Close the WebSocket even if its client does not read: the closing handshake may take
+        ``CLOSE_TIMEOUT`` seconds, then the connection is dropped.  What is queued goes first."""
+        if not self.overflowed and not self._writer.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), CLOSE_TIMEOUT)
+        self._writer.cancel()
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason), CLOSE_TIMEOUT)
+        except Exception:  # timed out, or the connection broke
+            if self.transport is not None:
+                self.transport.abort()
+
+    async def stop(self) -> None:
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
 
 
 class Session:
@@ -55,6 +136,7 @@ class Session:
         self.session_id = uuid.uuid4().hex
         self.resume_token = secrets.token_urlsafe(24)
         self.ws: web.WebSocketResponse | None = None
+        self.outbox: Outbox | None = None
         self.seq = 0
         self.buffer: deque[tuple[int, str]] = deque(maxlen=REPLAY_BUFFER)
         self.participant: Participant | None = None
@@ -65,14 +147,13 @@ class Session:
         self.seq += 1
         text = json.dumps({**message, "seq": self.seq}, separators=(",", ":"))
         self.buffer.append((self.seq, text))
-        ws = self.ws
-        if ws is not None and not ws.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await ws.send_str(text)
+        if self.outbox is not None:
+            self.outbox.put(text)
 
     def detach(self) -> None:
         """The WebSocket is gone: keep the session for the resume window."""
         self.ws = None
+        self.outbox = None
         if not self.ended and self.expiry is None:
             loop = asyncio.get_running_loop()
             self.expiry = loop.call_later(self.server.resume_seconds, self._expire)
@@ -82,23 +163,25 @@ class Session:
         if self.ws is None and not self.ended and self.participant is not None:
             self.room.spawn(self.room.remove(self.participant, "disconnected"))
 
-    async def attach(self, ws: web.WebSocketResponse, last_seq: int) -> int:
+    def attach(self, ws: web.WebSocketResponse, outbox: Outbox, last_seq: int) -> int:
         if self.expiry is not None:
             self.expiry.cancel()
             self.expiry = None
         self.ws = ws
+        self.outbox = outbox
         replay = [text for seq, text in self.buffer if seq > last_seq]
         for text in replay:
-            await ws.send_str(text)
+            outbox.put(text)
         return len(replay)
 
 
 class Connection:
     """One WebSocket: parsing, flood control, dispatch."""
 
-    def __init__(self, server: SignalingServer, ws: web.WebSocketResponse) -> None:
+    def __init__(self, server: SignalingServer, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
         self.server = server
         self.ws = ws
+        self.outbox = Outbox(ws, transport)
         self.session: Session | None = None
         self._tat: float | None = None
         self.dropped = 0
@@ -107,8 +190,8 @@ class Connection:
         payload = {"type": "error", "code": code, "message": message, "id": request_id, "details": details}
         if self.session is not None:
             await self.session.send(payload)
-        elif not self.ws.closed:
-            await self.ws.send_str(json.dumps(payload))
+        else:
+            self.outbox.put(json.dumps(payload))
 
     def _allowed(self) -> bool:
         now = asyncio.get_running_loop().time()
@@ -117,16 +200,30 @@ class Connection:
             self._tat = tat
         return decision.allowed
 
+    async def _frames(self) -> AsyncIterator[Any]:
+        """The client's frames until it closes; a connection that has not joined (or resumed)
+        within the server's join timeout is closed with ``CLOSE_JOIN_TIMEOUT``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.server.join_timeout
+        while True:
+            timeout = None if self.session is not None else max(deadline - loop.time(), 0.0)
+            try:
+                frame = await self.ws.receive(timeout=timeout)
+            except asyncio.TimeoutError:
+                await self.outbox.close_connection(CLOSE_JOIN_TIMEOUT, b"join timeout")
+                return
+            if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
+            yield frame
+
     async def run(self) -> None:
-        async for frame in self.ws:
-            if frame.type == WSMsgType.ERROR:
-                break
+        async for frame in self._frames():
             if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
             if not self._allowed():
                 self.dropped += 1
                 if self.dropped >= FLOOD_CLOSE_AFTER:
-                    await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"flooding")
+                    await self.outbox.close_connection(WSCloseCode.POLICY_VIOLATION, b"flooding")
                     break
                 await self.error("rate_limited", p.ERROR_CODES["rate_limited"])
                 continue
@@ -135,19 +232,22 @@ class Connection:
             except p.ProtocolError as exc:
                 await self.error(exc.code, exc.message, details=exc.details)
                 continue
-            try:
-                await self.dispatch(message)
-            except p.ProtocolError as exc:
-                await self.error(exc.code, exc.message, message.id, exc.details)
-            except SignalError as exc:
-                await self.error(exc.code, exc.message, message.id)
-            except ServiceError as exc:
-                await self.error(exc.code, exc.message, message.id, exc.details)
-            except Exception:
-                log.exception("signaling failed on %s", message.type)
-                await self.error("internal_error", "the server failed to handle this message", message.id)
+            await self._handle(message)
             if self.session is not None and self.session.ended:
                 break
+
+    async def _handle(self, message: Any) -> None:
+        try:
+            await self.dispatch(message)
+        except p.ProtocolError as exc:
+            await self.error(exc.code, exc.message, message.id, exc.details)
+        except SignalError as exc:
+            await self.error(exc.code, exc.message, message.id)
+        except ServiceError as exc:
+            await self.error(exc.code, exc.message, message.id, exc.details)
+        except Exception:
+            log.exception("signaling failed on %s", message.type)
+            await self.error("internal_error", "the server failed to handle this message", message.id)
 
     async def dispatch(self, message: Any) -> None:
         kind = message.type
@@ -177,14 +277,17 @@ class Connection:
         if self.session is not None:
             await self.session.send(payload)
         else:
-            await self.ws.send_str(json.dumps(payload))
+            self.outbox.put(json.dumps(payload))
 
 
 class SignalingServer:
-    def __init__(self, node: SfuNode, services: Services, resume_seconds: float = RESUME_SECONDS) -> None:
+    def __init__(
+        self, node: SfuNode, services: Services, resume_seconds: float = RESUME_SECONDS, join_timeout: float = JOIN_TIMEOUT
+    ) -> None:
         self.node = node
         self.services = services
         self.resume_seconds = resume_seconds
+        self.join_timeout = join_timeout
         self.sessions: dict[str, Session] = {}
         self._room_watchers: dict[str, asyncio.Task[None]] = {}
         self._closing: set[asyncio.Task[Any]] = set()
@@ -196,7 +299,7 @@ class SignalingServer:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=15.0)
         await ws.prepare(request)
-        connection = Connection(self, ws)
+        connection = Connection(self, ws, request.transport)
         try:
             await connection.run()
         finally:
@@ -204,7 +307,8 @@ class SignalingServer:
             if session is not None and session.ws is ws:
                 session.detach()
             if not ws.closed:
-                await ws.close()
+                await connection.outbox.close_connection(WSCloseCode.OK, b"")
+            await connection.outbox.stop()
         return ws
 
     # Joining -----------------------------------------------------------------------------------
@@ -227,6 +331,7 @@ class SignalingServer:
         self._watch(room)
         session = Session(self, room, claims)
         session.ws = connection.ws
+        session.outbox = connection.outbox
         grants = dict(claims.get("grants") or {})
         participant = Participant(
             room, identity, str(claims.get("name") or identity), str(claims.get("role") or "participant"),
@@ -263,11 +368,11 @@ class SignalingServer:
             or not hmac.compare_digest(session.resume_token.encode(), message.resume_token.encode())
         ):
             raise p.ProtocolError("resume_failed", p.ERROR_CODES["resume_failed"])
-        old = session.ws
-        if old is not None and old is not connection.ws and not old.closed:
-            await old.close(code=WSCloseCode.GOING_AWAY, message=b"resumed elsewhere")
+        old = session.outbox
+        if old is not None and old.ws is not connection.ws and not old.ws.closed:
+            self.spawn_close(old, WSCloseCode.GOING_AWAY, b"resumed elsewhere")
         connection.session = session
-        replayed = await session.attach(connection.ws, message.last_seq)
+        replayed = session.attach(connection.ws, connection.outbox, message.last_seq)
         await session.send({"type": "resumed", "session_id": session.session_id, "replayed": replayed})
 
     def _participant_removed(self, participant: Participant, reason: str) -> None:
@@ -277,11 +382,14 @@ class SignalingServer:
                 if session.expiry is not None:
                     session.expiry.cancel()
                 del self.sessions[session_id]
-                ws = session.ws
-                if ws is not None and not ws.closed:
-                    task = asyncio.ensure_future(ws.close(code=WSCloseCode.OK, message=reason.encode()[:100]))
-                    self._closing.add(task)
-                    task.add_done_callback(self._closing.discard)
+                outbox = session.outbox
+                if outbox is not None and not outbox.ws.closed:
+                    self.spawn_close(outbox, WSCloseCode.OK, reason.encode()[:100])
+
+    def spawn_close(self, outbox: Outbox, code: int, reason: bytes) -> None:
+        task = asyncio.ensure_future(outbox.close_connection(code, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     # Room events from the bus (chat, meeting status) -----------------------------------------
 
@@ -423,8 +531,8 @@ class SignalingServer:
         for session in list(self.sessions.values()):
             if session.expiry is not None:
                 session.expiry.cancel()
-            if session.ws is not None and not session.ws.closed:
-                await session.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+            if session.outbox is not None and not session.outbox.ws.closed:
+                await session.outbox.close_connection(WSCloseCode.GOING_AWAY, b"server shutdown")
 
 
 def _chat_payload(message: dict[str, Any]) -> dict[str, Any]:

@@ -75,7 +75,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
         SfuMetrics(app[METRICS].registry),
         NodeSettings(ice_servers=_ice_servers(settings.sfu_ice_servers), announced_ip=settings.announced_ip),
     )
-    signaling = SignalingServer(node, app[SERVICES], resume_seconds=settings.resume_seconds)
+    signaling = SignalingServer(
+        node, app[SERVICES], resume_seconds=settings.resume_seconds, join_timeout=settings.join_timeout
+    )
     r = settings.recording
     recorder = RecorderManager(node, app[SERVICES].recordings, RecorderConfig(
         directory=settings.effective_recordings_dir, width=r.width, height=r.height, fps=r.fps,

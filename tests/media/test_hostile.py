@@ -1,0 +1,186 @@
+"""Attacks on a node's signaling and media ports, each reproduced from outside, as an attacker on
+the internet would try them: the attacked client may lose its own connection, nobody else may
+notice."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+
+import aiohttp
+from urllib.parse import urlsplit
+
+from clients.sdk.participant import Participant
+from signaling.protocol import PROTOCOL_VERSION
+from tests.media.conftest import Meeting, until
+
+
+class StalledClient:
+    """A WebSocket client on a raw socket with a tiny receive buffer, which joins and then never
+    reads again: what a phone that froze, or an attacker, looks like to the server."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, url: str) -> StalledClient:
+        parts = urlsplit(url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    def send(self, message: dict) -> None:
+        data = json.dumps(message).encode()
+        mask = os.urandom(4)
+        header = bytes([0x81]) + (bytes([0x80 | len(data)]) if len(data) < 126 else bytes([0x80 | 126]) + struct.pack("!H", len(data)))
+        self.writer.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    async def close_code(self) -> int:
+        """Read on again, skipping every frame, until the server's close frame: its code."""
+        while True:
+            first, second = await self.reader.readexactly(2)
+            size = second & 0x7F
+            if size == 126:
+                (size,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif size == 127:
+                (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            payload = await self.reader.readexactly(size)
+            if first & 0x0F == 0x8:
+                return struct.unpack("!H", payload[:2])[0]
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+
+async def test_a_client_that_stops_reading_does_not_hold_its_room(meeting: Meeting) -> None:
+    """One participant stops reading its WebSocket while 3 MB of chat is posted (more than the
+    kernel buffers hold): everyone else still gets every message at once, and then the meeting's
+    end."""
+    host = await meeting.participant(meeting.host)
+    others = [await meeting.participant(person) for person in meeting.people[:2]]
+    stalled = await StalledClient.connect(meeting.signaling_url)
+    stalled.send({"type": "join", "protocol": PROTOCOL_VERSION, "token": await meeting.token(meeting.people[2])})
+    await host.wait_for("participant-joined", lambda m: m["participant"]["identity"] == meeting.people[2]["user"]["id"])
+    posts = 800
+    try:
+        text = "x" * 3900
+        for number in range(posts):
+            await meeting.api.call(
+                "POST", f"/api/meetings/{meeting.meeting['id']}/messages", meeting.host["token"],
+                json={"body": f"{number} {text}"}, expect=201,
+            )
+        for client in others:
+            await until(lambda c=client: len(c.chat_messages) == posts, timeout=10)
+        await host.send({"type": "end-meeting"})
+        for client in others:
+            await client.wait_for("meeting-ended", timeout=10)
+    finally:
+        stalled.close()
+
+
+async def test_an_outbox_that_overflows_closes_its_connection_without_blocking_anyone() -> None:
+    """The outbox of a client that does not read takes frames without ever blocking the caller,
+    and once over its bound closes that connection with 4008 (the client may resume)."""
+    from aiohttp import web
+
+    from signaling.server import CLOSE_SLOW_CONSUMER, Outbox
+
+    results: dict[str, float] = {}
+    overflowed = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        outbox = Outbox(ws, request.transport, limit=10_000, byte_limit=256 * 1024)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        accepted = 0
+        while outbox.put("y" * 4000):  # never awaits: the caller serves others
+            accepted += 1
+            if accepted % 50 == 0:
+                await asyncio.sleep(0)  # let the writer fill the kernel buffers
+        results["accepted"], results["put_seconds"] = accepted, loop.time() - started
+        overflowed.set()
+        await until(lambda: ws.closed, timeout=10)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    client = await StalledClient.connect(f"ws://127.0.0.1:{port}/ws")
+    try:
+        await asyncio.wait_for(overflowed.wait(), 20)
+        code = await asyncio.wait_for(client.close_code(), 10)  # the client reads again
+    finally:
+        client.close()
+        await runner.cleanup()
+    assert results["accepted"] > 0 and results["put_seconds"] < 5, results
+    assert code == CLOSE_SLOW_CONSUMER == 4008
+
+
+async def test_hostile_frames_get_an_error_and_the_connection_stays_usable(meeting: Meeting) -> None:
+    from tests.media.test_signaling import raw_socket, receive
+
+    http, ws = await raw_socket(meeting)
+    try:
+        await ws.send_json({"type": "join", "protocol": PROTOCOL_VERSION, "token": await meeting.token(meeting.host)})
+        await receive(ws, "joined")
+        hostile = [
+            ('{"type": {"$ne": 1}}', "unknown_type"),
+            ('{"type": ["join"]}', "unknown_type"),
+            ("[" * 100_000 + "]" * 100_000, "malformed_json"),
+            ('{"type": "chat", "text": ' + "[" * 100_000 + "]" * 100_000 + "}", "malformed_json"),
+            ('{"type": "' + "q" * 200_000 + '"}', "unknown_type"),
+        ]
+        for frame, code in hostile:
+            await ws.send_str(frame)
+            error = await receive(ws, "error")
+            assert error["code"] == code, (frame[:40], error)
+            assert len(error["message"]) < 200, error  # never an echo of the attacker's 200 KB
+        await ws.send_json({"type": "ping", "id": "still-here"})
+        assert (await receive(ws, "pong"))["id"] == "still-here"
+    finally:
+        await ws.close()
+        await http.close()
+
+
+async def test_a_connection_that_never_joins_is_closed_after_the_join_timeout(meeting: Meeting) -> None:
+    from signaling.server import CLOSE_JOIN_TIMEOUT
+    from videoconf.app import SIGNALING
+
+    meeting.api.app[SIGNALING].join_timeout = 0.5
+    from tests.media.test_signaling import raw_socket
+
+    http, idle = await raw_socket(meeting)
+    http2, pinging = await raw_socket(meeting)
+    try:
+        for _ in range(3):  # pings are not a join: they do not keep a connection open
+            await pinging.send_json({"type": "ping"})
+        for ws in (idle, pinging):
+            while True:
+                frame = await asyncio.wait_for(ws.receive(), 5)
+                if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    break
+            assert ws.close_code == CLOSE_JOIN_TIMEOUT
+    finally:
+        await http.close()
+        await http2.close()
