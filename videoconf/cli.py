@@ -80,18 +80,22 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="videoconf", description="VideoConf server and tools")
     top.add_argument("--config", help="TOML configuration file (also VIDEOCONF_CONFIG)")
+    # ``--config`` is taken after the command too (``videoconf loadtest --config prod.toml``);
+    # there it is suppressed unless given, so it never hides one given before the command.
+    config_file = argparse.ArgumentParser(add_help=False)
+    config_file.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file (also VIDEOCONF_CONFIG)")
     sub = top.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the all-in-one server")
+    run = sub.add_parser("run", parents=[config_file], help="run the all-in-one server")
     run.add_argument("--host")
     run.add_argument("--port", type=int)
     run.add_argument("--migrate", action="store_true", help="migrate the database first")
     run.set_defaults(func=cmd_run)
 
-    turn = sub.add_parser("turn", help="run the TURN server on its own ([turn] settings)")
+    turn = sub.add_parser("turn", parents=[config_file], help="run the TURN server on its own ([turn] settings)")
     turn.set_defaults(func=cmd_turn)
 
-    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    migrate = sub.add_parser("migrate", parents=[config_file], help="bring the database schema up to date")
     migrate.set_defaults(func=cmd_migrate)
 
     bot = sub.add_parser("bot", help="join a meeting as a bot and print a JSON report of the media received")
@@ -106,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(bot)
     bot.set_defaults(func=run_bot)
 
-    loadtest = sub.add_parser("loadtest", help="load a node with bots: scenarios, a report and a capacity search")
+    loadtest = sub.add_parser("loadtest", parents=[config_file], help="load a node with bots: scenarios, a report and a capacity search")
 
     def run_loadtest(args: argparse.Namespace) -> int:
         from clients.loadtest.cli import cmd_loadtest
@@ -120,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    show = config_sub.add_parser("show", help="print the effective configuration, secrets masked")
+    show = config_sub.add_parser("show", parents=[config_file], help="print the effective configuration, secrets masked")
     show.set_defaults(func=cmd_config_show)
     return top
 

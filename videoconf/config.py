@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -139,6 +139,20 @@ class Settings(BaseSettings):
     log_json: bool = True
     access_log: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _nested_in_part(cls, data: Any) -> Any:
+        """A nested setting given in part (one environment variable such as
+        ``VIDEOCONF_RATE_LIMITS__LOGIN_PER_IP__LIMIT``, or a TOML table with one key) changes
+        those keys; the others keep their defaults instead of being required."""
+        if not isinstance(data, dict):
+            return data
+        completed = dict(data)
+        for name, info in cls.model_fields.items():
+            if isinstance(info.default, BaseModel) and isinstance(data.get(name), dict):
+                completed[name] = over_default(info.default, data[name])
+        return completed
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -191,6 +205,17 @@ class Settings(BaseSettings):
         if value is None:
             raise ConfigError(f"{name} is not set")
         return value.get_secret_value()
+
+
+def over_default(default: BaseModel, given: dict[str, Any]) -> dict[str, Any]:
+    """``given``, part of a nested setting, laid over the setting's ``default``, recursively:
+    every key ``given`` lacks comes from the default.  Unknown keys pass through, so that
+    validation still refuses them."""
+    merged: dict[str, Any] = {name: getattr(default, name) for name in type(default).model_fields}
+    for name, value in given.items():
+        current = merged.get(name)
+        merged[name] = over_default(current, value) if isinstance(current, BaseModel) and isinstance(value, dict) else value
+    return merged
 
 
 def key_id(secret: str) -> str:

@@ -127,3 +127,39 @@ def test_turn_secrets_are_generated_in_development_and_required_in_production(tm
 def test_bad_turn_settings_are_reported(tmp_path, turn, message) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(data_dir=tmp_path, turn=turn)
+
+
+def test_one_field_of_a_nested_setting_can_be_set_alone(tmp_path, monkeypatch) -> None:
+    config = tmp_path / "videoconf.toml"
+    config.write_text("[rate_limits.code_lookup_per_ip]\nperiod = 30\n[rate_limits.login_per_account]\nperiod = 120\n")
+    monkeypatch.setenv("VIDEOCONF_RATE_LIMITS__LOGIN_PER_IP__LIMIT", "20")
+    monkeypatch.setenv("VIDEOCONF_RATE_LIMITS__LOGIN_PER_ACCOUNT__LIMIT", "3")  # over the file's period
+    monkeypatch.setenv("VIDEOCONF_PASSWORD_HASHING__TIME_COST", "2")
+    limits = load_settings(config, data_dir=tmp_path).rate_limits
+    assert (limits.login_per_ip.limit, limits.login_per_ip.period) == (20, 60)
+    assert (limits.code_lookup_per_ip.limit, limits.code_lookup_per_ip.period) == (30, 30)
+    assert (limits.login_per_account.limit, limits.login_per_account.period) == (3, 120)
+    assert (limits.register_per_ip.limit, limits.register_per_ip.period) == (10, 3600)  # untouched
+    settings = load_settings(config, data_dir=tmp_path, rate_limits={"passcode_per_user": {"limit": 5}})
+    assert (settings.rate_limits.passcode_per_user.limit, settings.rate_limits.passcode_per_user.period) == (5, 600)
+    assert settings.password_hashing.time_cost == 2 and settings.password_hashing.memory_kib == 65536
+
+
+def test_a_nested_setting_given_in_part_is_still_validated(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("VIDEOCONF_RATE_LIMITS__LOGIN_PER_IP__COLOUR", "blue")
+    with pytest.raises(ConfigError, match="colour"):
+        load_settings(data_dir=tmp_path)
+    monkeypatch.delenv("VIDEOCONF_RATE_LIMITS__LOGIN_PER_IP__COLOUR")
+    monkeypatch.setenv("VIDEOCONF_RATE_LIMITS__LOGIN_PER_IP__PERIOD", "0")
+    with pytest.raises(ConfigError, match="period"):
+        load_settings(data_dir=tmp_path)
+
+
+def test_config_file_is_taken_before_or_after_the_command(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("VIDEOCONF_DATA_DIR", str(tmp_path))
+    config = tmp_path / "videoconf.toml"
+    config.write_text("port = 9123\n")
+    for argv in (["--config", str(config), "config", "show"], ["config", "show", "--config", str(config)]):
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["port"] == 9123
+    assert main(["config", "show"]) == 0 and json.loads(capsys.readouterr().out)["port"] == 8080
