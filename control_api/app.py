@@ -24,7 +24,7 @@ from control_api.observability import ACCESS_LOG, METRICS, Metrics, observe
 from control_api.openapi import build_spec
 from control_api.pubsub import MemoryPubSub, PubSub, RedisPubSub
 from control_api.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from control_api.routing import AUTHENTICATOR, MAX_BODY
+from control_api.routing import AUTHENTICATOR, MAX_BODY, REVALIDATOR
 from control_api.security import Clock, KeySet, PasswordHasher, TokenCodec
 from control_api.services.auth import Principal
 from control_api.services.context import ServiceContext, utc_now
@@ -103,6 +103,7 @@ def create_api_app(
         return await services.auth.authenticate(request.headers.get("Authorization"))
 
     app[AUTHENTICATOR] = authenticate
+    app[REVALIDATOR] = services.auth.require_account
     api.install(app)
     app.router.add_static(
         "/api/docs/static", Path(swagger_ui_bundle.swagger_ui_path), append_version=True

@@ -50,6 +50,23 @@ def invalid(message: str, details: Any = None, code: str = "validation_error") -
     return ServiceError(422, code, message, details)
 
 
+MAX_MESSAGE = 500  # characters of an error message
+MAX_QUOTE = 200  # characters of any string in the details (field names may come from the request)
+MAX_ITEMS = 50  # entries of any list or object in the details
+
+
+def bounded(value: Any, limit: int = MAX_QUOTE) -> Any:
+    """``value`` with every string cut to ``limit`` characters and every collection to
+    ``MAX_ITEMS`` entries, so that no error can echo a large part of a request back."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "..."
+    if isinstance(value, (list, tuple)):
+        return [bounded(v) for v in value[:MAX_ITEMS]]
+    if isinstance(value, dict):
+        return {bounded(k): bounded(v) for k, v in list(value.items())[:MAX_ITEMS]}
+    return value
+
+
 def error_response(
     status: int,
     code: str,
@@ -57,7 +74,7 @@ def error_response(
     details: Any = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    body = {"error": {"code": code, "message": message, "details": details}}
+    body = {"error": {"code": code, "message": bounded(message, MAX_MESSAGE), "details": bounded(details)}}
     return web.Response(
         status=status,
         body=json.dumps(body, default=str).encode(),

@@ -16,14 +16,18 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
 
-from control_api.errors import ServiceError, invalid
+from control_api.errors import ServiceError, conflict, invalid
 
 UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _PARAM = re.compile(r"\{(\w+)(?::[^{}]*(?:\{[^{}]*\}[^{}]*)*)?\}")
 
 Authenticator = Callable[[web.Request], Awaitable[Any]]
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+# Checks, past any cache, that the caller's account still exists (401 when it does not).
+Revalidator = Callable[[Any], Awaitable[None]]
+REVALIDATOR: web.AppKey[Revalidator] = web.AppKey("revalidator")
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 
 
@@ -105,7 +109,11 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             kwargs["query"] = parse_query(endpoint.query, request)
         if endpoint.body is not None:
             kwargs["body"] = await parse_body(endpoint.body, request)
-        result = await endpoint.handler(request, **kwargs)
+        try:
+            result = await endpoint.handler(request, **kwargs)
+        except IntegrityError:
+            await _revalidate(request, kwargs.get("user"))
+            raise conflict("conflict", "the request clashed with a concurrent change; try again") from None
         if isinstance(result, web.StreamResponse):
             return result
         if result is None:
@@ -118,6 +126,13 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
 
     handle.__name__ = endpoint.name
     return handle
+
+
+async def _revalidate(request: web.Request, user: Any) -> None:
+    """A write that broke a constraint most often refers to a row deleted meanwhile; when that
+    row is the caller's own account (its token still cached), the answer is 401."""
+    if user is not None and REVALIDATOR in request.app:
+        await request.app[REVALIDATOR](user)
 
 
 def _details(exc: ValidationError, where: str) -> list[dict[str, Any]]:

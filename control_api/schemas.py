@@ -8,7 +8,9 @@ import zoneinfo
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from control_api.text import first_text_problem, text_problem
 
 
 def _timezone(value: str) -> str:
@@ -25,9 +27,31 @@ def _not_blank(value: str) -> str:
     return value.strip()
 
 
+def _single_line(value: str) -> str:
+    problem = text_problem(value, multiline=False)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+FIRST_YEAR, LAST_YEAR = 2000, 2999
+
+
+def _plausible_time(value: datetime) -> datetime:
+    """Far-off years overflow once moved to UTC or given a duration; no meeting needs them."""
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must be a time between the years {FIRST_YEAR} and {LAST_YEAR}")
+    return value
+
+
+MeetingTime = Annotated[datetime, AfterValidator(_plausible_time)]
 TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_timezone)]
-DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)]
-Title = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_not_blank)]
+DisplayName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100), AfterValidator(_single_line), AfterValidator(_not_blank)
+]
+Title = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_single_line), AfterValidator(_not_blank)
+]
 Email = Annotated[str, StringConstraints(min_length=3, max_length=320)]
 Password = Annotated[str, StringConstraints(min_length=10, max_length=1024)]
 AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
@@ -36,11 +60,23 @@ OpaqueToken = Annotated[str, StringConstraints(min_length=16, max_length=200)]
 Cursor = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-class In(BaseModel):
+class SafeText(BaseModel):
+    """Every string of every request field, however nested, passes ``control_api.text``."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _safe_text(cls, value: Any) -> Any:
+        problem = first_text_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class In(SafeText):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class Query(BaseModel):
+class Query(SafeText):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -143,11 +179,11 @@ class MeetingCreateIn(In):
     kind: Literal["instant", "scheduled"] = Field(
         default="scheduled", description="An instant meeting is live at once"
     )
-    start_time: datetime | None = Field(
+    start_time: MeetingTime | None = Field(
         default=None,
         description="Required for scheduled meetings. A time without offset is read in `timezone`.",
     )
-    end_time: datetime | None = None
+    end_time: MeetingTime | None = None
     duration_minutes: int | None = Field(default=None, ge=1, le=1440)
     timezone: TimeZone | None = Field(default=None, description="Defaults to the host's")
     passcode: Passcode | None = None
@@ -157,8 +193,8 @@ class MeetingCreateIn(In):
 class MeetingPatchIn(In):
     title: Title | None = None
     description: Annotated[str, StringConstraints(max_length=5000)] | None = None
-    start_time: datetime | None = None
-    end_time: datetime | None = None
+    start_time: MeetingTime | None = None
+    end_time: MeetingTime | None = None
     timezone: TimeZone | None = None
     passcode: Passcode | None = Field(default=None, description="null removes the passcode")
     settings: MeetingSettingsPatch | None = None

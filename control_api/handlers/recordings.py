@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
+from control_api.errors import ServiceError
 from control_api.handlers import api, services
 from control_api.handlers.meetings import MEETING
 from control_api.routing import UUID_PATTERN, path_uuid
@@ -11,6 +14,13 @@ from control_api.schemas import RecordingOut, RecordingPage, RecordingsQuery, Re
 from control_api.services.auth import Principal
 
 RECORDING = "/api/recordings/{recording_id:" + UUID_PATTERN + "}"
+# RFC 9110 14.1.1: a suffix range of length zero selects nothing, so it cannot be satisfied
+# (aiohttp would read ``-0`` as ``0-`` and send the whole file).
+_EMPTY_SUFFIX = re.compile(r"\s*bytes\s*=\s*-\s*0+\s*")
+
+
+def unsatisfiable(range_header: str | None) -> bool:
+    return range_header is not None and _EMPTY_SUFFIX.fullmatch(range_header) is not None
 
 
 @api.route(
@@ -67,6 +77,11 @@ async def download_recording(request: web.Request, user: Principal) -> web.Strea
     path, recording = await services(request).recordings.file_for_download(
         user, path_uuid(request, "recording_id")
     )
+    if unsatisfiable(request.headers.get("Range")):
+        size = path.stat().st_size
+        raise ServiceError(
+            416, "range_not_satisfiable", "the range selects no bytes", headers={"Content-Range": f"bytes */{size}"}
+        )
     stamp = recording.started_at.strftime("%Y%m%d-%H%M")
     response = web.FileResponse(
         path,

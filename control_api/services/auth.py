@@ -316,11 +316,27 @@ class AuthService:
         self.principals.put(principal, row.token_version, now)
         return principal
 
+    async def require_account(self, user: Principal) -> None:
+        """401 when the caller's account is gone (deleted while its token was still cached)."""
+        self.principals.invalidate(user.id)
+        async with self.ctx.db.read() as conn:
+            await self._account(conn, user.id)
+
+    async def _account(self, conn: AsyncConnection, user_id: uuid.UUID) -> Any:
+        row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        if row is None:
+            raise self._no_account(user_id)
+        return row
+
+    def _no_account(self, user_id: uuid.UUID) -> ServiceError:
+        self.principals.invalidate(user_id)
+        return unauthorized("this account no longer exists", code="invalid_token")
+
     # Profile ---------------------------------------------------------------------------------
 
     async def profile(self, user_id: uuid.UUID) -> UserOut:
         async with self.ctx.db.read() as conn:
-            row = (await conn.execute(select(users).where(users.c.id == user_id))).one()
+            row = await self._account(conn, user_id)
         return user_out(row)
 
     async def update_profile(self, user_id: uuid.UUID, display_name: str, timezone: str) -> UserOut:
@@ -332,7 +348,9 @@ class AuthService:
                     .values(display_name=display_name, timezone=timezone, updated_at=self.ctx.now())
                     .returning(*users.c)
                 )
-            ).one()
+            ).first()
+        if row is None:
+            raise self._no_account(user_id)
         self.principals.invalidate(user_id)
         return user_out(row)
 
@@ -343,7 +361,7 @@ class AuthService:
             f"password:{user_id}", self.ctx.settings.rate_limits.login_per_account, "password attempts"
         )
         async with self.ctx.db.read() as conn:
-            row = (await conn.execute(select(users).where(users.c.id == user_id))).one()
+            row = await self._account(conn, user_id)
         if not await self.ctx.hasher.verify(row.password_hash, current):
             raise ServiceError(403, "wrong_password", "current password is wrong")
         if current == new:

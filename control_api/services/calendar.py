@@ -90,7 +90,7 @@ class CalendarService:
         cal.add("version", "2.0")
         cal.add("calscale", "GREGORIAN")
         cal.add("method", "PUBLISH")
-        cal.add("x-wr-calname", name)
+        cal.add("x-wr-calname", vText(name))  # as TEXT, so a line break is escaped, not refused
         for row in rows:
             cal.add_component(self._event(row))
         cal.add_missing_timezones()
@@ -135,11 +135,13 @@ class CalendarService:
         """A fresh secret feed address; the previous one stops working."""
         token = new_opaque_token()
         async with self.ctx.db.write() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 update(users)
                 .where(users.c.id == user_id)
                 .values(calendar_token_hash=token_digest(token))
             )
+        if result.rowcount != 1:
+            raise unauthorized("this account no longer exists", code="invalid_token")
         return CalendarTokenOut(
             token=token, feed_url=f"{self.ctx.settings.base_url}/api/calendar/feed.ics?token={token}"
         )

@@ -15,6 +15,7 @@ from control_api.services.context import Outbox, ServiceContext
 from control_api.services.meetings import MEMBER_ROLES, MeetingService, meeting_channel
 from control_api.services.pagination import decode_cursor, encode_cursor
 from control_api.storage.tables import messages
+from control_api.text import text_problem
 
 
 def _out(row: Any) -> MessageOut:
@@ -43,6 +44,9 @@ class ChatService:
         sender_name: str | None = None,
     ) -> MessageOut:
         """Store a chat message from a member of a live meeting and publish it."""
+        problem = text_problem(body)  # REST bodies were checked by their schema; signaling's not
+        if problem:
+            raise invalid(f"the message {problem}", [{"field": "body.body", "message": problem}])
         outbox = Outbox()
         async with self.ctx.db.write() as conn:
             row, _ = await self.meetings.load_member(conn, meeting_id, user.id, MEMBER_ROLES)
