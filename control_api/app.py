@@ -55,7 +55,9 @@ def token_codecs(settings: Settings, clock: Clock) -> tuple[TokenCodec, TokenCod
 
 
 def build_context(settings: Settings, clock: Clock = utc_now, db: Database | None = None) -> ServiceContext:
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    # Bounded waits: an unreachable Redis fails a command in seconds instead of holding requests
+    # (blocking reads of subscriptions are not bounded by socket_timeout).
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5) if settings.redis_url else None
     prefix = settings.redis_prefix
     bus: PubSub = RedisPubSub(redis, prefix) if redis is not None else MemoryPubSub()
     limiter: RateLimiter = (

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from control_api.errors import HTTP_CODES, ServiceError, error_response
 
@@ -68,6 +70,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         code = HTTP_CODES.get(exc.status, "http_error")
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "content-range")}
         response = error_response(exc.status, code, exc.reason, None, headers)
+    except (RedisConnectionError, RedisTimeoutError):
+        # Rate limits and events survive a Redis outage by themselves; anything else that needed
+        # Redis now is a dependency away, not a server fault.
+        errors_log.warning("Redis is unreachable in %s %s (request %s)", request.method, request.path, request_id)
+        response = error_response(
+            503, "redis_unavailable", "a service the server depends on is unavailable; try again shortly",
+            {"request_id": request_id}, {"Retry-After": "2"},
+        )
     except Exception:
         errors_log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
         response = error_response(

@@ -25,6 +25,7 @@ ERROR_TEXT = {
     416: "Range not satisfiable",
     422: "Validation failed",
     429: "Rate limited; see Retry-After",
+    503: "The database (or another service the server needs) is unavailable; retry after Retry-After",
 }
 
 
@@ -86,7 +87,7 @@ def _operation(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
 
 
 def _errors(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
-    codes = set(ep.errors)
+    codes = set(ep.errors) | {503}  # any operation, while the database is away
     if ep.body is not None:
         codes |= {400, 413, 415, 422}
     if ep.query is not None:

@@ -3,6 +3,14 @@
 The embedded default runs in one process and delivers in memory; with ``redis_url`` set, events
 go through Redis so that every API and signaling node sees them.  Channels used so far:
 ``user:<id>`` (notifications) and ``meeting:<id>`` (status changes, chat).
+
+Delivery is best-effort fan-out, never the record: what matters is committed to the database
+before it is published (chat, notifications), so an event lost here is still in the history.
+Through Redis, a subscription survives Redis restarts and lost connections: it subscribes again
+by itself (backing off from 0.1 s to 2 s) and its reader never sees the gap.  While a
+subscription is not connected, or when a publish cannot reach Redis, this process's own
+subscribers of the channel get the event directly, so one node's rooms keep their chat while
+Redis is away; events other nodes published meanwhile are lost to it.
 """
 
 from __future__ import annotations
@@ -16,10 +24,15 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 256
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+RECONNECT_FIRST, RECONNECT_MAX = 0.1, 2.0  # seconds between attempts to subscribe again
+SUBSCRIBE_WAIT = 2.0  # how long subscribe() waits for Redis to confirm before going on
 
 
 class Subscription:
@@ -30,6 +43,8 @@ class Subscription:
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_LIMIT + 1)
         self._broken = False
         self.dropped = 0
+        self.connected = True  # to its source (a Redis subscription is not, while reconnecting)
+        self.reconnects = 0
 
     def _put(self, event: dict[str, Any]) -> None:
         if self._broken:
@@ -101,18 +116,74 @@ class RedisPubSub:
     def __init__(self, redis: Redis, prefix: str = "videoconf:") -> None:
         self._redis = redis
         self._prefix = prefix
+        self._local: dict[str, set[Subscription]] = {}
+        self.publish_failures = 0
+        self._last_warning = -60.0
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
-        await self._redis.publish(self._prefix + channel, json.dumps(event))
+        """Publish through Redis; never raises for an unreachable Redis (see the module's notes)."""
+        data = json.dumps(event)
+        try:
+            await self._redis.publish(self._prefix + channel, data)
+        except REDIS_ERRORS as exc:
+            self.publish_failures += 1
+            self._warn(f"cannot publish to Redis ({type(exc).__name__}: {exc}); delivering to this node's subscribers only")
+            self._deliver_locally(channel, data, everyone=True)
+            return
+        self._deliver_locally(channel, data, everyone=False)
+
+    def _deliver_locally(self, channel: str, data: str, *, everyone: bool) -> None:
+        """Hand the event to this process's subscribers of ``channel`` that Redis cannot reach
+        (all of them when the publish itself failed)."""
+        targets = [s for s in self._local.get(channel, ()) if everyone or not s.connected]
+        if targets:
+            event = json.loads(data)
+            for subscription in targets:
+                subscription._put(event)
+
+    def _warn(self, message: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_warning >= 5.0:
+            self._last_warning = now
+            log.warning(message)
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
         subscription = Subscription()
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._prefix + channel)
+        subscription.connected = False
+        self._local.setdefault(channel, set()).add(subscription)
+        attempted = asyncio.Event()
+        task = asyncio.create_task(self._pump(channel, subscription, attempted), name=f"pubsub:{channel}")
+        try:
+            # Events published after subscribe() returns reach the subscriber, unless Redis is
+            # unreachable: then the subscription goes on trying in the background.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(attempted.wait(), SUBSCRIBE_WAIT)
+            yield subscription
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            subscribers = self._local.get(channel)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._local[channel]
 
-        async def pump() -> None:
+    async def _pump(self, channel: str, subscription: Subscription, attempted: asyncio.Event) -> None:
+        """Subscribe, read, and subscribe again whenever the connection is lost."""
+        delay = RECONNECT_FIRST
+        first = True
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
+                await pubsub.subscribe(self._prefix + channel)
+                subscription.connected = True
+                attempted.set()
+                delay = RECONNECT_FIRST
+                if not first:
+                    subscription.reconnects += 1
+                    log.info("subscribed to %s again", channel)
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue
@@ -120,18 +191,19 @@ class RedisPubSub:
                         subscription._put(json.loads(message["data"]))
                     except (ValueError, TypeError):
                         log.warning("dropped a malformed event on %s", channel)
+            except REDIS_ERRORS as exc:
+                if subscription.connected:
+                    log.warning("lost the Redis subscription to %s (%s: %s); subscribing again", channel, type(exc).__name__, exc)
             except Exception:
-                log.exception("lost the Redis subscription to %s", channel)
-            subscription._break()
-
-        task = asyncio.create_task(pump(), name=f"pubsub:{channel}")
-        try:
-            yield subscription
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await pubsub.aclose()
+                log.exception("the Redis subscription to %s failed; subscribing again", channel)
+            finally:
+                subscription.connected = False
+                attempted.set()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            first = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
 
     async def close(self) -> None:
         pass

@@ -4,17 +4,28 @@ One number per key: the theoretical arrival time (TAT) of the next event.  A rul
 events per ``period`` seconds lets ``limit`` events through at once and then one every
 ``period / limit`` seconds.  The in-memory limiter serves the embedded single-process mode; the
 Redis limiter runs the same arithmetic in a Lua script, so several API nodes share the budget.
+
+Rate-limit state is not precious: when Redis cannot be reached the Redis limiter counts in this
+process instead (each node then enforces the limits on its own), and goes back to Redis as soon
+as it answers again.  Redis kept without persistence comes back empty, so budgets start afresh
+after a restart.  Requests never fail because Redis is away.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from videoconf.config import RateLimitRule
+
+log = logging.getLogger(__name__)
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @dataclass(frozen=True)
@@ -89,13 +100,28 @@ class RedisRateLimiter:
     def __init__(self, redis: Redis, prefix: str = "videoconf:rl:") -> None:
         self._redis = redis
         self._prefix = prefix
-        self._script = redis.register_script(_GCRA_LUA)
+        self._script = redis.register_script(_GCRA_LUA)  # reloaded by redis-py after a restart
+        self._fallback = MemoryRateLimiter()
+        self.degraded = False  # counting in this process because Redis is unreachable
 
     async def hit(self, key: str, rule: RateLimitRule, now: float) -> Decision:
-        allowed, retry = await self._script(
-            keys=[self._prefix + key], args=[repr(now), repr(rule.period / rule.limit), rule.limit]
-        )
+        try:
+            allowed, retry = await self._script(
+                keys=[self._prefix + key], args=[repr(now), repr(rule.period / rule.limit), rule.limit]
+            )
+        except REDIS_ERRORS as exc:
+            if not self.degraded:
+                log.warning("Redis is unreachable (%s: %s): rate limits are counted in this process until it is back", type(exc).__name__, exc)
+                self.degraded = True
+            return await self._fallback.hit(key, rule, now)
+        if self.degraded:
+            log.warning("Redis answers again: rate limits are counted in Redis")
+            self.degraded = False
         return Decision(bool(int(allowed)), float(retry))
 
     async def reset(self, key: str) -> None:
-        await self._redis.delete(self._prefix + key)
+        await self._fallback.reset(key)
+        try:
+            await self._redis.delete(self._prefix + key)
+        except REDIS_ERRORS as exc:
+            log.warning("could not reset rate limit %s in Redis (%s: %s)", key, type(exc).__name__, exc)

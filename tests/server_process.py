@@ -35,7 +35,10 @@ def request(url: str, body: dict | None = None, token: str | None = None) -> tup
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, *, log: Path | None = None, **env: str) -> None:
+        """``log``: write the server's stderr to this file (appending across restarts) instead of
+        a pipe, for servers that run long or log much (a full pipe would block the server)."""
+        self.log = log
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "VIDEOCONF_DATA_DIR": str(data_dir), "VIDEOCONF_PORT": str(self.port), **env}
@@ -49,10 +52,15 @@ class ServerProcess:
 
     def start(self) -> str:
         """Start the server and wait until it is ready; returns its first line of output."""
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "videoconf.cli", "run"],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        stderr = open(self.log, "a") if self.log is not None else subprocess.PIPE  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "videoconf.cli", "run"],
+                env=self.env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )
+        finally:
+            if self.log is not None:
+                stderr.close()
         first_line = self.process.stdout.readline()
         deadline = time.monotonic() + 20
         while True:
@@ -63,7 +71,7 @@ class ServerProcess:
             except OSError:
                 pass
             if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"server did not start: {self.process.stderr.read() if self.process.poll() is not None else ''}")
+                raise RuntimeError(f"server did not start: {self._output() if self.process.poll() is not None else ''}")
             time.sleep(0.1)
 
     def stop(self) -> tuple[int, str]:
@@ -71,4 +79,18 @@ class ServerProcess:
         assert self.process is not None
         self.process.send_signal(2)
         code = self.process.wait(timeout=20)
-        return code, self.process.stderr.read()
+        return code, self._output()
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL): no goodbye to anyone, as when its host fails."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=20)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def _output(self) -> str:
+        assert self.process is not None
+        if self.log is not None:
+            return self.log.read_text(errors="replace")
+        return self.process.stderr.read() if self.process.stderr is not None else ""

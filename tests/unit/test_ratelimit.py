@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -57,3 +58,25 @@ async def test_memory_limiter_stays_bounded() -> None:
     for i in range(1000):
         await limiter.hit(f"k{i}", RULE, 1000.0 + i)
     assert len(limiter._tats) <= 100
+
+
+async def test_the_redis_limiter_counts_in_process_while_redis_is_away() -> None:
+    """Requests never fail for a missing Redis: the limiter counts in this process meanwhile
+    (still limiting), and uses Redis again once it answers (Redis comes back empty)."""
+    from redis.asyncio import Redis
+
+    from tests.services import PrivateRedis
+
+    rule = RateLimitRule(limit=2, period=60)
+    with PrivateRedis() as server:
+        client = Redis.from_url(server.url, socket_connect_timeout=2, socket_timeout=5)
+        limiter = RedisRateLimiter(client, prefix="rl:")
+        assert (await limiter.hit("k", rule, 1000.0)).allowed
+        await asyncio.to_thread(server.stop)
+        assert (await limiter.hit("k", rule, 1000.0)).allowed and limiter.degraded
+        assert (await limiter.hit("k", rule, 1000.0)).allowed
+        assert not (await limiter.hit("k", rule, 1000.0)).allowed  # still limited, in memory
+        await asyncio.to_thread(server.start)
+        assert (await limiter.hit("k", rule, 1000.0)).allowed  # a fresh budget in the empty Redis
+        assert not limiter.degraded and await client.exists("rl:k")
+        await client.aclose()
