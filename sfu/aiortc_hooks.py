@@ -13,6 +13,10 @@ aiortc has no public API for forwarding RTP, so the SFU taps it here:
 * ``ParkedTrack`` keeps a sender's own send loop waiting forever, so its SSRC, RTX SSRC and SDP
   stay valid while the SFU writes the packets.
 * ``configure_ice`` limits the addresses and UDP ports aioice gathers host candidates on.
+* ``widen_srtp_buffers`` and ``accept_rsa_peers`` fix what an independent stack (GStreamer's
+  webrtcbin) found: pylibsrtp's buffer is too small for full-MTU packets, and aiortc as DTLS
+  client offers no cipher suite for a peer with an RSA certificate.  pylibsrtp's private API is
+  used here too, and only here.
 
 aiortc is pinned to ``AIORTC_VERSION``; ``verify_hooks()`` raises ``HookMissing`` naming every
 hook that is gone, and runs when the SFU starts and in the test suite.
@@ -30,6 +34,7 @@ from typing import Any
 
 import aioice.ice
 import ifaddr
+import pylibsrtp
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import is_rtx
 from aiortc.rate import RemoteBitrateEstimator
@@ -112,6 +117,11 @@ REQUIRED_HOOKS: list[tuple[str, str]] = [
     ("aiortc.codecs", "HEADER_EXTENSIONS"),
     ("HeaderExtensionIds", "rtp_stream_id"),
     ("HeaderExtensionIds", "repaired_rtp_stream_id"),
+    ("RTCCertificate", "_create_ssl_context"),
+    ("RTCDtlsTransport", "_setup_srtp"),
+    ("dtls", "_rx_srtp"),
+    ("srtp_session", "_cdata"),
+    ("srtp_session", "_buffer"),
 ]
 
 
@@ -172,7 +182,7 @@ def verify_hooks() -> None:
     import aiortc.codecs
     import aiortc.rtcrtpreceiver
     import aiortc.rtcrtpsender
-    from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
+    from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, RtpRouter
     from aiortc.rtp import HeaderExtensionsMap
 
     problems = []
@@ -209,6 +219,8 @@ def verify_hooks() -> None:
         "RTCIceTransport": ice,
         "ice_connection": getattr(ice, "_connection", None),
         "aiortc.rtcdtlstransport": aiortc.rtcdtlstransport,
+        "RTCCertificate": RTCCertificate,
+        "srtp_session": pylibsrtp.Session(),
     }
     for what, attribute in REQUIRED_HOOKS:
         target = targets.get(what)
@@ -264,6 +276,76 @@ def enable_simulcast() -> None:
 
     RtpRouter.route_rtp = route_rtp  # type: ignore[method-assign]
     _simulcast_installed = True
+
+
+# SRTP and DTLS: what other WebRTC stacks send -------------------------------------------------
+
+# pylibsrtp protects into a buffer of 1,500 bytes less room for the longest trailer (144 bytes),
+# so nothing over 1,356 bytes: a 1,400-byte packet from GStreamer's payloaders (their default
+# MTU), rewritten with the SFU's header extensions, did not fit, and the ValueError ended the
+# publisher's receive loop.  2,048 bytes take any packet of a 1,500-byte path MTU, after the
+# SFU's extensions and RTX's two bytes, with the longest trailer.
+SRTP_BUFFER_BYTES = 2048
+_srtp_widened = False
+
+
+def widen_srtp_session(session: pylibsrtp.Session | None) -> None:
+    """Give one pylibsrtp session a ``SRTP_BUFFER_BYTES`` buffer (it protects and unprotects in
+    place into ``_cdata``, through the ``_buffer`` view of it)."""
+    from pylibsrtp._binding import ffi
+
+    if session is None or len(session._cdata) >= SRTP_BUFFER_BYTES:
+        return
+    session._cdata = ffi.new("char[]", SRTP_BUFFER_BYTES)
+    session._buffer = ffi.buffer(session._cdata)
+
+
+def widen_srtp_buffers() -> None:
+    """Every DTLS transport's SRTP sessions get the wider buffer once keyed; idempotent."""
+    global _srtp_widened
+    if _srtp_widened:
+        return
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    original = RTCDtlsTransport._setup_srtp
+
+    def _setup_srtp(self: Any) -> None:
+        original(self)
+        widen_srtp_session(self._rx_srtp)
+        widen_srtp_session(self._tx_srtp)
+
+    RTCDtlsTransport._setup_srtp = _setup_srtp  # type: ignore[method-assign]
+    _srtp_widened = True
+
+
+# aiortc's list, each ECDSA suite followed by its RSA twin.  The suite's signature is the DTLS
+# server's: when the SFU answers ``a=setup:active`` it is the client, and a peer whose certificate
+# is RSA (webrtcbin's default; browsers accept both) can only pick an ECDHE-RSA suite.
+DTLS_CIPHERS = b":".join((
+    b"ECDHE-ECDSA-AES128-GCM-SHA256", b"ECDHE-RSA-AES128-GCM-SHA256",
+    b"ECDHE-ECDSA-CHACHA20-POLY1305", b"ECDHE-RSA-CHACHA20-POLY1305",
+    b"ECDHE-ECDSA-AES128-SHA", b"ECDHE-RSA-AES128-SHA",
+    b"ECDHE-ECDSA-AES256-SHA", b"ECDHE-RSA-AES256-SHA",
+))
+_rsa_accepted = False
+
+
+def accept_rsa_peers() -> None:
+    """Offer the ECDHE-RSA cipher suites beside aiortc's ECDHE-ECDSA ones; idempotent."""
+    global _rsa_accepted
+    if _rsa_accepted:
+        return
+    from aiortc.rtcdtlstransport import RTCCertificate
+
+    original = RTCCertificate._create_ssl_context
+
+    def _create_ssl_context(self: Any, srtp_profiles: Any) -> Any:
+        context = original(self, srtp_profiles)
+        context.set_cipher_list(DTLS_CIPHERS)
+        return context
+
+    RTCCertificate._create_ssl_context = _create_ssl_context  # type: ignore[method-assign]
+    _rsa_accepted = True
 
 
 # Simulcast from an aiortc client (the SDK) --------------------------------------------------
@@ -356,6 +438,7 @@ def count_codec_instances() -> CodecCounter:
 
 PacketHandler = Callable[[RtpPacket, RTCRtpCodecParameters, int, bool], Awaitable[None]]
 SenderReportHandler = Callable[[int, int, int], None]  # (SSRC, 64-bit NTP time, RTP timestamp)
+ErrorHandler = Callable[[Exception], None]
 
 
 class ReceiverTap:
@@ -367,9 +450,12 @@ class ReceiverTap:
         on_packet: PacketHandler,
         adjust_remb: Callable[[float], float] | None = None,
         on_sender_report: SenderReportHandler | None = None,
+        on_error: ErrorHandler | None = None,
     ) -> None:
         self.receiver = receiver
         self._on_packet = on_packet
+        self._on_error = on_error
+        self.errors = 0
         self._adjust_remb = adjust_remb
         self._on_sender_report = on_sender_report
         self._decoder_stopped = False
@@ -403,6 +489,19 @@ class ReceiverTap:
             getattr(self.receiver, f"{_R}stop_decoder")()
 
     async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        """aiortc's DTLS receive loop awaits this for every packet of the publisher: whatever
+        fails in the SFU's handling stays here, counted and told to ``on_error``.  Raised, it
+        would end that loop, the publisher's transport with it, and the publisher."""
+        try:
+            await self._receive(packet, arrival_time_ms)
+        except Exception as exc:
+            self.errors += 1
+            if self._on_error is not None:
+                self._on_error(exc)
+            elif self.errors == 1:
+                log.error("handling a publisher's packet failed", exc_info=exc)
+
+    async def _receive(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         receiver = self.receiver
         if not self._decoder_stopped:
             self._decoder_stopped = True

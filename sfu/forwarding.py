@@ -181,6 +181,7 @@ class UpTrack:
         self._remb_hold_until = float("-inf")
         self.on_layers_changed: Callable[[UpTrack], None] | None = None
         self.taps: list[MediaTap] = []
+        self._failures: dict[int, int] = {}  # failures in the packet path, by id() of who failed
 
     @property
     def is_simulcast(self) -> bool:
@@ -195,7 +196,7 @@ class UpTrack:
         return self.layers[0].cache
 
     def attach(self, receiver: RTCRtpReceiver) -> None:
-        self.tap = ReceiverTap(receiver, self._on_packet, self.uplink_remb, self._on_sender_report)
+        self.tap = ReceiverTap(receiver, self._on_packet, self.uplink_remb, self._on_sender_report, self._receive_failed)
 
     def _on_sender_report(self, ssrc: int, ntp: int, rtp: int) -> None:
         if not self.taps:
@@ -360,18 +361,38 @@ class UpTrack:
             return
         for tap in self.taps:
             if tap.wants(layer):
-                tap.on_packet(self, layer, cached, now)
+                try:
+                    tap.on_packet(self, layer, cached, now)
+                except Exception as exc:
+                    self._failed("tap", tap, exc)
         if not self.downtracks:
             return
         ntp = current_ntp_time()
         abs_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
         sent = 0
         for downtrack in self.downtracks:
-            if (downtrack.current is layer or downtrack.target is layer) and downtrack.forward(cached, layer, ntp, abs_time):
-                sent += 1
+            if downtrack.current is layer or downtrack.target is layer:
+                # One subscriber's failure stays its own: the others still get the packet, and
+                # nothing reaches the publisher's receive loop.
+                try:
+                    if downtrack.forward(cached, layer, ntp, abs_time):
+                        sent += 1
+                except Exception as exc:
+                    self._failed("forward", downtrack, exc)
         if sent:
             octets = sent * len(payload)
             self.metrics.record_forward(self.kind, sent, octets, time.perf_counter() - started)
+
+    def _failed(self, where: str, consumer: Any, exc: Exception) -> None:
+        """Count a failure in the packet path; log the 1st, 2nd, 4th, 8th... of each consumer."""
+        self.metrics.packet_errors.labels(where).inc()
+        count = self._failures[id(consumer)] = self._failures.get(id(consumer), 0) + 1
+        if count & (count - 1) == 0:
+            name = getattr(consumer, "subscriber", type(consumer).__name__)
+            log.error("%s of %s failed for %s (%d times)", where, self.track_id, name, count, exc_info=exc)
+
+    def _receive_failed(self, exc: Exception) -> None:
+        self._failed("receive", self, exc)
 
     async def tick(self) -> None:
         """Periodic work: NACK what is still missing upstream, per layer."""
@@ -427,6 +448,7 @@ class UpTrack:
     def remove(self, downtrack: DownTrack) -> None:
         if downtrack in self.downtracks:
             self.downtracks.remove(downtrack)
+        self._failures.pop(id(downtrack), None)
 
 
 FeedbackListener = Callable[[str, float], None]

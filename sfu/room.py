@@ -31,7 +31,14 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
-from sfu.aiortc_hooks import ParkedTrack, count_codec_instances, enable_simulcast, negotiated_codecs
+from sfu.aiortc_hooks import (
+    ParkedTrack,
+    accept_rsa_peers,
+    count_codec_instances,
+    enable_simulcast,
+    negotiated_codecs,
+    widen_srtp_buffers,
+)
 from sfu.bandwidth import BandwidthEstimator
 from sfu.forwarding import DownTrack, UpTrack
 from sfu.metrics import SfuMetrics
@@ -692,6 +699,8 @@ class SfuNode:
         self._ticker: asyncio.Task[None] | None = None
         self.removal_listeners: list[Callable[[Participant, str], None]] = []
         enable_simulcast()
+        widen_srtp_buffers()
+        accept_rsa_peers()
         codecs = count_codec_instances()
         codecs.listeners.append(lambda kind, _mime: metrics.codec_instances.labels(kind).inc())
 
