@@ -28,6 +28,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.codecs import is_rtx
+from aiortc.exceptions import OperationError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
@@ -42,7 +43,7 @@ from sfu.aiortc_hooks import (
 from sfu.bandwidth import BandwidthEstimator
 from sfu.forwarding import DownTrack, UpTrack
 from sfu.metrics import SfuMetrics
-from sfu.sdp import accept_simulcast, announce_address, check_description, simulcast_offers
+from sfu.sdp import accept_simulcast, announce_address, check_description, normalize_h264, simulcast_offers
 from sfu.selector import Allocator, Choice, Demand, wanted_layer
 from sfu.speaker import ActiveSpeakerDetector
 
@@ -87,6 +88,15 @@ def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapabilit
         raise SignalError("codec_unsupported", f"no subscriber codec matches {codec.mimeType}")
     chosen += [c for c in caps if is_rtx(c)][:1]
     return chosen
+
+
+def _negotiation_error(exc: Exception, what: str, identity: str) -> SignalError:
+    """What the client is told when aiortc fails on an offer or answer (logged here):
+    ``codec_unsupported`` for aiortc's OperationError (no codec in common), else ``invalid_sdp``."""
+    code = "codec_unsupported" if isinstance(exc, OperationError) else "invalid_sdp"
+    message = f"the {what} could not be negotiated: {str(exc) or type(exc).__name__}"
+    log.warning("negotiation with %s failed: %s", identity, message, exc_info=code == "invalid_sdp")
+    return SignalError(code, message)
 
 
 class RoomObserver(Protocol):
@@ -193,11 +203,14 @@ class Participant:
             self.publisher = self._peer_connection()
         pc = self.publisher
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=normalize_h264(sdp), type="offer"))
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
-        except (ValueError, AssertionError, KeyError, IndexError, TypeError) as exc:
-            raise SignalError("invalid_sdp", f"the offer could not be used: {exc}") from None
+        except Exception as exc:
+            # aiortc has begun to apply the offer: the connection is in no known state.  The
+            # error goes out (with the request's id) before the removal task runs.
+            self.room.spawn(self.room.remove(self, "negotiation_failed"))
+            raise _negotiation_error(exc, "offer", self.identity) from None
         published = []
         for transceiver in pc.getTransceivers():
             mid = transceiver.mid
@@ -303,8 +316,11 @@ class Participant:
             while not self.closed and self.subscriber is not None:
                 self._again = False
                 pc = self.subscriber
-                offer = await pc.createOffer()
-                await pc.setLocalDescription(offer)
+                try:
+                    await pc.setLocalDescription(await pc.createOffer())
+                except Exception as exc:
+                    await self._negotiation_failed(exc, "offer")
+                    return
                 offered = {tid: (up, t) for tid, (up, t) in self._pending.items() if t.mid is not None}
                 mids = {t.mid: tid for tid, t in self._sub_transceivers.items() if t.mid is not None}
                 self._answer = asyncio.get_running_loop().create_future()
@@ -319,10 +335,9 @@ class Participant:
                     self._answer = None
                 try:
                     check_description(sdp)
-                    await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-                except (ValueError, AssertionError, KeyError, IndexError, TypeError) as exc:
-                    await self.notify({"type": "error", "code": "invalid_sdp", "message": f"the answer could not be used: {exc}"})
-                    self.room.spawn(self.room.remove(self, "negotiation_failed"))
+                    await pc.setRemoteDescription(RTCSessionDescription(sdp=normalize_h264(sdp), type="answer"))
+                except Exception as exc:
+                    await self._negotiation_failed(exc, "answer")
                     return
                 for tid, (up, transceiver) in offered.items():
                     self._pending.pop(tid, None)
@@ -339,6 +354,14 @@ class Participant:
                     break
         finally:
             self._negotiating = False
+
+    async def _negotiation_failed(self, exc: Exception, what: str) -> None:
+        """A subscriber offer or answer failed in aiortc: the client is told, then removed."""
+        if self.closed:  # closed meanwhile (aiortc refuses a closed connection): nobody to tell
+            return
+        error = _negotiation_error(exc, what, self.identity)
+        await self.notify({"type": "error", "code": error.code, "message": error.message})
+        self.room.spawn(self.room.remove(self, "negotiation_failed"))
 
     # Layer selection ---------------------------------------------------------------------------
 

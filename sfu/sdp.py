@@ -181,3 +181,52 @@ def offer_ssrc_simulcast(sdp: str, mid: str, layers: list[tuple[int, int | None]
                     present.add(ssrc)
         out.append("a=ssrc-group:SIM " + " ".join(str(media) for media, _ in layers))
     return "\r\n".join(out) + "\r\n"
+
+
+# H.264 parameters -------------------------------------------------------------------------------
+
+# RFC 6184 section 8.1: without profile-level-id, an H.264 format is Baseline profile, level 1.0.
+H264_DEFAULT_PROFILE_LEVEL_ID = "42000a"
+
+
+def _h264_payload_types(section: list[str]) -> list[str]:
+    types = []
+    for line in section:
+        if line.startswith("a=rtpmap:"):
+            number, _, encoding = line[9:].partition(" ")
+            if encoding.strip().lower().startswith("h264/"):
+                types.append(number)
+    return types
+
+
+def _with_profile(line: str) -> str:
+    """An ``a=fmtp`` line of an H.264 format, with the RFC's profile-level-id where it has none."""
+    head, _, params = line.partition(" ")
+    names = {part.split("=", 1)[0].strip().lower() for part in params.split(";") if part.strip()}
+    if "profile-level-id" in names:
+        return line
+    params = params.strip().rstrip(";")
+    addition = f"profile-level-id={H264_DEFAULT_PROFILE_LEVEL_ID}"
+    return f"{head} {params};{addition}" if params else f"{head} {addition}"
+
+
+def normalize_h264(sdp: str) -> str:
+    """Write RFC 6184's reading of an absent ``profile-level-id`` (42000A, Baseline) into every
+    H.264 format of a remote description, adding an ``a=fmtp`` line where there is none.
+
+    aiortc reads an absent profile-level-id as 42E01F (Constrained Baseline, libwebrtc's legacy
+    default): offered Baseline, it then found no codec in common with an answer that left the
+    parameter out, as RFC 6184 allows, and refused it."""
+    out: list[str] = []
+    for section in _sections(sdp):
+        h264 = _h264_payload_types(section)
+        with_fmtp = {line[7:].split(" ", 1)[0] for line in section if line.startswith("a=fmtp:")}
+        for line in section:
+            if line.startswith("a=fmtp:") and line[7:].split(" ", 1)[0] in h264:
+                line = _with_profile(line)
+            out.append(line)
+            if line.startswith("a=rtpmap:"):
+                number = line[9:].split(" ", 1)[0]
+                if number in h264 and number not in with_fmtp:
+                    out.append(f"a=fmtp:{number} profile-level-id={H264_DEFAULT_PROFILE_LEVEL_ID}")
+    return "\r\n".join(out) + "\r\n"

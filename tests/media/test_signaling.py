@@ -298,3 +298,66 @@ async def test_leave_and_rejoin_receives_media_again(meeting: Meeting) -> None:
     report = next(r for r in again.remote.values() if r.verifier).verifier.report()
     assert report["frames_corrupt"] == 0
     assert str(uuid.UUID(again.identity)) == meeting.people[0]["user"]["id"]
+
+
+async def closing_reason(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10) -> str:
+    """Read until the server closes the connection; its reason."""
+    while True:
+        frame = await asyncio.wait_for(ws.receive(), timeout)
+        if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+            return str(frame.extra or "")
+
+
+async def test_a_publish_offer_without_a_codec_in_common_is_refused_and_ends_the_connection(meeting: Meeting) -> None:
+    """Only H.264 High profile, which aiortc does not do: aiortc's OperationError reaches the
+    client as an error answering its request, and the participant is removed."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
+
+    observer = await meeting.participant(meeting.host)
+    http, ws = await raw_socket(meeting)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await ws.send_json({"type": "join", "protocol": PROTOCOL_VERSION, "token": await meeting.token(meeting.people[0])})
+        joined = await receive(ws, "joined")
+        transceiver = pc.addTransceiver(PatternVideoTrack(320, 240), direction="sendonly")
+        transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs if c.name == "H264"][:1])
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = pc.localDescription.sdp.replace("profile-level-id=42001f", "profile-level-id=640028")
+        await ws.send_json({"type": "publish", "id": "p1", "sdp": offer, "tracks": []})
+        error = await receive(ws, "error")
+        assert (error["code"], error["id"]) == ("codec_unsupported", "p1"), error
+        assert await closing_reason(ws) == "negotiation_failed"
+        left = await observer.wait_for("participant-left", lambda m: m["identity"] == joined["participant"]["identity"])
+        assert left["reason"] == "negotiation_failed"
+    finally:
+        await pc.close()
+        await ws.close()
+        await http.close()
+
+
+async def test_a_subscriber_answer_without_a_codec_in_common_is_refused_and_ends_the_connection(meeting: Meeting) -> None:
+    """An answer taking H.264 in packetization mode 0, which the SFU did not offer: the client
+    is told, and removed, instead of waiting for media that never comes."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    publisher = await meeting.participant(meeting.host, video_codec="H264")
+    await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera")])
+    http, ws = await raw_socket(meeting)
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        await ws.send_json({"type": "join", "protocol": PROTOCOL_VERSION, "token": await meeting.token(meeting.people[0])})
+        joined = await receive(ws, "joined")
+        offer = await receive(ws, "subscriber-offer")
+        await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer = pc.localDescription.sdp.replace("packetization-mode=1", "packetization-mode=0")
+        await ws.send_json({"type": "subscriber-answer", "sdp": answer})
+        error = await receive(ws, "error")
+        assert error["code"] == "codec_unsupported", error
+        assert await closing_reason(ws) == "negotiation_failed"
+        left = await publisher.wait_for("participant-left", lambda m: m["identity"] == joined["participant"]["identity"])
+        assert left["reason"] == "negotiation_failed"
+    finally:
+        await pc.close()
+        await ws.close()
+        await http.close()

@@ -268,3 +268,25 @@ async def test_webrtcbin_publisher_with_1400_byte_packets_reaches_an_aiortc_subs
         assert video.last_size == (640, 480) and not peer.errors(), status()
         assert set(packet_errors(meeting).values()) == {0}, status()
 
+
+async def test_webrtcbin_subscriber_answering_without_profile_level_id_decodes_h264(
+    meeting: Meeting, gstreamer: None
+) -> None:
+    """webrtcbin answers H.264 without ``profile-level-id``, which RFC 6184 reads as 42000A
+    (Baseline): the SFU, offering the publisher's Baseline H.264, accepts it, and webrtcbin
+    decodes the frames."""
+    publisher = await meeting.participant(meeting.host, video_codec="H264")
+    async with gst_peer("subscribe") as peer, relay(meeting, meeting.people[0], peer, "subscriber") as channel:
+        await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera")])
+
+        def decoded_or_refused() -> bool:
+            return peer.stats.get("frames_decoded", 0) >= 30 or bool(channel.of_type("error")) or channel.closed
+
+        def status() -> str:
+            return f"{channel.describe()}; {peer.describe()}"
+
+        await until_or_report(decoded_or_refused, status, timeout=40)
+        assert peer.stats["frames_decoded"] >= 30 and not channel.of_type("error"), status()
+        assert (peer.stats["width"], peer.stats["height"]) == (320, 240), status()
+        (answer,) = channel.answers
+        assert "H264/90000" in answer and "profile-level-id" not in answer, answer

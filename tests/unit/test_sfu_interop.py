@@ -176,3 +176,62 @@ async def test_an_up_track_counts_what_failed_in_its_receive_path() -> None:
     assert metrics.packet_errors.labels("receive")._value.get() == 1
 
 
+
+# H.264 parameters as RFC 6184 reads them ------------------------------------------------------
+
+H264_SECTION = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 96 99 100 102\r\n"
+    "a=rtpmap:96 VP8/90000\r\n"
+    "a=rtpmap:99 H264/90000\r\n"
+    "a=fmtp:99 packetization-mode=1;level-asymmetry-allowed=1\r\n"
+    "a=rtpmap:100 h264/90000\r\n"
+    "a=rtpmap:102 H264/90000\r\n"
+    "a=fmtp:102 packetization-mode=1; Profile-Level-Id=42e01f\r\n"
+)
+
+
+def test_an_h264_format_without_profile_level_id_is_read_as_baseline() -> None:
+    from sfu.sdp import normalize_h264
+
+    out = normalize_h264(H264_SECTION)
+    assert "a=fmtp:99 packetization-mode=1;level-asymmetry-allowed=1;profile-level-id=42000a\r\n" in out
+    assert "a=rtpmap:100 h264/90000\r\na=fmtp:100 profile-level-id=42000a\r\n" in out  # no fmtp at all
+    assert "a=fmtp:102 packetization-mode=1; Profile-Level-Id=42e01f\r\n" in out  # has one: kept
+    assert "a=fmtp:96" not in out  # not H.264
+    assert normalize_h264(out) == out
+
+
+async def test_an_answer_without_profile_level_id_takes_the_offered_baseline_h264() -> None:
+    """The SFU offers a subscriber exactly the publisher's codec, here Baseline (42001f).  aiortc
+    reads an answer without profile-level-id as Constrained Baseline and refuses it; read as the
+    RFC says, it is Baseline, and the offered format is negotiated."""
+    from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+    from aiortc.exceptions import OperationError
+
+    from sfu.aiortc_hooks import ParkedTrack, configure_ice, negotiated_codecs
+    from sfu.sdp import normalize_h264
+
+    configure_ice(["127.0.0.1"], None)
+    baseline = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.parameters.get("profile-level-id") == "42001f"]
+    rtx = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name == "rtx"][:1]
+    answers = []
+    for normalize in (False, True):
+        sfu, client = RTCPeerConnection(), RTCPeerConnection()
+        transceiver = sfu.addTransceiver(ParkedTrack("video"), direction="sendonly")
+        transceiver.setCodecPreferences(baseline + rtx)
+        await sfu.setLocalDescription(await sfu.createOffer())
+        await client.setRemoteDescription(sfu.localDescription)
+        await client.setLocalDescription(await client.createAnswer())
+        answer = client.localDescription.sdp.replace(";profile-level-id=42001f", "")
+        assert "profile-level-id" not in answer
+        try:
+            await sfu.setRemoteDescription(RTCSessionDescription(normalize_h264(answer) if normalize else answer, "answer"))
+            answers.append([c.parameters for c in negotiated_codecs(transceiver) if c.name == "H264"])
+        except OperationError:
+            answers.append("refused")
+        finally:
+            await sfu.close()
+            await client.close()
+    assert answers[0] == "refused"  # aiortc's own reading
+    assert answers[1] == [baseline[0].parameters]
