@@ -208,20 +208,9 @@ class SfuUnderTest:
         finally:
             for client in clients:
                 await client.close()
-        summary = {
-            name: {
-                key: median([t[key] for t in trials], 4 if key == "cpu_share" else 2)
-                for key in ("packets_per_second", "received_per_second", "forwarded_per_second", "cpu_share", "us_per_packet")
-            }
-            for name, trials in raw.items()
-        }
         return {
             "setup": {"people": GRID_PEOPLE, "layers": [f"{w}x{h}" for w, h in GRID_LAYERS], "fps": GRID_FPS, "tiles": tiles},
-            "median": summary,
-            "small_over_large": {
-                "cpu_share": round(summary["small"]["cpu_share"] / summary["large"]["cpu_share"], 3),
-                "packets_per_second": round(summary["small"]["packets_per_second"] / summary["large"]["packets_per_second"], 3),
-            },
+            **grid_summary(raw),
             "trials": raw,
         }
 
@@ -284,8 +273,59 @@ async def relay_trial(subscribers: int, warmup: float, window: float) -> dict[st
 # Driver ---------------------------------------------------------------------------------------
 
 
-def median(values: list[float], digits: int = 2) -> float:
-    return round(statistics.median(values), digits)
+def median(values: list[float], digits: int = 2) -> float | None:
+    return round(statistics.median(values), digits) if values else None
+
+
+def grid_summary(raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians of the simulcast grid's trials per tile size, and small tiles over large ones."""
+    keys = ("packets_per_second", "received_per_second", "forwarded_per_second", "cpu_share", "us_per_packet")
+    summary = {
+        name: {key: median([t[key] for t in trials if t.get(key) is not None], 4 if key == "cpu_share" else 2) for key in keys}
+        for name, trials in raw.items()
+    }
+    small, large = summary.get("small", {}), summary.get("large", {})
+    return {
+        "median": summary,
+        "small_over_large": {
+            key: round(small[key] / large[key], 3) if small.get(key) and large.get(key) else None
+            for key in ("cpu_share", "packets_per_second")
+        },
+    }
+
+
+def summarize(raw: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Medians per system and subscriber count, for the counts that were measured."""
+    return {
+        system: {
+            str(n): {
+                "us_per_packet": median([t["us_per_packet"] for t in trials if t["us_per_packet"]]),
+                "packets_per_second": median([t["packets_per_second"] for t in trials]),
+                "cpu_share": median([t["cpu_share"] for t in trials], 4),
+            }
+            for n, trials in by_n.items() if trials
+        }
+        for system, by_n in raw.items()
+    }
+
+
+def marginal(trials: list[dict[str, Any]]) -> float | None:
+    """Least-squares slope of server CPU over forwarded packets across N: the cost of one
+    more forwarded packet, without what the server spends anyway (ticks, RTCP, ICE)."""
+    points = [(t["packets_per_second"], t["cpu_share"]) for t in trials]
+    if len({x for x, _ in points}) < 2:
+        return None
+    mean_x = statistics.fmean(x for x, _ in points)
+    mean_y = statistics.fmean(y for _, y in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
+    return round(slope * 1e6, 2)
+
+
+def relay_ratios(summary: dict[str, Any]) -> dict[str, float]:
+    """MediaRelay's CPU per packet over the SFU's, at each count where both were measured."""
+    sfu, relay = summary.get("sfu", {}), summary.get("relay", {})
+    pairs = {n: (sfu[n]["us_per_packet"], relay[n]["us_per_packet"]) for n in sfu.keys() & relay.keys()}
+    return {n: round(r / s, 1) for n, (s, r) in sorted(pairs.items(), key=lambda item: int(item[0])) if s and r}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -311,32 +351,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         print(f"trial {trial + 1} relay N={n:2}: {result['us_per_packet']} us/packet, {result['packets_per_second']} packets/s, cpu {result['cpu_share']:.1%}", flush=True)
         finally:
             sfu.stop()
-    summary: dict[str, Any] = {}
-    for system, by_n in raw.items():
-        summary[system] = {
-            str(n): {
-                "us_per_packet": median([t["us_per_packet"] for t in trials if t["us_per_packet"]]),
-                "packets_per_second": median([t["packets_per_second"] for t in trials]),
-                "cpu_share": median([t["cpu_share"] for t in trials], 4),
-            }
-            for n, trials in by_n.items() if trials
-        }
-    def marginal(system: str) -> float | None:
-        """Least-squares slope of server CPU over forwarded packets across N: the cost of one
-        more forwarded packet, without what the server spends anyway (ticks, RTCP, ICE)."""
-        points = [(t["packets_per_second"], t["cpu_share"]) for trials in raw[system].values() for t in trials]
-        if len({x for x, _ in points}) < 2:
-            return None
-        mean_x = statistics.fmean(x for x, _ in points)
-        mean_y = statistics.fmean(y for _, y in points)
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
-        return round(slope * 1e6, 2)
-
-    marginals = {system: marginal(system) for system in raw}
-    ratios = {
-        str(n): round(summary["relay"][str(n)]["us_per_packet"] / summary["sfu"][str(n)]["us_per_packet"], 1)
-        for n in relay_counts if str(n) in summary["sfu"] and str(n) in summary["relay"]
-    }
+    summary = summarize(raw)
+    marginals = {system: marginal([t for trials in by_n.values() for t in trials]) for system, by_n in raw.items()}
+    ratios = relay_ratios(summary)
     return {
         "benchmark": "sfu",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -64,6 +64,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 WIDTH, HEIGHT, FPS, BITRATE = 640, 360, 30, 1_000_000
 SYSTEMS = ("sfu", "janus", "relay")
 LABELS = {"sfu": "VideoConf SFU", "janus": "Janus VideoRoom", "relay": "aiortc MediaRelay"}
+SHORT = {"sfu": "VideoConf", "janus": "Janus", "relay": "MediaRelay"}
 
 
 def publisher_tracks() -> tuple[ReplayTrack, ReplayTrack]:
@@ -249,66 +250,110 @@ def summarize(raw: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]
     return summary
 
 
+def measured(report: dict[str, Any]) -> list[str]:
+    """The systems a report has results for, in the usual order."""
+    return [s for s in SYSTEMS if s in report["median"]]
+
+
 def markdown(report: dict[str, Any]) -> str:
-    summary, counts = report["median"], report["setup"]["counts"]
+    setup = report["setup"]
     lines = [
         f"Side by side on {report['machine']['cpu']} ({report['machine']['cores']} cores), {report['date'][:10]}: "
-        f"1 publisher ({report['setup']['video']}, {report['setup']['audio']}) to N subscribers; "
+        f"1 publisher ({setup['video']}, {setup['audio']}) to N subscribers; "
         "server CPU (share of one core) per forwarded packet, medians of "
-        f"{report['setup']['trials']} trials of {report['setup']['window_seconds']:.0f} s.",
+        f"{setup['trials']} trials of {setup['window_seconds']:.0f} s.",
         "",
-        "| N | packets/s out | VideoConf µs/pkt (CPU) | Janus µs/pkt (CPU) | MediaRelay µs/pkt (CPU) | VideoConf / Janus |",
-        "|---|---|---|---|---|---|",
+        *comparison_table(report),
     ]
-
-    def cell(system: str, n: int) -> str:
-        entry = summary.get(system, {}).get(str(n))
-        if not entry or entry["us_per_packet"] is None:
-            return "failed" if entry and entry["errors"] else "-"
-        fps = entry["fps_per_subscriber"]
-        return f"{entry['us_per_packet']:.1f} ({entry['cpu_share']:.1%}{'' if fps is None or fps >= 27 else f', {fps:.0f} fps'})"
-
-    for n in counts:
-        sfu = summary["sfu"].get(str(n), {})
-        ratio = report["sfu_over_janus"].get(str(n))
-        lines.append(f"| {n} | {sfu.get('packets_per_second') or '-':,} | {cell('sfu', n)} | {cell('janus', n)} | {cell('relay', n)} | "
-                     f"{'-' if ratio is None else f'{ratio:.2f}'} |")
     marg = report["marginal_us_per_packet"]
-    lines += [
-        "",
-        "Marginal CPU per extra forwarded packet (slope across N): "
-        + ", ".join(f"{LABELS[s]} {marg[s]} µs" for s in SYSTEMS if marg.get(s) is not None) + ".",
-    ]
-    cap = report.get("capacity")
-    if cap:
-        lines += [
-            "",
-            f"Capacity of this SFU (livestream, 1 publisher at {WIDTH}x{HEIGHT}): {cap['largest_held']} subscribers held the bar "
-            f"(frame rate ≥ 90% of sent, loss ≤ 1%), {cap['subscribers_per_core']} subscribers and "
-            f"{cap['packets_per_core']:,.0f} forwarded packets/s per core of SFU CPU; stopped because {cap['stopped_because']}.",
-            f"Forwarding delay p99 at the step nearest half a core ({cap['half_capacity_step']['sfu_cpu']:.0%} CPU, "
-            f"{cap['half_capacity_step']['subscribers']} subscribers): {cap['half_capacity_step']['forward_delay_ms']['p99']} ms."
-            if cap.get("half_capacity_step") else "",
-        ]
+    margins = [f"{LABELS[s]} {marg[s]} µs" for s in SYSTEMS if marg.get(s) is not None]
+    if margins:
+        lines += ["", "Marginal CPU per extra forwarded packet (slope across N): " + ", ".join(margins) + "."]
+    if report.get("capacity"):
+        lines += ["", *capacity_lines(report["capacity"])]
     aims = report["aims"]
-    lines += ["", "Aims: " + "; ".join(f"{k.replace('_', ' ')}: {'met' if v['met'] else 'missed'} ({v['value']})" for k, v in aims.items()) + "."]
-    return "\n".join(line for line in lines) + "\n"
+    if aims:
+        lines += ["", "Aims: " + "; ".join(f"{k.replace('_', ' ')}: {'met' if v['met'] else 'missed'} ({v['value']})" for k, v in aims.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(report: dict[str, Any]) -> list[str]:
+    """One row per subscriber count, one column per measured system (and VideoConf / Janus when
+    both were measured)."""
+    summary, systems = report["median"], measured(report)
+    both = "sfu" in systems and "janus" in systems
+    header = ["N", "packets/s out", *(f"{SHORT[s]} µs/pkt (CPU)" for s in systems), *(["VideoConf / Janus"] if both else [])]
+    rows = [header]
+    for n in report["setup"]["counts"]:
+        ratio = report["sfu_over_janus"].get(str(n))
+        rows.append([str(n), packets_out(summary, systems, n), *(cell(summary, s, n) for s in systems),
+                     *([("-" if ratio is None else f"{ratio:.2f}")] if both else [])])
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    return [lines[0], "|" + "---|" * len(header), *lines[1:]]
+
+
+def packets_out(summary: dict[str, Any], systems: list[str], n: int) -> str:
+    """Forwarded packets/s at ``n`` subscribers, from the first system measured there."""
+    rates = [summary[s].get(str(n), {}).get("packets_per_second") for s in systems]
+    rate = next((r for r in rates if r), None)
+    return "-" if rate is None else f"{rate:,}"
+
+
+def cell(summary: dict[str, Any], system: str, n: int) -> str:
+    entry = summary.get(system, {}).get(str(n))
+    if not entry or entry["us_per_packet"] is None:
+        return "failed" if entry and entry["errors"] else "-"
+    fps = entry["fps_per_subscriber"]
+    return f"{entry['us_per_packet']:.1f} ({entry['cpu_share']:.1%}{'' if fps is None or fps >= 27 else f', {fps:.0f} fps'})"
+
+
+def capacity_lines(cap: dict[str, Any]) -> list[str]:
+    per_core = ""
+    if cap.get("packets_per_core"):
+        per_core = (f", {cap['subscribers_per_core']} subscribers and {cap['packets_per_core']:,.0f} forwarded packets/s "
+                    "per core of SFU CPU")
+    lines = [
+        f"Capacity of this SFU (livestream, 1 publisher at {WIDTH}x{HEIGHT}): {cap['largest_held']} subscribers held the bar "
+        f"(frame rate ≥ 90% of sent, loss ≤ 1%){per_core}; stopped because {cap['stopped_because']}.",
+    ]
+    half = cap.get("half_capacity_step")
+    if half:
+        lines.append(f"Forwarding delay p99 at the step nearest half a core ({half['sfu_cpu']:.0%} CPU, "
+                     f"{half['subscribers']} subscribers): {half['forward_delay_ms']['p99']} ms.")
+    return lines
 
 
 def plots(report: dict[str, Any], directory: Path) -> list[str]:
+    """Draw the plots the report has data for; return the names of the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    counts = report["setup"]["counts"]
+    for name, draw in (("side_by_side_cpu.png", cpu_plot), ("side_by_side_capacity.png", capacity_plot)):
+        fig = draw(report, plt)
+        if fig is not None:
+            fig.tight_layout()
+            fig.savefig(directory / name, dpi=110)
+            plt.close(fig)
+            written.append(name)
+    return written
+
+
+def cpu_plot(report: dict[str, Any], plt: Any) -> Any:
+    """CPU per packet and CPU over packets/s, one line per measured system (None: no data)."""
+    lines = {}
+    for system in measured(report):
+        entries = [report["median"][system].get(str(n)) for n in report["setup"]["counts"]]
+        points = [(n, e["us_per_packet"], e["packets_per_second"], e["cpu_share"])
+                  for n, e in zip(report["setup"]["counts"], entries, strict=True) if e and e["us_per_packet"]]
+        if points:
+            lines[system] = points
+    if not lines:
+        return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for system in SYSTEMS:
-        entries = [(n, report["median"][system].get(str(n))) for n in counts]
-        points = [(n, e["us_per_packet"], e["packets_per_second"], e["cpu_share"]) for n, e in entries if e and e["us_per_packet"]]
-        if not points:
-            continue
+    for system, points in lines.items():
         left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=LABELS[system])
         right.plot([p[2] for p in points], [p[3] * 100 for p in points], marker="o", label=LABELS[system])
     left.set(xscale="log", yscale="log", xlabel="subscribers", ylabel="server CPU µs per forwarded packet",
@@ -318,33 +363,28 @@ def plots(report: dict[str, Any], directory: Path) -> list[str]:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
     fig.suptitle(f"1 publisher {WIDTH}x{HEIGHT} VP8 {FPS} fps + Opus, {report['date'][:10]}, {report['machine']['cpu']}")
-    fig.tight_layout()
-    path = directory / "side_by_side_cpu.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path.name)
+    return fig
 
+
+def capacity_plot(report: dict[str, Any], plt: Any) -> Any:
+    """SFU and load CPU and the p99 forwarding delay at each step of the capacity search."""
     cap = report.get("capacity")
-    if cap and cap["steps"]:
-        steps = cap["steps"]
-        fig, left = plt.subplots(figsize=(7, 4.2))
-        subs = [s["subscribers"] for s in steps]
-        left.plot(subs, [s["sfu_cpu"] * 100 for s in steps], marker="o", color="tab:blue", label="SFU CPU %")
-        left.plot(subs, [s["load_cpu"] * 100 for s in steps], marker="s", color="tab:gray", label="load generator CPU %")
-        left.set(xlabel="subscribers", ylabel="% of one core")
-        right_axis = left.twinx()
-        right_axis.plot(subs, [s["forward_delay_ms"]["p99"] or 0 for s in steps], marker="^", color="tab:red", label="forwarding delay p99 (ms)")
-        right_axis.set_ylabel("ms")
-        handles = left.get_legend_handles_labels()[0] + right_axis.get_legend_handles_labels()[0]
-        left.legend(handles, [h.get_label() for h in handles], loc="upper left")
-        left.grid(True, alpha=0.3)
-        left.set_title("Capacity search: livestream, one publisher")
-        fig.tight_layout()
-        path = directory / "side_by_side_capacity.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path.name)
-    return written
+    if not cap or not cap["steps"]:
+        return None
+    steps = cap["steps"]
+    fig, left = plt.subplots(figsize=(7, 4.2))
+    subs = [s["subscribers"] for s in steps]
+    left.plot(subs, [s["sfu_cpu"] * 100 for s in steps], marker="o", color="tab:blue", label="SFU CPU %")
+    left.plot(subs, [s["load_cpu"] * 100 for s in steps], marker="s", color="tab:gray", label="load generator CPU %")
+    left.set(xlabel="subscribers", ylabel="% of one core")
+    right_axis = left.twinx()
+    right_axis.plot(subs, [s["forward_delay_ms"]["p99"] or 0 for s in steps], marker="^", color="tab:red", label="forwarding delay p99 (ms)")
+    right_axis.set_ylabel("ms")
+    handles = left.get_legend_handles_labels()[0] + right_axis.get_legend_handles_labels()[0]
+    left.legend(handles, [h.get_label() for h in handles], loc="upper left")
+    left.grid(True, alpha=0.3)
+    left.set_title("Capacity search: livestream, one publisher")
+    return fig
 
 
 # Driver ---------------------------------------------------------------------------------------
@@ -402,8 +442,34 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await janus.close()
                 janus.stop()
             node.stop()
+    return assemble(raw, capacity, setup_of(args, counts), machine_of(systems))
+
+
+def machine_of(systems: list[str]) -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    return {
+        "cpu": next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor()),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "aiortc": aiortc.__version__,
+        "janus": Janus.version() if "janus" in systems else None,
+    }
+
+
+def setup_of(args: argparse.Namespace, counts: list[int]) -> dict[str, Any]:
+    return {
+        "video": f"{WIDTH}x{HEIGHT} VP8 {FPS} fps ~{BITRATE // 1000} kbit/s, pre-encoded", "audio": "Opus tone",
+        "counts": counts, "trials": args.trials, "warmup_seconds": args.warmup, "window_seconds": args.window,
+        "server_core": 0, "load_core": 1, "network": "a private network namespace (lo + a veth carrying 127.0.0.2 for Janus)",
+    }
+
+
+def assemble(raw: dict[str, dict[int, list[dict[str, Any]]]], capacity: dict[str, Any] | None,
+             setup: dict[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
+    """The report of a run from its raw trials (``raw[system][n]``, any subset of the systems)
+    and its capacity search (or None)."""
     summary = summarize(raw)
-    marginal = {s: marginal_us([t for trials in raw[s].values() for t in trials if "error" not in t]) for s in systems}
+    counts = setup["counts"]
 
     def ratio(a: str, b: str, n: int) -> float | None:
         x = summary.get(a, {}).get(str(n), {}).get("us_per_packet")
@@ -413,32 +479,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "side_by_side",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "aiortc": aiortc.__version__,
-            "janus": Janus.version() if "janus" in systems else None,
-        },
-        "setup": {
-            "video": f"{WIDTH}x{HEIGHT} VP8 {FPS} fps ~{BITRATE // 1000} kbit/s, pre-encoded", "audio": "Opus tone",
-            "counts": counts, "trials": args.trials, "warmup_seconds": args.warmup, "window_seconds": args.window,
-            "server_core": 0, "load_core": 1, "network": "a private network namespace (lo + a veth carrying 127.0.0.2 for Janus)",
-        },
+        "machine": machine,
+        "setup": setup,
         "median": summary,
         "sfu_over_janus": {str(n): ratio("sfu", "janus", n) for n in counts},
         "relay_over_sfu": {str(n): ratio("relay", "sfu", n) for n in counts},
-        "marginal_us_per_packet": marginal,
+        "marginal_us_per_packet": {s: marginal_us([t for ts in by_n.values() for t in ts if "error" not in t]) for s, by_n in raw.items()},
         "trials": {s: {str(n): t for n, t in by_n.items()} for s, by_n in raw.items()},
     }
     if capacity is not None:
-        held = next((s for s in reversed(capacity["steps"]) if s["verdict"] == "held"), None)
-        capacity["packets_per_core"] = round(held["packets_out_per_second"] / held["sfu_cpu"], 0) if held and held["sfu_cpu"] else None
-        halfway = [s for s in capacity["steps"] if s["verdict"] == "held"]
-        capacity["half_capacity_step"] = min(halfway, key=lambda s: abs(s["sfu_cpu"] - 0.5)) if halfway else None
-        report["capacity"] = capacity
+        report["capacity"] = capacity_summary(capacity)
     report["aims"] = aims(report)
     return report
+
+
+def capacity_summary(capacity: dict[str, Any]) -> dict[str, Any]:
+    """The capacity search with packets per core at the largest count that held, and the step
+    nearest half a core."""
+    held = [s for s in capacity["steps"] if s["verdict"] == "held"]
+    largest = held[-1] if held else None
+    capacity["packets_per_core"] = round(largest["packets_out_per_second"] / largest["sfu_cpu"], 0) if largest and largest["sfu_cpu"] else None
+    capacity["half_capacity_step"] = min(held, key=lambda s: abs(s["sfu_cpu"] - 0.5)) if held else None
+    return capacity
 
 
 def aims(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -477,6 +539,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.trials, args.window, args.warmup, args.counts, args.capacity_limit = 1, 5.0, 2.0, "1,10", 60
+    check(parser, args)
     confine()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})
@@ -490,13 +553,31 @@ def main() -> None:
         report = previous
     else:
         report = asyncio.run(run(args))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(write_report(report, args.output))
+
+
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before anything is measured, options that would fail at the end."""
+    systems = [s for s in args.systems.split(",") if s]
+    if not systems or set(systems) - set(SYSTEMS):
+        parser.error(f"--systems takes a comma-separated subset of {','.join(SYSTEMS)}")
+    if not all(n.strip().isdigit() and int(n) > 0 for n in args.counts.split(",")):
+        parser.error("--counts takes positive subscriber counts separated by commas")
+    if args.capacity_only and args.capacity_limit <= 0:
+        parser.error("--capacity-only measures the capacity search: --capacity-limit must be above 0")
+    if args.capacity_only and not args.output.is_file():
+        parser.error(f"--capacity-only keeps the comparison of an earlier run, and {args.output} does not exist")
+
+
+def write_report(report: dict[str, Any], output: Path) -> str:
+    """Write ``output`` (JSON), the table next to it (``.md``) and the plots; return the table."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")  # first: the numbers survive a failed plot
     table = markdown(report)
-    args.output.with_suffix(".md").write_text(table)
-    report["plots"] = plots(report, args.output.parent)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(table)
+    output.with_suffix(".md").write_text(table)
+    report["plots"] = plots(report, output.parent)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    return table
 
 
 if __name__ == "__main__":
