@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -308,17 +311,31 @@ async def closing_reason(ws: aiohttp.ClientWebSocketResponse, timeout: float = 1
             return str(frame.extra or "")
 
 
-async def test_a_publish_offer_without_a_codec_in_common_is_refused_and_ends_the_connection(meeting: Meeting) -> None:
-    """Only H.264 High profile, which aiortc does not do: aiortc's OperationError reaches the
-    client as an error answering its request, and the participant is removed."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
+@contextlib.asynccontextmanager
+async def joined_peer(meeting: Meeting, account: dict) -> AsyncIterator[tuple[aiohttp.ClientWebSocketResponse, Any, str]]:
+    """A raw signaling connection joined as ``account``, an aiortc peer connection for it, and
+    its identity."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
 
-    observer = await meeting.participant(meeting.host)
     http, ws = await raw_socket(meeting)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
-        await ws.send_json({"type": "join", "protocol": PROTOCOL_VERSION, "token": await meeting.token(meeting.people[0])})
+        await ws.send_json({"type": "join", "protocol": PROTOCOL_VERSION, "token": await meeting.token(account)})
         joined = await receive(ws, "joined")
+        yield ws, pc, joined["participant"]["identity"]
+    finally:
+        await pc.close()
+        await ws.close()
+        await http.close()
+
+
+async def test_a_publish_offer_without_a_codec_in_common_is_refused_and_ends_the_connection(meeting: Meeting) -> None:
+    """Only H.264 High profile, which aiortc does not do: aiortc's OperationError reaches the
+    client as an error answering its request, and the participant is removed."""
+    from aiortc import RTCRtpSender
+
+    observer = await meeting.participant(meeting.host)
+    async with joined_peer(meeting, meeting.people[0]) as (ws, pc, identity):
         transceiver = pc.addTransceiver(PatternVideoTrack(320, 240), direction="sendonly")
         transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs if c.name == "H264"][:1])
         await pc.setLocalDescription(await pc.createOffer())
@@ -327,26 +344,18 @@ async def test_a_publish_offer_without_a_codec_in_common_is_refused_and_ends_the
         error = await receive(ws, "error")
         assert (error["code"], error["id"]) == ("codec_unsupported", "p1"), error
         assert await closing_reason(ws) == "negotiation_failed"
-        left = await observer.wait_for("participant-left", lambda m: m["identity"] == joined["participant"]["identity"])
-        assert left["reason"] == "negotiation_failed"
-    finally:
-        await pc.close()
-        await ws.close()
-        await http.close()
+    left = await observer.wait_for("participant-left", lambda m: m["identity"] == identity)
+    assert left["reason"] == "negotiation_failed"
 
 
 async def test_a_subscriber_answer_without_a_codec_in_common_is_refused_and_ends_the_connection(meeting: Meeting) -> None:
     """An answer taking H.264 in packetization mode 0, which the SFU did not offer: the client
     is told, and removed, instead of waiting for media that never comes."""
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc import RTCSessionDescription
 
     publisher = await meeting.participant(meeting.host, video_codec="H264")
     await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera")])
-    http, ws = await raw_socket(meeting)
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        await ws.send_json({"type": "join", "protocol": PROTOCOL_VERSION, "token": await meeting.token(meeting.people[0])})
-        joined = await receive(ws, "joined")
+    async with joined_peer(meeting, meeting.people[0]) as (ws, pc, identity):
         offer = await receive(ws, "subscriber-offer")
         await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -355,9 +364,5 @@ async def test_a_subscriber_answer_without_a_codec_in_common_is_refused_and_ends
         error = await receive(ws, "error")
         assert error["code"] == "codec_unsupported", error
         assert await closing_reason(ws) == "negotiation_failed"
-        left = await publisher.wait_for("participant-left", lambda m: m["identity"] == joined["participant"]["identity"])
-        assert left["reason"] == "negotiation_failed"
-    finally:
-        await pc.close()
-        await ws.close()
-        await http.close()
+    left = await publisher.wait_for("participant-left", lambda m: m["identity"] == identity)
+    assert left["reason"] == "negotiation_failed"
