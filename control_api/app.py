@@ -17,6 +17,7 @@ import swagger_ui_bundle
 from aiohttp import web
 from redis.asyncio import Redis
 
+from control_api import web_headers
 from control_api.handlers import SERVICES, api
 from control_api.handlers.notifications import STREAMS
 from control_api.handlers.ops import SPEC
@@ -113,6 +114,7 @@ def create_api_app(
     app[SPEC] = build_spec(
         api.endpoints, title="VideoConf control API", version=version(), server_url=settings.base_url
     )
+    web_headers.install(app, settings)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_stop_streams)
     return app

@@ -54,10 +54,19 @@ class IceServer(BaseModel):
 class RateLimits(BaseModel):
     model_config = {"extra": "forbid"}
     login_per_ip: RateLimitRule = RateLimitRule(limit=20, period=60)
+    # Failed logins: per account and address (that address is refused), and per account from
+    # every address (then only addresses without failures may still try: the owner gets in).
+    login_per_account_ip: RateLimitRule = RateLimitRule(limit=10, period=600)
     login_per_account: RateLimitRule = RateLimitRule(limit=10, period=600)
     register_per_ip: RateLimitRule = RateLimitRule(limit=10, period=3600)
     code_lookup_per_ip: RateLimitRule = RateLimitRule(limit=30, period=60)
+    # Wrong passcodes, per user and meeting and per meeting; over either, every try is refused.
     passcode_per_user: RateLimitRule = RateLimitRule(limit=10, period=600)
+    passcode_per_meeting: RateLimitRule = RateLimitRule(limit=30, period=3600)
+    # Chat messages (REST and signaling alike), per sender in a meeting and per meeting.
+    chat_per_user: RateLimitRule = RateLimitRule(limit=20, period=10)
+    chat_per_meeting: RateLimitRule = RateLimitRule(limit=100, period=10)
+    invite_per_user: RateLimitRule = RateLimitRule(limit=100, period=3600)  # addresses invited
 
 
 class PasswordHashing(BaseModel):
@@ -132,6 +141,9 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     trusted_proxies: list[str] = []
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token /metrics asks for; unset: /metrics answers loopback clients only"
+    )
     rate_limits: RateLimits = RateLimits()
     password_hashing: PasswordHashing = PasswordHashing()
 
@@ -326,6 +338,7 @@ def masked(settings: Settings) -> dict[str, Any]:
         data[name] = "********" if getattr(settings, name) is not None else None
     for name in ("access_token_previous_secrets", "room_token_previous_secrets"):
         data[name] = ["********" for _ in getattr(settings, name)]
+    data["metrics_token"] = "********" if settings.metrics_token is not None else None
     turn = data["turn"]
     turn["secrets"] = ["********" for _ in settings.turn.secrets]
     turn["users"] = {name: "********" for name in settings.turn.users}

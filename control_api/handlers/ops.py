@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from control_api.handlers import api, services
+from control_api.errors import ServiceError, forbidden, unauthorized
+from control_api.handlers import api, client_ip, services
 from control_api.observability import METRICS
-from control_api.openapi import DOCS_HTML
+from control_api.openapi import DOCS_HTML, DOCS_INIT_JS
 from control_api.schemas import HealthOut
 
 READY_TIMEOUT = 2.0
@@ -47,11 +50,39 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+def metrics_refusal(authorization: str | None, client: str, token: str | None) -> ServiceError | None:
+    """Why a scrape is refused, or None."""
+    if token is None:
+        return None if _loopback(client) else forbidden(
+            "metrics are served to this machine only; set metrics_token to scrape from elsewhere",
+            code="metrics_forbidden",
+        )
+    expected = f"Bearer {token}".encode()
+    if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
+        return unauthorized("metrics need the metrics token (Authorization: Bearer ...)")
+    return None
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 @api.route(
     "GET", "/metrics", summary="Prometheus metrics", tags="operations", auth=False,
-    produces="text/plain",
+    produces="text/plain", errors=(401, 403),
 )
 async def metrics(request: web.Request) -> web.Response:
+    """With ``metrics_token`` set, asks for ``Authorization: Bearer <metrics_token>``; without
+    it, answers only clients on this machine (a Prometheus elsewhere needs the token)."""
+    token = services(request).ctx.settings.metrics_token
+    refusal = metrics_refusal(
+        request.headers.get("Authorization"), client_ip(request), token.get_secret_value() if token else None
+    )
+    if refusal is not None:
+        raise refusal
     response = web.Response(body=generate_latest(request.app[METRICS].registry))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
@@ -68,3 +99,11 @@ async def openapi_json(request: web.Request) -> web.Response:
 @api.route("GET", "/api/docs", summary="Interactive API docs", tags="operations", auth=False, produces="text/html")
 async def api_docs(request: web.Request) -> web.Response:
     return web.Response(text=DOCS_HTML, content_type="text/html")
+
+
+@api.route(
+    "GET", "/api/docs/init.js", summary="Starts Swagger UI on the docs page", tags="operations", auth=False,
+    produces="text/javascript",
+)
+async def api_docs_init(request: web.Request) -> web.Response:
+    return web.Response(text=DOCS_INIT_JS, content_type="text/javascript")

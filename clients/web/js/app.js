@@ -251,7 +251,7 @@ function meetingItem(meeting) {
   };
   const invite = h("form", { class: "row", "aria-label": `Invite to ${meeting.title}` },
     h("label", { class: "visually-hidden", for: `invite-${meeting.id}`, text: `Emails to invite to ${meeting.title}` }),
-    h("input", { id: `invite-${meeting.id}`, name: "emails", placeholder: "Emails, comma separated", style: "flex:1" }),
+    h("input", { id: `invite-${meeting.id}`, name: "emails", placeholder: "Emails, comma separated", class: "grow" }),
     h("button", { type: "submit", text: "Invite" }));
   onSubmit(invite, status, async () => {
     const emails = invite.emails.value.split(/[,\s]+/).filter(Boolean);
@@ -526,7 +526,7 @@ async function roomView(meeting, joined, stream, { micOff, camOff }) {
 
   const chatForm = h("form", { "aria-label": "Send a chat message", class: "row" },
     h("label", { class: "visually-hidden", for: "chat-input", text: "Message" }),
-    h("input", { id: "chat-input", name: "text", placeholder: "Message everyone", maxlength: 4000, autocomplete: "off", style: "flex:1" }),
+    h("input", { id: "chat-input", name: "text", placeholder: "Message everyone", maxlength: 4000, autocomplete: "off", class: "grow" }),
     h("button", { type: "submit", class: "primary", text: "Send" }));
   chatForm.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -728,7 +728,7 @@ async function roomView(meeting, joined, stream, { micOff, camOff }) {
   show(meeting.title,
     h("div", { class: "room-head" }, h("h1", { text: meeting.title }), h("div", { class: "badges" }, recording, quality, h("span", { class: "badge", text: `Code ${meeting.code}` }))),
     roomBox);
-  roomBox.replaceChildren(h("div", { style: "display:grid; gap:12px; min-width:0" }, tileList,
+  roomBox.replaceChildren(h("div", { class: "room-main" }, tileList,
     h("div", { class: "toolbar", role: "toolbar", "aria-label": "Meeting controls" }, micButton, camButton, shareButton, handButton, chatButton, peopleButton, viewButton, recordButton, endButton, leaveButton)), panel);
   tileFor(client.identity);
   for (const p of client.participants.values()) tileFor(p.identity);
@@ -767,7 +767,7 @@ async function recordingsView() {
     r.error ? h("span", { class: "meta", text: r.download_url ? `${r.error}; the file holds what was recorded until then.` : r.error }) : null,
     r.download_url ? h("div", { class: "row" },
       h("button", { text: "Play", "aria-label": `Play recording of ${r.meeting_title}`, onclick: async () => {
-        player.replaceChildren(h("video", { controls: true, src: await blobUrl(`/api/recordings/${r.id}/download`), style: "width:100%", "aria-label": `Recording of ${r.meeting_title}` }));
+        player.replaceChildren(h("video", { controls: true, src: await blobUrl(`/api/recordings/${r.id}/download`), class: "full-width", "aria-label": `Recording of ${r.meeting_title}` }));
       } }),
       h("button", { text: "Download", "aria-label": `Download recording of ${r.meeting_title}`, onclick: async () => {
         const a = h("a", { href: await blobUrl(`/api/recordings/${r.id}/download`), download: `${r.meeting_title}.mp4` });
