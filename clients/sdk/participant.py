@@ -8,6 +8,16 @@ receives everyone else's, chats, and reports what it received.
     print(participant.report())
     await participant.close()
 
+Reconnecting: give a ``token_provider`` (an async function returning a fresh room token, e.g. from
+``POST /api/meetings/{id}/join``) and a lost signaling connection is repaired by itself.  First
+the session is resumed (the node still holds it for its resume window, media never stopped);
+when the node no longer knows the session (it restarted, or the window passed) the participant
+joins again with a new token, on new peer connections, and publishes the same tracks again (new
+track ids; mutes are kept).  ``state`` says where it is (``connected``, ``reconnecting``,
+``failed`` after ``reconnect_timeout`` seconds of trying, ``ended`` when the server ended the
+session on purpose: removed, the meeting ended, close code 1000; ``disconnected`` without
+reconnection; ``closed``); ``resumes`` and ``rejoins`` count the repairs.
+
 Every remote track is consumed as it arrives: video frames go through a ``FrameVerifier`` (which
 checks the pattern of ``PatternVideoTrack`` publishers), audio frames are kept (bounded) for a
 tone check.  ICE servers are always explicit (an empty list by default), so the SDK never
@@ -22,7 +32,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +57,8 @@ from signaling.protocol import PROTOCOL_VERSION
 log = logging.getLogger(__name__)
 
 AUDIO_KEEP = 500  # audio frames kept per track for analysis (10 s)
+RECONNECT_FIRST, RECONNECT_MAX = 0.2, 2.0  # seconds between reconnection attempts
+FINAL_MESSAGES = ("removed", "meeting-ended")  # after these the session is over for good
 
 
 class SignalingError(Exception):
@@ -54,6 +66,22 @@ class SignalingError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class _Feed(MediaStreamTrack):
+    """What a sender reads: frames of the application's track, which outlives the sender.  aiortc
+    stops the track a sender reads when that sender stops, and a connection that dies stops its
+    senders; a participant that joins again must publish the same tracks on new connections."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+
+    async def recv(self) -> Any:
+        if self.readyState != "live" or self.source.readyState != "live":
+            raise MediaStreamError
+        return await self.source.recv()
 
 
 @dataclass
@@ -83,9 +111,18 @@ class Participant:
         video_codec: str | None = None,
         relay_only: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        token_provider: Callable[[], Awaitable[str]] | None = None,
+        reconnect: bool | None = None,
+        reconnect_timeout: float = 60.0,
     ) -> None:
         self.signaling_url = signaling_url
         self.token = token
+        self.token_provider = token_provider
+        self.reconnect = token_provider is not None if reconnect is None else reconnect
+        self.reconnect_timeout = reconnect_timeout
+        self.state = "new"
+        self.resumes = 0
+        self.rejoins = 0
         self.ice_servers = list(ice_servers or [])
         self.relay_only = relay_only  # ICE through TURN relays only, as behind a strict firewall
         self.video_codec = video_codec
@@ -115,6 +152,11 @@ class Participant:
         self._requests = 0
         self._consumed: set[int] = set()
         self.closed = False
+        self._publications: dict[str, tuple[Any, str]] = {}  # track id -> (track, source), to republish
+        self._muted: set[str] = set()
+        self._final = False  # the server ended the session on purpose
+        self._dropping = False
+        self._reconnector: asyncio.Task[None] | None = None
 
     # Connection --------------------------------------------------------------------------------
 
@@ -126,8 +168,10 @@ class Participant:
 
     async def connect(self, timeout: float = 15.0) -> dict[str, Any]:
         await self._open()
+        since = len(self.history)
         await self.send({"type": "join", "protocol": PROTOCOL_VERSION, "token": self.token})
-        joined = await self.wait_for("joined", timeout=timeout)
+        joined = await self.wait_for("joined", timeout=timeout, since=since)
+        self.state = "connected"
         self.joined = joined
         self.identity = joined["participant"]["identity"]
         self.session_id = joined["session_id"]
@@ -137,19 +181,133 @@ class Participant:
         return joined
 
     async def drop_connection(self) -> None:
-        """Lose the WebSocket without saying goodbye (tests of resume)."""
-        if self._ws is not None:
-            await self._ws.close()
-        if self._reader is not None:
-            await asyncio.gather(self._reader, return_exceptions=True)
+        """Lose the WebSocket without saying goodbye (tests of resume; no automatic repair)."""
+        self._dropping = True
+        try:
+            if self._ws is not None:
+                await self._ws.close()
+            if self._reader is not None:
+                await asyncio.gather(self._reader, return_exceptions=True)
+        finally:
+            self._dropping = False
 
     async def resume(self, timeout: float = 15.0) -> dict[str, Any]:
         await self._open()
+        since = len(self.history)
         await self.send({
             "type": "resume", "protocol": PROTOCOL_VERSION, "session_id": self.session_id,
             "resume_token": self.resume_token, "last_seq": self.last_seq,
         })
-        return await self.wait_for("resumed", timeout=timeout)
+        resumed = await self.wait_for("resumed", timeout=timeout, since=since)
+        self.state = "connected"
+        return resumed
+
+    # Reconnecting ------------------------------------------------------------------------------
+
+    def _lost(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The signaling connection ``ws`` ended: repair it unless that was meant."""
+        if ws is not self._ws or self.closed or self._dropping:
+            return
+        if self._final or ws.close_code == aiohttp.WSCloseCode.OK:  # the server ended the session on purpose
+            self.state = "ended"
+            return
+        if not self.reconnect:
+            self.state = "disconnected"
+            return
+        if self._reconnector is None or self._reconnector.done():
+            self.state = "reconnecting"
+            self._reconnector = asyncio.create_task(self._reconnect(), name="sdk-reconnect")
+
+    async def _reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_timeout
+        delay = RECONNECT_FIRST
+        session_lost = self.session_id is None
+        while not self.closed:
+            try:
+                if not session_lost:
+                    try:
+                        await self.resume(timeout=5.0)
+                        self.resumes += 1
+                        log.info("signaling resumed (session %s)", self.session_id)
+                        return
+                    except SignalingError as exc:
+                        if exc.code != "resume_failed":
+                            raise
+                        session_lost = True  # the node no longer knows this session: join again
+                await self._rejoin()
+                self.rejoins += 1
+                log.info("joined again as %s after the session was lost", self.identity)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # unreachable node, no token yet, a join refused for now
+                log.info("reconnection attempt failed: %s: %s", type(exc).__name__, exc)
+            await self._close_signaling()
+            if loop.time() + delay > deadline:
+                self.state = "failed"
+                log.warning("gave up reconnecting after %.0f s", self.reconnect_timeout)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _close_signaling(self) -> None:
+        ws, reader = self._ws, self._reader
+        if ws is not None and not ws.closed:
+            self._dropping = True
+            try:
+                await ws.close()
+            finally:
+                self._dropping = False
+        if reader is not None and reader is not asyncio.current_task():
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def _rejoin(self) -> None:
+        """A new session: fresh token, new peer connections, the same tracks published again."""
+        if self.token_provider is not None:
+            self.token = await self.token_provider()
+        await self._close_signaling()
+        await self._reset_media()
+        self.session_id = self.resume_token = None
+        self.last_seq = 0  # a new session numbers its messages from 1
+        await self.connect()
+        publications, self._publications = list(self._publications.items()), {}
+        if publications:
+            ids = await self.publish([pair for _, pair in publications])
+            muted, self._muted = self._muted, set()
+            for (old_id, _), new_id in zip(publications, ids):
+                if old_id in muted:
+                    await self.mute(new_id, True)
+
+    async def _reset_media(self) -> None:
+        """Drop the dead session's peer connections and remote tracks (not the local tracks)."""
+        for task in list(self._tasks):  # answers to the old session's offers, old tracks' readers
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for senders in self._layer_senders.values():
+            for sender in senders:
+                await sender.stop()
+        self._layer_senders.clear()
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                await pc.close()
+        self.publisher = self.subscriber = None
+        for remote in self.remote.values():
+            remote.ended = True
+        self.remote = {}
+        self._mid_tracks.clear()
+        self.published = {}
+        for track, _ in self._publications.values():
+            for layer in getattr(track, "tracks", []) or []:
+                layer.resume()  # the new session's dynacast decides again
+
+    async def wait_connected(self, timeout: float = 30.0) -> None:
+        """Wait until the participant is connected (after a repair); raise if it gave up."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.state != "connected":
+            if self.state in ("failed", "closed") or asyncio.get_running_loop().time() > deadline:
+                raise ConnectionError(f"not connected: {self.state}")
+            await asyncio.sleep(0.05)
 
     async def send(self, message: dict[str, Any]) -> None:
         if self._ws is None or self._ws.closed:
@@ -157,16 +315,19 @@ class Participant:
         await self._ws.send_str(json.dumps(message))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for frame in ws:
-            if frame.type != aiohttp.WSMsgType.TEXT:
-                continue
-            message = json.loads(frame.data)
-            seq = message.get("seq")
-            if isinstance(seq, int):
-                if seq <= self.last_seq:
-                    continue  # replayed twice
-                self.last_seq = seq
-            await self._dispatch(message)
+        try:
+            async for frame in ws:
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                message = json.loads(frame.data)
+                seq = message.get("seq")
+                if isinstance(seq, int):
+                    if seq <= self.last_seq:
+                        continue  # replayed twice
+                    self.last_seq = seq
+                await self._dispatch(message)
+        finally:
+            self._lost(ws)
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -192,6 +353,8 @@ class Participant:
             self.active_speakers = message
         elif kind == "error":
             self.errors.append(message)
+        elif kind in FINAL_MESSAGES:
+            self._final = True
         for predicate, future in list(self._waiters):
             if not future.done() and predicate(message):
                 self._consumed.add(len(self.history) - 1)
@@ -205,10 +368,12 @@ class Participant:
         predicate: Callable[[dict[str, Any]], bool] | None = None,
         timeout: float = 15.0,
         request_id: str | None = None,
+        since: int = 0,
     ) -> dict[str, Any]:
         """The oldest server message of this type (matching ``predicate``) not yet returned by
         an earlier call, waiting for it if it has not come.  An ``error`` answering
-        ``join``/``resume``, or carrying ``request_id``, raises ``SignalingError``."""
+        ``join``/``resume``, or carrying ``request_id``, raises ``SignalingError``.  ``since``:
+        only messages from that index of ``history`` on (those after a request was sent)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
 
@@ -219,7 +384,8 @@ class Participant:
                 return True
             return message.get("type") == kind and (predicate is None or predicate(message))
 
-        for index, seen in enumerate(self.history):
+        for index in range(since, len(self.history)):
+            seen = self.history[index]
             if index not in self._consumed and matches(seen):
                 self._consumed.add(index)
                 future.set_result(seen)
@@ -266,11 +432,11 @@ class Participant:
         added = []
         for track, source in tracks:
             layers = list(getattr(track, "tracks", []) or [])
-            transceiver = pc.addTransceiver(layers[-1] if layers else track, direction="sendonly")
+            transceiver = pc.addTransceiver(_Feed(layers[-1] if layers else track), direction="sendonly")
             if track.kind == "video" and self.video_codec:
                 prefs = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name.lower() in (self.video_codec.lower(), "rtx")]
                 transceiver.setCodecPreferences(prefs)
-            extra = [layer_sender(transceiver.sender, layer) for layer in layers[:-1]]
+            extra = [layer_sender(transceiver.sender, _Feed(layer)) for layer in layers[:-1]]
             added.append((transceiver, source, track, extra))
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)
@@ -293,6 +459,7 @@ class Participant:
                 continue
             ids.append(track_id)
             self.published[track_id] = track
+            self._publications[track_id] = (track, source)
             for sender in extra:
                 await start_layer_sender(pc, transceiver, sender)
             self._layer_senders[track_id] = extra
@@ -316,9 +483,15 @@ class Participant:
 
     async def unpublish(self, track_id: str) -> None:
         await self.send({"type": "unpublish", "track_id": track_id})
+        self._publications.pop(track_id, None)
+        self._muted.discard(track_id)
 
     async def mute(self, track_id: str, muted: bool) -> None:
         await self.send({"type": "mute", "track_id": track_id, "muted": muted})
+        if muted:
+            self._muted.add(track_id)
+        else:
+            self._muted.discard(track_id)
 
     async def track_settings(
         self, track_id: str, quality: str | None = None, width: int | None = None, height: int | None = None
@@ -453,6 +626,10 @@ class Participant:
         if self.closed:
             return
         self.closed = True
+        self.state = "closed"
+        if self._reconnector is not None and not self._reconnector.done():
+            self._reconnector.cancel()
+            await asyncio.gather(self._reconnector, return_exceptions=True)
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.send({"type": "leave"})

@@ -132,7 +132,7 @@ class Node:
             return await self.room_token(account, meeting)
 
         client = Participant(
-            self.signaling_url, await token_provider(), ice_servers=[], **options
+            self.signaling_url, await token_provider(), ice_servers=[], token_provider=token_provider, **options
         )
         self.participants.append(client)
         await client.connect()
