@@ -335,7 +335,8 @@ class Participant:
                     self._answer = None
                 try:
                     check_description(sdp)
-                    await pc.setRemoteDescription(RTCSessionDescription(sdp=normalize_h264(sdp), type="answer"))
+                    answer = normalize_h264(sdp, offer=pc.localDescription.sdp)
+                    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
                 except Exception as exc:
                     await self._negotiation_failed(exc, "answer")
                     return

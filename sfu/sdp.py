@@ -187,46 +187,70 @@ def offer_ssrc_simulcast(sdp: str, mid: str, layers: list[tuple[int, int | None]
 
 # RFC 6184 section 8.1: without profile-level-id, an H.264 format is Baseline profile, level 1.0.
 H264_DEFAULT_PROFILE_LEVEL_ID = "42000a"
+_BASELINE_IDC = "42"  # profile_idc 66: Baseline, and Constrained Baseline (a subset) with its flag
 
 
-def _h264_payload_types(section: list[str]) -> list[str]:
-    types = []
+def _h264_profiles(section: list[str]) -> dict[str, str | None]:
+    """The H.264 payload types of an m-section and their profile-level-id (None: absent)."""
+    types: dict[str, str | None] = {}
     for line in section:
         if line.startswith("a=rtpmap:"):
             number, _, encoding = line[9:].partition(" ")
             if encoding.strip().lower().startswith("h264/"):
-                types.append(number)
+                types[number] = None
+    for line in section:
+        number, _, params = line[7:].partition(" ")
+        if not line.startswith("a=fmtp:") or number not in types:
+            continue
+        for part in params.split(";"):
+            name, _, value = part.partition("=")
+            if name.strip().lower() == "profile-level-id":
+                types[number] = value.strip()
     return types
 
 
-def _with_profile(line: str) -> str:
-    """An ``a=fmtp`` line of an H.264 format, with the RFC's profile-level-id where it has none."""
-    head, _, params = line.partition(" ")
-    names = {part.split("=", 1)[0].strip().lower() for part in params.split(";") if part.strip()}
-    if "profile-level-id" in names:
-        return line
+def _mid(section: list[str]) -> str | None:
+    return next((line[6:].strip() for line in section if line.startswith("a=mid:")), None)
+
+
+def _implied_profile(offered: str | None) -> str:
+    """What an answer without profile-level-id accepts: RFC 6184's Baseline, level 1.0.  A
+    Baseline decoder decodes Constrained Baseline too (a subset), so when the offer was either,
+    the answer takes the offered profile (at level 1.0)."""
+    if offered is not None and offered[:2] == _BASELINE_IDC and len(offered) == 6:
+        return offered[:4].lower() + H264_DEFAULT_PROFILE_LEVEL_ID[4:]
+    return H264_DEFAULT_PROFILE_LEVEL_ID
+
+
+def _add_profile(fmtp: str, value: str) -> str:
+    head, _, params = fmtp.partition(" ")
     params = params.strip().rstrip(";")
-    addition = f"profile-level-id={H264_DEFAULT_PROFILE_LEVEL_ID}"
-    return f"{head} {params};{addition}" if params else f"{head} {addition}"
+    return f"{head} {params};profile-level-id={value}" if params else f"{head} profile-level-id={value}"
 
 
-def normalize_h264(sdp: str) -> str:
-    """Write RFC 6184's reading of an absent ``profile-level-id`` (42000A, Baseline) into every
-    H.264 format of a remote description, adding an ``a=fmtp`` line where there is none.
+def normalize_h264(sdp: str, offer: str | None = None) -> str:
+    """Write RFC 6184's reading of an absent ``profile-level-id`` into every H.264 format of a
+    remote description, appending it to the format's ``a=fmtp`` line or adding one: Baseline
+    (42000A), or, in an answer to the SFU's ``offer`` of Baseline or Constrained Baseline at that
+    payload type, the offered profile (see ``_implied_profile``).
 
     aiortc reads an absent profile-level-id as 42E01F (Constrained Baseline, libwebrtc's legacy
-    default): offered Baseline, it then found no codec in common with an answer that left the
-    parameter out, as RFC 6184 allows, and refused it."""
+    default): offered Baseline, it found no codec in common with an answer that left the
+    parameter out, as webrtcbin's answers do, and refused it."""
+    offered: dict[tuple[str | None, str], str | None] = {}
+    for section in _sections(offer or "")[1:]:
+        offered.update({(_mid(section), number): value for number, value in _h264_profiles(section).items()})
     out: list[str] = []
     for section in _sections(sdp):
-        h264 = _h264_payload_types(section)
+        mid = _mid(section)
+        absent = [number for number, value in _h264_profiles(section).items() if value is None]
+        implied = {number: _implied_profile(offered.get((mid, number))) for number in absent}
         with_fmtp = {line[7:].split(" ", 1)[0] for line in section if line.startswith("a=fmtp:")}
         for line in section:
-            if line.startswith("a=fmtp:") and line[7:].split(" ", 1)[0] in h264:
-                line = _with_profile(line)
+            if line.startswith("a=fmtp:") and line[7:].split(" ", 1)[0] in implied:
+                line = _add_profile(line, implied[line[7:].split(" ", 1)[0]])
             out.append(line)
-            if line.startswith("a=rtpmap:"):
-                number = line[9:].split(" ", 1)[0]
-                if number in h264 and number not in with_fmtp:
-                    out.append(f"a=fmtp:{number} profile-level-id={H264_DEFAULT_PROFILE_LEVEL_ID}")
+            number = line[9:].split(" ", 1)[0] if line.startswith("a=rtpmap:") else ""
+            if number in implied and number not in with_fmtp:
+                out.append(f"a=fmtp:{number} profile-level-id={implied[number]}")
     return "\r\n".join(out) + "\r\n"

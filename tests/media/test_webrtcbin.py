@@ -155,6 +155,9 @@ class Relay:
         self.received: list[dict[str, Any]] = []
         self.answers: list[str] = []  # what webrtcbin answered the SFU's offers
         self.closed = False
+        # Candidates go after the description they belong to: before it, the SFU has no
+        # connection to add them to.
+        self.described = asyncio.Event()
         self.tasks = [asyncio.ensure_future(self._from_server()), asyncio.ensure_future(self._candidates())]
 
     async def _from_server(self) -> None:
@@ -170,9 +173,11 @@ class Relay:
                 answer = await self.peer.next(("answer",))
                 self.answers.append(answer["sdp"])
                 await self.ws.send_json({"type": "subscriber-answer", "sdp": answer["sdp"]})
+                self.described.set()
         self.closed = True
 
     async def _candidates(self) -> None:
+        await self.described.wait()
         while True:  # until the relay closes
             candidate = await self.peer.next(("candidate",), timeout=600)
             await self.ws.send_json({
@@ -208,10 +213,14 @@ async def relay(meeting: Meeting, account: dict[str, Any], peer: GstPeer, target
             await ws.close()
 
 
-def mid_of(sdp: str) -> str:
-    match = re.search(r"^a=mid:(\S+)", sdp, re.M)
-    assert match, sdp
-    return match.group(1)
+async def publish(peer: GstPeer, channel: Relay) -> None:
+    """Send the webrtcbin publisher's offer as its camera."""
+    offer = (await peer.next(("offer",)))["sdp"]
+    match = re.search(r"^a=mid:(\S+)", offer, re.M)
+    assert match, offer
+    track = {"mid": match.group(1), "kind": "video", "source": "camera"}
+    await channel.ws.send_json({"type": "publish", "id": "p1", "sdp": offer, "tracks": [track]})
+    channel.described.set()
 
 
 def video_of(client: Any) -> Any:
@@ -244,11 +253,7 @@ async def test_webrtcbin_publisher_with_1400_byte_packets_reaches_an_aiortc_subs
     packets of the payloader's default 1,400-byte MTU are forwarded to an aiortc subscriber."""
     subscriber = await meeting.participant(meeting.people[0])
     async with gst_peer("publish", codec) as peer, relay(meeting, meeting.host, peer, "publisher") as channel:
-        offer = await peer.next(("offer",))
-        await channel.ws.send_json({
-            "type": "publish", "id": "p1", "sdp": offer["sdp"],
-            "tracks": [{"mid": mid_of(offer["sdp"]), "kind": "video", "source": "camera"}],
-        })
+        await publish(peer, channel)
 
         def decoded_or_gone() -> bool:
             video = video_of(subscriber)
@@ -290,3 +295,23 @@ async def test_webrtcbin_subscriber_answering_without_profile_level_id_decodes_h
         assert (peer.stats["width"], peer.stats["height"]) == (320, 240), status()
         (answer,) = channel.answers
         assert "H264/90000" in answer and "profile-level-id" not in answer, answer
+
+
+async def test_webrtcbin_to_webrtcbin_through_the_sfu(meeting: Meeting, gstreamer: None) -> None:
+    """webrtcbin publishes Constrained Baseline H.264, webrtcbin subscribes and answers without
+    ``profile-level-id``: a Baseline decoder decodes Constrained Baseline, so the SFU takes it."""
+    async with gst_peer("publish", "H264") as sender, relay(meeting, meeting.host, sender, "publisher") as up:
+        async with gst_peer("subscribe") as receiver, relay(meeting, meeting.people[0], receiver, "subscriber") as down:
+            await publish(sender, up)
+
+            def decoded_or_refused() -> bool:
+                return receiver.stats.get("frames_decoded", 0) >= 30 or bool(down.of_type("error")) or down.closed
+
+            def status() -> str:
+                return f"publisher {up.describe()}; subscriber {down.describe()}; {receiver.describe()}"
+
+            await until_or_report(decoded_or_refused, status, timeout=40)
+            assert receiver.stats["frames_decoded"] >= 30 and not down.of_type("error"), status()
+            assert (receiver.stats["width"], receiver.stats["height"]) == (640, 480), status()
+            (answer,) = down.answers
+            assert "profile-level-id" not in answer and "profile-level-id=42e01f" in up.of_type("publish-answer")[0]["sdp"]

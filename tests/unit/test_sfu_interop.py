@@ -202,10 +202,23 @@ def test_an_h264_format_without_profile_level_id_is_read_as_baseline() -> None:
     assert normalize_h264(out) == out
 
 
-async def test_an_answer_without_profile_level_id_takes_the_offered_baseline_h264() -> None:
-    """The SFU offers a subscriber exactly the publisher's codec, here Baseline (42001f).  aiortc
-    reads an answer without profile-level-id as Constrained Baseline and refuses it; read as the
-    RFC says, it is Baseline, and the offered format is negotiated."""
+def test_an_answer_without_profile_level_id_takes_an_offered_baseline_or_constrained_baseline() -> None:
+    """A Baseline decoder (what the RFC's default declares) decodes Constrained Baseline too."""
+    from sfu.sdp import normalize_h264
+
+    def offer(profile: str) -> str:
+        return H264_SECTION.replace("a=rtpmap:96", "a=mid:0\r\na=rtpmap:96").replace(
+            "a=fmtp:99 packetization-mode=1;", f"a=fmtp:99 packetization-mode=1;profile-level-id={profile};"
+        )
+
+    answer = H264_SECTION.replace("a=rtpmap:96", "a=mid:0\r\na=rtpmap:96")
+    for offered, implied in (("42e01f", "42e00a"), ("42001f", "42000a"), ("640028", "42000a")):
+        assert f"level-asymmetry-allowed=1;profile-level-id={implied}\r\n" in normalize_h264(answer, offer(offered))
+
+
+async def negotiate_without_profile(profile: str, normalize: bool) -> Any:
+    """The SFU's offer of exactly one H.264 format (``profile``), as to a subscriber; an answer
+    that leaves profile-level-id out.  The negotiated H.264 parameters, or "refused"."""
     from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
     from aiortc.exceptions import OperationError
 
@@ -213,25 +226,34 @@ async def test_an_answer_without_profile_level_id_takes_the_offered_baseline_h26
     from sfu.sdp import normalize_h264
 
     configure_ice(["127.0.0.1"], None)
-    baseline = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.parameters.get("profile-level-id") == "42001f"]
-    rtx = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name == "rtx"][:1]
-    answers = []
-    for normalize in (False, True):
-        sfu, client = RTCPeerConnection(), RTCPeerConnection()
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    chosen = [c for c in codecs if c.parameters.get("profile-level-id") == profile] + [c for c in codecs if c.name == "rtx"][:1]
+    sfu, client = RTCPeerConnection(), RTCPeerConnection()
+    try:
         transceiver = sfu.addTransceiver(ParkedTrack("video"), direction="sendonly")
-        transceiver.setCodecPreferences(baseline + rtx)
+        transceiver.setCodecPreferences(chosen)
         await sfu.setLocalDescription(await sfu.createOffer())
         await client.setRemoteDescription(sfu.localDescription)
         await client.setLocalDescription(await client.createAnswer())
-        answer = client.localDescription.sdp.replace(";profile-level-id=42001f", "")
+        answer = client.localDescription.sdp.replace(f";profile-level-id={profile}", "")
         assert "profile-level-id" not in answer
+        if normalize:
+            answer = normalize_h264(answer, offer=sfu.localDescription.sdp)
         try:
-            await sfu.setRemoteDescription(RTCSessionDescription(normalize_h264(answer) if normalize else answer, "answer"))
-            answers.append([c.parameters for c in negotiated_codecs(transceiver) if c.name == "H264"])
+            await sfu.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         except OperationError:
-            answers.append("refused")
-        finally:
-            await sfu.close()
-            await client.close()
-    assert answers[0] == "refused"  # aiortc's own reading
-    assert answers[1] == [baseline[0].parameters]
+            return "refused"
+        return [c.parameters["profile-level-id"] for c in negotiated_codecs(transceiver) if c.name == "H264"]
+    finally:
+        await sfu.close()
+        await client.close()
+
+
+@pytest.mark.parametrize("profile", ["42001f", "42e01f"])
+async def test_an_answer_without_profile_level_id_takes_the_offered_baseline_h264(profile: str) -> None:
+    """The SFU offers a subscriber exactly the publisher's codec.  aiortc reads an answer without
+    profile-level-id as Constrained Baseline, and refuses it for a Baseline offer; read as the
+    RFC says, either offer is negotiated."""
+    if profile == "42001f":
+        assert await negotiate_without_profile(profile, normalize=False) == "refused"
+    assert await negotiate_without_profile(profile, normalize=True) == [profile]
