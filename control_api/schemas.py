@@ -55,7 +55,11 @@ Title = Annotated[
 Email = Annotated[str, StringConstraints(min_length=3, max_length=320)]
 Password = Annotated[str, StringConstraints(min_length=10, max_length=1024)]
 AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
-Passcode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{4,20}$")]
+# Passcodes set from now on have 6 characters at least; shorter ones set earlier still work.
+Passcode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{6,20}$")]
+GeneratePasscode = Annotated[
+    bool, Field(description="Let the server choose the passcode: 8 random digits (instead of passcode)")
+]
 OpaqueToken = Annotated[str, StringConstraints(min_length=16, max_length=200)]
 Cursor = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
@@ -187,6 +191,7 @@ class MeetingCreateIn(In):
     duration_minutes: int | None = Field(default=None, ge=1, le=1440)
     timezone: TimeZone | None = Field(default=None, description="Defaults to the host's")
     passcode: Passcode | None = None
+    generate_passcode: GeneratePasscode = False
     settings: MeetingSettings = MeetingSettings()
 
 
@@ -197,6 +202,7 @@ class MeetingPatchIn(In):
     end_time: MeetingTime | None = None
     timezone: TimeZone | None = None
     passcode: Passcode | None = Field(default=None, description="null removes the passcode")
+    generate_passcode: GeneratePasscode = False
     settings: MeetingSettingsPatch | None = None
 
 

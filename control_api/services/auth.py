@@ -20,12 +20,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from control_api.errors import ServiceError, conflict, invalid, unauthorized
-from control_api.ratelimit import Decision
 from control_api.schemas import TokenPairOut, UserOut
 from control_api.security import TokenError, new_opaque_token, token_digest
+from control_api.services.attempts import Budget, give_back, rate_limited, reserve
 from control_api.services.context import Record, ServiceContext
 from control_api.storage.tables import refresh_tokens, users
-from videoconf.config import RateLimitRule
+from videoconf.config import RateLimitRule, RateLimits
 
 _PRINCIPAL_BY_ID = select(
     users.c.id, users.c.email, users.c.display_name, users.c.timezone, users.c.token_version
@@ -73,14 +73,27 @@ def user_out(row: Any) -> UserOut:
     )
 
 
-def rate_limited(decision: Decision, what: str) -> ServiceError:
-    return ServiceError(
-        429,
-        "rate_limited",
-        f"too many {what}; try again in {decision.retry_after_header} s",
-        {"retry_after": decision.retry_after_header},
-        headers={"Retry-After": decision.retry_after_header},
-    )
+@dataclass(frozen=True)
+class LoginBudgets:
+    """Failed logins are counted per account and address (``pair``: that address alone is
+    refused, never the owner elsewhere) and per account from everywhere (``account``).  While
+    the account's budget is spent (an attack from many addresses), an address that failed
+    within the account's period (``recent``, one try per period) is refused as well: each
+    attacking address gets one try per period, and an address without failures, such as the
+    owner's, still gets in."""
+
+    pair: Budget
+    account: Budget
+    recent: Budget
+
+    @classmethod
+    def of(cls, email: str, client_ip: str, limits: RateLimits) -> LoginBudgets:
+        account_rule = limits.login_per_account
+        return cls(
+            pair=Budget(f"login:fail:{email}:{client_ip}", limits.login_per_account_ip),
+            account=Budget(f"login:fail:{email}", account_rule),
+            recent=Budget(f"login:recent:{email}:{client_ip}", RateLimitRule(limit=1, period=account_rule.period)),
+        )
 
 
 class PrincipalCache:
@@ -123,8 +136,8 @@ class AuthService:
         self.ctx = ctx
         self.principals = PrincipalCache(ctx.settings.auth_cache_seconds)
 
-    async def check_rate(self, key: str, rule: RateLimitRule, what: str) -> None:
-        decision = await self.ctx.limiter.hit(key, rule, self.ctx.now().timestamp())
+    async def check_rate(self, key: str, rule: RateLimitRule, what: str, cost: int = 1) -> None:
+        decision = await self.ctx.limiter.hit(key, rule, self.ctx.now().timestamp(), cost)
         if not decision.allowed:
             raise rate_limited(decision, what)
 
@@ -178,14 +191,14 @@ class AuthService:
             email = normalise_email(email)
         except ServiceError:
             email = email.strip().lower()
-        await self.check_rate(
-            f"login:account:{email}", limits.login_per_account, "login attempts for this account"
-        )
+        now = self.ctx.now().timestamp()
+        counted = await self._count_login(LoginBudgets.of(email, client_ip, limits), now)
         async with self.ctx.db.read() as conn:
             row = (await conn.execute(select(users).where(users.c.email == email))).first()
         ok = await self.ctx.hasher.verify(row.password_hash if row else None, password)
         if row is None or not ok:
             raise unauthorized("email or password is wrong", code="invalid_credentials")
+        await give_back(self.ctx.limiter, counted, now)
         async with self.ctx.db.write() as conn:
             if self.ctx.hasher.needs_rehash(row.password_hash):
                 await conn.execute(
@@ -194,6 +207,25 @@ class AuthService:
                     .values(password_hash=await self.ctx.hasher.hash(password))
                 )
             return await self._issue(conn, row, None, user_agent)
+
+    async def _count_login(self, budgets: LoginBudgets, now: float) -> list[Budget]:
+        """Count this try as a failure until it proves right; return what to give back then."""
+        limiter = self.ctx.limiter
+        account = await limiter.hit(budgets.account.key, budgets.account.rule, now)
+        counted = [budgets.account] if account.allowed else []
+        try:
+            await reserve(limiter, [budgets.pair], now, "failed logins for this account from this address")
+        except ServiceError:
+            await give_back(limiter, counted, now)
+            raise
+        counted.append(budgets.pair)
+        recent = await limiter.hit(budgets.recent.key, budgets.recent.rule, now)
+        if recent.allowed:
+            counted.append(budgets.recent)
+        elif not account.allowed:  # under attack, and this address failed lately
+            await give_back(limiter, counted, now)
+            raise rate_limited(recent, "failed logins for this account")
+        return counted
 
     # Refresh tokens --------------------------------------------------------------------------
 

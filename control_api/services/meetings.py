@@ -42,7 +42,8 @@ from control_api.schemas import (
     UpcomingQuery,
     UserRef,
 )
-from control_api.services.auth import AuthService, Principal, normalise_email, rate_limited
+from control_api.services.attempts import Budget, give_back, reserve
+from control_api.services.auth import AuthService, Principal, normalise_email
 from control_api.services.calendar import CalendarService, join_url
 from control_api.services.context import Outbox, ServiceContext
 from control_api.services.notifications import NotificationService
@@ -54,6 +55,7 @@ CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz"  # no i, l, o: easy to read aloud and 
 CODE_PATTERN = re.compile(r"[a-z]{10}")
 DEFAULT_DURATION = timedelta(minutes=60)
 MAX_DURATION = timedelta(hours=24)
+GENERATED_PASSCODE_DIGITS = 8
 ADMIN_ROLES = ("host", "cohost")
 MEMBER_ROLES = ("host", "cohost", "guest", "participant")
 TRANSITIONS = {
@@ -124,6 +126,25 @@ def normalise_code(raw: str) -> str:
     if not CODE_PATTERN.fullmatch(letters):
         raise invalid("meeting code must look like abc-defg-hjk", code="invalid_code")
     return f"{letters[:3]}-{letters[3:7]}-{letters[7:]}"
+
+
+def new_passcode() -> str:
+    """What a host gets asking for a generated passcode: digits (easy on a phone keypad), more
+    of them than anyone sets by hand."""
+    return "".join(secrets.choice("0123456789") for _ in range(GENERATED_PASSCODE_DIGITS))
+
+
+def join_refusal(row: Any, admin: bool, hidden: bool) -> ServiceError | None:
+    """Why nobody in this position may join now, decided before any passcode is looked at (a
+    meeting that has not started is no place to test guesses)."""
+    if row.status in ("ended", "cancelled"):
+        ended = row.status == "ended"
+        return conflict(f"meeting_{row.status}", "the meeting has ended" if ended else "the meeting was cancelled")
+    if hidden and not admin:
+        return forbidden("only the host or a co-host may join hidden")
+    if row.status == "scheduled" and not (admin or row.settings.get("join_before_host")):
+        return conflict("meeting_not_started", "the host has not started the meeting yet")
+    return None
 
 
 def meeting_channel(meeting_id: uuid.UUID) -> str:
@@ -332,6 +353,8 @@ class MeetingService:
         zone = zoneinfo.ZoneInfo(tz_name)
         if body.end_time is not None and body.duration_minutes is not None:
             raise _field_error("duration_minutes", "give end_time or duration_minutes, not both")
+        if body.generate_passcode and body.passcode is not None:
+            raise _field_error("generate_passcode", "give passcode or generate_passcode, not both")
         if body.kind == "instant":
             if body.start_time is not None:
                 raise _field_error("start_time", "an instant meeting starts now; omit start_time")
@@ -360,7 +383,7 @@ class MeetingService:
             "start_time": start,
             "end_time": end,
             "timezone": tz_name,
-            "passcode": body.passcode,
+            "passcode": new_passcode() if body.generate_passcode else body.passcode,
             "settings": body.settings.model_dump(),
             "created_at": now,
             "updated_at": now,
@@ -399,6 +422,10 @@ class MeetingService:
                     values[name] = getattr(body, name)
             if "passcode" in given:
                 values["passcode"] = body.passcode
+            if body.generate_passcode:
+                if "passcode" in given:
+                    raise _field_error("generate_passcode", "give passcode or generate_passcode, not both")
+                values["passcode"] = new_passcode()
             if "settings" in given:
                 if body.settings is None:
                     raise _field_error("settings", "settings cannot be null")
@@ -540,18 +567,14 @@ class MeetingService:
         async with self.ctx.db.write() as conn:
             row, role = await self.load(conn, meeting_id, user.id)
             admin = role in ADMIN_ROLES
-            if row.status in ("ended", "cancelled"):
-                raise conflict(f"meeting_{row.status}", f"the meeting has {row.status}" if row.status == "ended" else "the meeting was cancelled")
+            refusal = join_refusal(row, admin, body.hidden)
+            if refusal is not None:
+                raise refusal
             if row.passcode is not None and role not in ("host", "cohost", "guest"):
                 await self._check_passcode(row, user.id, body.passcode)
-            if body.hidden and not admin:
-                raise forbidden("only the host or a co-host may join hidden")
-            started = False
-            if row.status == "scheduled":
-                if not (admin or row.settings.get("join_before_host")):
-                    raise conflict("meeting_not_started", "the host has not started the meeting yet")
+            started = row.status == "scheduled"
+            if started:
                 await self._transition(conn, outbox, row, "start", user.id)
-                started = True
             display_name = body.display_name or user.display_name
             participant_role = role if role in ("host", "cohost", "guest") else "participant"
             participant = await self._upsert_participant(
@@ -610,17 +633,21 @@ class MeetingService:
         return servers
 
     async def _check_passcode(self, row: Any, user_id: uuid.UUID, given: str | None) -> None:
-        rule = self.ctx.settings.rate_limits.passcode_per_user
-        key = f"passcode:{user_id}:{row.id}"
-        now = self.ctx.now().timestamp()
-        if given is not None and hmac.compare_digest(given.encode(), row.passcode.encode()):
-            return
-        decision = await self.ctx.limiter.hit(key, rule, now)
-        if not decision.allowed:
-            raise rate_limited(decision, "wrong passcodes")
+        """Each guess counts against the guesser's budget for this meeting and the meeting's own
+        budget before it is compared; a right one is given back.  Once either budget is spent,
+        every guess is refused, right or wrong (see ``services.attempts``)."""
         if given is None:
             raise forbidden("this meeting needs a passcode", code="passcode_required")
-        raise forbidden("the passcode is wrong", code="wrong_passcode")
+        limits = self.ctx.settings.rate_limits
+        budgets = [
+            Budget(f"passcode:{user_id}:{row.id}", limits.passcode_per_user),
+            Budget(f"passcode:meeting:{row.id}", limits.passcode_per_meeting),
+        ]
+        now = self.ctx.now().timestamp()
+        await reserve(self.ctx.limiter, budgets, now, "wrong passcodes")
+        if not hmac.compare_digest(given.encode(), row.passcode.encode()):
+            raise forbidden("the passcode is wrong", code="wrong_passcode")
+        await give_back(self.ctx.limiter, budgets, now)
 
     async def _upsert_participant(
         self,
@@ -665,7 +692,12 @@ class MeetingService:
         )
 
     async def invite(self, user: Principal, meeting_id: uuid.UUID, body: InviteIn) -> InviteResultOut:
+        """Each address counts against the inviter's budget, so that invitations can neither
+        probe which addresses have accounts nor flood people with notifications."""
         emails = list(dict.fromkeys(normalise_email(e) for e in body.emails))
+        await self.auth.check_rate(
+            f"invite:{user.id}", self.ctx.settings.rate_limits.invite_per_user, "invited addresses", cost=len(emails)
+        )
         outbox = Outbox()
         async with self.ctx.db.write() as conn:
             row, role = await self.load_member(conn, meeting_id, user.id, ADMIN_ROLES)

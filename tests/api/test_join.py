@@ -17,9 +17,9 @@ def room_claims(api: Api, token: str) -> dict:
 async def test_join_returns_a_room_token_with_grants(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     guest = await api.register("Guy Guest")
-    meeting = await api.meeting(host["token"], passcode="2468")
+    meeting = await api.meeting(host["token"], passcode="246800")
     path = f"/api/meetings/{meeting['id']}/join"
-    _, joined = await api.call("POST", path, guest["token"], json={"passcode": "2468", "display_name": "Guy (phone)"}, expect=200)
+    _, joined = await api.call("POST", path, guest["token"], json={"passcode": "246800", "display_name": "Guy (phone)"}, expect=200)
     assert joined["signaling_url"] == "ws://127.0.0.1:8080/signaling"
     assert joined["ice_servers"] == []
     assert joined["identity"] == guest["user"]["id"] and joined["waiting"] is False
@@ -40,10 +40,10 @@ async def test_join_returns_a_room_token_with_grants(api: Api) -> None:
 
     _, host_join = await api.call("POST", path, host["token"], json={"hidden": True}, expect=200)
     assert host_join["grants"]["room_admin"] is True and host_join["grants"]["hidden"] is True
-    status, body = await api.call("POST", path, guest["token"], json={"passcode": "2468", "hidden": True})
+    status, body = await api.call("POST", path, guest["token"], json={"passcode": "246800", "hidden": True})
     assert status == 403
 
-    _, again = await api.call("POST", path, guest["token"], json={"passcode": "2468"}, expect=200)
+    _, again = await api.call("POST", path, guest["token"], json={"passcode": "246800"}, expect=200)
     assert again["participant"]["join_count"] == 2 and again["participant"]["display_name"] == "Guy Guest"
     _, people = await api.call("GET", f"/api/meetings/{meeting['id']}/participants", guest["token"], expect=200)
     assert sorted((p["display_name"], p["role"]) for p in people["items"]) == [("Guy Guest", "participant"), ("Hedy Lamarr", "host")]
@@ -72,12 +72,12 @@ async def test_passcode_rules(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     invitee = await api.register("Ina Invitee")
     stranger = await api.register("Sam Stranger")
-    meeting = await api.meeting(host["token"], passcode="2468")
+    meeting = await api.meeting(host["token"], passcode="246800")
     path = f"/api/meetings/{meeting['id']}/join"
     await api.call("POST", f"/api/meetings/{meeting['id']}/invitations", host["token"], json={"emails": [invitee["email"]]}, expect=200)
     status, body = await api.call("POST", path, stranger["token"], json={})
     assert (status, body["error"]["code"]) == (403, "passcode_required")
-    status, body = await api.call("POST", path, stranger["token"], json={"passcode": "1357"})
+    status, body = await api.call("POST", path, stranger["token"], json={"passcode": "135700"})
     assert (status, body["error"]["code"]) == (403, "wrong_passcode")
     await api.call("POST", path, invitee["token"], json={}, expect=200)  # invitees need no passcode
     await api.call("POST", path, host["token"], json={}, expect=200)
@@ -88,14 +88,14 @@ async def test_wrong_passcodes_are_rate_limited(api_factory) -> None:
     api = await api_factory(rate_limits=limits(passcode_per_user=RateLimitRule(limit=3, period=600)))
     host = await api.register("Hedy Lamarr")
     guesser = await api.register("Mallory Guess")
-    meeting = await api.meeting(host["token"], passcode="2468")
+    meeting = await api.meeting(host["token"], passcode="246800")
     path = f"/api/meetings/{meeting['id']}/join"
-    for guess in ("0000", "1111", "2222"):
+    for guess in ("000000", "111111", "222222"):
         await api.call("POST", path, guesser["token"], json={"passcode": guess}, expect=403)
-    status, body = await api.call("POST", path, guesser["token"], json={"passcode": "3333"})
+    status, body = await api.call("POST", path, guesser["token"], json={"passcode": "333333"})
     assert status == 429
-    # The right passcode is still accepted: only failures count.
-    await api.call("POST", path, guesser["token"], json={"passcode": "2468"}, expect=200)
+    # Once the budget is spent the right passcode is refused too (only failures use it up).
+    await api.call("POST", path, guesser["token"], json={"passcode": "246800"}, expect=429)
 
 
 async def test_joining_a_scheduled_meeting(api: Api) -> None:

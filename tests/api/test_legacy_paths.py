@@ -16,7 +16,7 @@ ALIASES = {
 
 async def test_a_client_of_the_original_api_signs_in_edits_its_profile_and_joins_by_code(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
-    meeting = await api.meeting(host["token"], passcode="4711")
+    meeting = await api.meeting(host["token"], passcode="471100")
     await api.register("Old Client", email="old@example.com")
     _, session = await api.call("POST", "/api/auth/login", json={"email": "old@example.com", "password": "correct horse battery"}, expect=200)
     token = session["access_token"]
@@ -32,7 +32,7 @@ async def test_a_client_of_the_original_api_signs_in_edits_its_profile_and_joins
     _, found = await api.call("GET", f"/api/meetings/code/{meeting['code'].upper()}", token, expect=200)
     _, same = await api.call("GET", f"/api/meetings/by-code/{meeting['code']}", token, expect=200)
     assert found == same and found["id"] == meeting["id"] and found["has_passcode"]
-    _, joined = await api.call("POST", f"/api/meetings/{found['id']}/join", token, json={"passcode": "4711"}, expect=200)
+    _, joined = await api.call("POST", f"/api/meetings/{found['id']}/join", token, json={"passcode": "471100"}, expect=200)
     assert joined["token"]
     await api.call("GET", "/api/auth/profile", expect=401)
     await api.call("GET", "/api/meetings/code/abc-defg-hjk", expect=401)

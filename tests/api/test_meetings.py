@@ -15,11 +15,11 @@ LOOKUP_PATHS = pytest.mark.parametrize("lookup", ["/api/meetings/by-code", "/api
 
 async def test_instant_meeting_is_live_with_a_readable_code(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
-    meeting = await api.meeting(host["token"], title="Quick call", passcode="4711")
+    meeting = await api.meeting(host["token"], title="Quick call", passcode="471100")
     assert meeting["status"] == "live" and meeting["kind"] == "instant"
     assert re.fullmatch(r"[a-z]{3}-[a-z]{4}-[a-z]{3}", meeting["code"])
     assert not set(meeting["code"]) & set("ilo")
-    assert meeting["my_role"] == "host" and meeting["passcode"] == "4711" and meeting["has_passcode"]
+    assert meeting["my_role"] == "host" and meeting["passcode"] == "471100" and meeting["has_passcode"]
     assert meeting["join_url"].endswith("/j/" + meeting["code"])
     assert meeting["started_at"] is not None
     start = datetime.fromisoformat(meeting["start_time"])
@@ -145,7 +145,7 @@ async def test_my_meetings_lists_hosted_invited_and_joined_with_pagination(api: 
     joined = await api.meeting(other["token"], title="Joined")
     await api.call("POST", f"/api/meetings/{joined['id']}/join", host["token"], json={}, expect=200)
     await api.scheduled(other["token"], title="Not mine")
-    await api.call("PATCH", f"/api/meetings/{invited['id']}", other["token"], json={"passcode": "9999"}, expect=200)
+    await api.call("PATCH", f"/api/meetings/{invited['id']}", other["token"], json={"passcode": "999900"}, expect=200)
 
     items, cursor = [], None
     while True:
@@ -192,12 +192,12 @@ async def test_update_by_host_and_cohost_only(api: Api) -> None:
     cohost = await api.register("Carl Cohost")
     guest = await api.register("Guy Guest")
     stranger = await api.register("Eve Stranger")
-    meeting = await api.scheduled(host["token"], passcode="1234")
+    meeting = await api.scheduled(host["token"], passcode="123400")
     path = f"/api/meetings/{meeting['id']}"
     await api.call("POST", path + "/invitations", host["token"], json={"emails": [cohost["email"]], "role": "cohost"}, expect=200)
     await api.call("POST", path + "/invitations", host["token"], json={"emails": [guest["email"]]}, expect=200)
     _, updated = await api.call("PATCH", path, cohost["token"], json={"title": "Renamed", "settings": {"mute_on_join": True}}, expect=200)
-    assert updated["title"] == "Renamed" and updated["my_role"] == "cohost" and updated["passcode"] == "1234"
+    assert updated["title"] == "Renamed" and updated["my_role"] == "cohost" and updated["passcode"] == "123400"
     assert updated["settings"]["mute_on_join"] is True and updated["settings"]["allow_recording"] is True
     status, body = await api.call("PATCH", path, guest["token"], json={"title": "Mine now"})
     assert (status, body["error"]["code"]) == (403, "not_meeting_admin")
