@@ -274,6 +274,25 @@ async def test_webrtcbin_publisher_with_1400_byte_packets_reaches_an_aiortc_subs
         assert set(packet_errors(meeting).values()) == {0}, status()
 
 
+async def webrtcbin_decodes(
+    peer: GstPeer, channel: Relay, size: tuple[int, int], context: Callable[[], str] = lambda: ""
+) -> str:
+    """Wait for the webrtcbin subscriber to decode 30 frames of ``size``; fail early, with what
+    happened (and ``context()``), if the SFU refused its answer.  Returns its answer."""
+
+    def decoded_or_refused() -> bool:
+        return peer.stats.get("frames_decoded", 0) >= 30 or bool(channel.of_type("error")) or channel.closed
+
+    def status() -> str:
+        return f"{context()}subscriber {channel.describe()}; {peer.describe()}"
+
+    await until_or_report(decoded_or_refused, status, timeout=40)
+    assert peer.stats["frames_decoded"] >= 30 and not channel.of_type("error"), status()
+    assert (peer.stats["width"], peer.stats["height"]) == size, status()
+    (answer,) = channel.answers
+    return answer
+
+
 async def test_webrtcbin_subscriber_answering_without_profile_level_id_decodes_h264(
     meeting: Meeting, gstreamer: None
 ) -> None:
@@ -283,17 +302,7 @@ async def test_webrtcbin_subscriber_answering_without_profile_level_id_decodes_h
     publisher = await meeting.participant(meeting.host, video_codec="H264")
     async with gst_peer("subscribe") as peer, relay(meeting, meeting.people[0], peer, "subscriber") as channel:
         await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera")])
-
-        def decoded_or_refused() -> bool:
-            return peer.stats.get("frames_decoded", 0) >= 30 or bool(channel.of_type("error")) or channel.closed
-
-        def status() -> str:
-            return f"{channel.describe()}; {peer.describe()}"
-
-        await until_or_report(decoded_or_refused, status, timeout=40)
-        assert peer.stats["frames_decoded"] >= 30 and not channel.of_type("error"), status()
-        assert (peer.stats["width"], peer.stats["height"]) == (320, 240), status()
-        (answer,) = channel.answers
+        answer = await webrtcbin_decodes(peer, channel, (320, 240))
         assert "H264/90000" in answer and "profile-level-id" not in answer, answer
 
 
@@ -303,15 +312,6 @@ async def test_webrtcbin_to_webrtcbin_through_the_sfu(meeting: Meeting, gstreame
     async with gst_peer("publish", "H264") as sender, relay(meeting, meeting.host, sender, "publisher") as up:
         async with gst_peer("subscribe") as receiver, relay(meeting, meeting.people[0], receiver, "subscriber") as down:
             await publish(sender, up)
-
-            def decoded_or_refused() -> bool:
-                return receiver.stats.get("frames_decoded", 0) >= 30 or bool(down.of_type("error")) or down.closed
-
-            def status() -> str:
-                return f"publisher {up.describe()}; subscriber {down.describe()}; {receiver.describe()}"
-
-            await until_or_report(decoded_or_refused, status, timeout=40)
-            assert receiver.stats["frames_decoded"] >= 30 and not down.of_type("error"), status()
-            assert (receiver.stats["width"], receiver.stats["height"]) == (640, 480), status()
-            (answer,) = down.answers
-            assert "profile-level-id" not in answer and "profile-level-id=42e01f" in up.of_type("publish-answer")[0]["sdp"]
+            answer = await webrtcbin_decodes(receiver, down, (640, 480), lambda: f"publisher {up.describe()}; ")
+            assert "profile-level-id" not in answer, answer
+            assert "profile-level-id=42e01f" in up.of_type("publish-answer")[0]["sdp"]
