@@ -25,6 +25,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from videoconf.config import RateLimitRule
 
 log = logging.getLogger(__name__)
+# Times are epoch seconds (about 1.7e9), whose float steps are about 2e-7 s: summing intervals
+# would otherwise refuse the last event of a burst now and then (5 of a burst of 6).
+SLACK = 1e-6
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -45,7 +48,7 @@ def gcra(tat: float | None, now: float, rule: RateLimitRule, cost: int = 1) -> t
     tat = now if tat is None or tat < now else tat
     new_tat = tat + interval * cost
     allow_at = new_tat - interval * rule.limit
-    if now < allow_at:
+    if allow_at - now > SLACK:
         return Decision(False, allow_at - now), None
     return Decision(True, 0.0), new_tat
 
@@ -121,10 +124,10 @@ local cost = tonumber(ARGV[4])
 if tat == nil or tat < now then tat = now end
 local new_tat = tat + interval * cost
 local allow_at = new_tat - interval * limit
-if now < allow_at then
+if allow_at - now > 0.000001 then
   return {0, tostring(allow_at - now)}
 end
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1)
+redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1)
 return {1, '0'}
 """
 
@@ -135,7 +138,7 @@ if tat == nil then return 0 end
 local now = tonumber(ARGV[1])
 local earlier = tat - tonumber(ARGV[2])
 if earlier > now then
-  redis.call('SET', KEYS[1], tostring(earlier), 'PX', math.ceil((earlier - now) * 1000) + 1)
+  redis.call('SET', KEYS[1], string.format('%.17g', earlier), 'PX', math.ceil((earlier - now) * 1000) + 1)
 else
   redis.call('DEL', KEYS[1])
 end

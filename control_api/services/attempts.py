@@ -1,5 +1,5 @@
-"""Budgets for guesses (passcodes, passwords): a try is counted *before* it is checked, and a
-right one is given back afterwards.
+"""Budgets counted before the action they limit, all of them or none: guesses (passcodes,
+passwords), where a right try is given back afterwards, and chat messages.
 
 Counting first is what makes a budget hold under concurrency: a thousand parallel guesses cannot
 all be checked while the counter still reads zero.  Giving right tries back keeps legitimate use

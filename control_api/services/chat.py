@@ -10,6 +10,7 @@ from sqlalchemy import or_, select
 
 from control_api.errors import conflict, invalid
 from control_api.schemas import MessageOut, MessagePage, UserRef
+from control_api.services.attempts import Budget, reserve
 from control_api.services.auth import Principal
 from control_api.services.context import Outbox, ServiceContext
 from control_api.services.meetings import MEMBER_ROLES, MeetingService, meeting_channel
@@ -52,6 +53,7 @@ class ChatService:
             row, _ = await self.meetings.load_member(conn, meeting_id, user.id, MEMBER_ROLES)
             if row.status != "live":
                 raise conflict("meeting_not_live", "chat is open only while the meeting is live")
+            await self._count(user.id, meeting_id)
             if recipient_id is not None:
                 if recipient_id == user.id:
                     raise invalid("a private message needs another recipient", code="invalid_recipient")
@@ -76,6 +78,16 @@ class ChatService:
             )
         await outbox.flush(self.ctx.bus)
         return message
+
+    async def _count(self, user_id: uuid.UUID, meeting_id: uuid.UUID) -> None:
+        """One budget for REST and signaling alike: per sender in the meeting, and per meeting
+        (every message fans out to everyone in it)."""
+        limits = self.ctx.settings.rate_limits
+        budgets = [
+            Budget(f"chat:{meeting_id}:{user_id}", limits.chat_per_user),
+            Budget(f"chat:{meeting_id}", limits.chat_per_meeting),
+        ]
+        await reserve(self.ctx.limiter, budgets, self.ctx.now().timestamp(), "chat messages")
 
     async def history(
         self, user: Principal, meeting_id: uuid.UUID, limit: int, before: str | None

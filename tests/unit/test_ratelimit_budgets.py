@@ -53,3 +53,12 @@ async def test_a_key_is_claimed_once_until_it_lapses(limiter) -> None:
     assert await limiter.claim("jti:b", NOW + 60, NOW + 1)
     if isinstance(limiter, MemoryRateLimiter):  # Redis lets the key lapse by its own clock
         assert await limiter.claim("jti:a", NOW + 200, NOW + 61)
+
+
+@pytest.mark.parametrize("limit", [3, 6, 7, 10, 30])
+async def test_a_whole_burst_passes_at_epoch_times(limiter, limit: int) -> None:
+    """Summing period/limit onto epoch seconds, and Redis keeping 14 digits of it, used to refuse
+    the last event of some bursts (5 of 6)."""
+    rule = RateLimitRule(limit=limit, period=10)
+    outcomes = [(await limiter.hit(f"burst:{limit}", rule, NOW + 0.123)).allowed for _ in range(limit + 1)]
+    assert outcomes == [True] * limit + [False]
