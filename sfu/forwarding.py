@@ -357,8 +357,13 @@ class UpTrack:
         layer.packets += 1
         self.packets += 1
         self.metrics.record_receive(self.kind)
-        if self.blocked:
-            return
+        if not self.blocked:
+            self._fan_out(layer, cached, now, started)
+
+    def _fan_out(self, layer: Layer, cached: CachedPacket, now: float, started: float) -> None:
+        """The packet to the taps that want its layer and to the subscribers it is forwarded to.
+        One subscriber's (or tap's) failure stays its own: the others still get the packet, and
+        nothing reaches the publisher's receive loop."""
         for tap in self.taps:
             if tap.wants(layer):
                 try:
@@ -372,15 +377,13 @@ class UpTrack:
         sent = 0
         for downtrack in self.downtracks:
             if downtrack.current is layer or downtrack.target is layer:
-                # One subscriber's failure stays its own: the others still get the packet, and
-                # nothing reaches the publisher's receive loop.
                 try:
                     if downtrack.forward(cached, layer, ntp, abs_time):
                         sent += 1
                 except Exception as exc:
                     self._failed("forward", downtrack, exc)
         if sent:
-            octets = sent * len(payload)
+            octets = sent * len(cached.payload)
             self.metrics.record_forward(self.kind, sent, octets, time.perf_counter() - started)
 
     def _failed(self, where: str, consumer: Any, exc: Exception) -> None:
