@@ -30,8 +30,9 @@ migrate: $(VENV)/.installed-run
 # The Debian packages the test suite uses, installed here when missing (as root; never downloaded
 # from anywhere else): Chromium for the browser tests, coturn's turnutils clients for the TURN
 # interop tests, GStreamer's webrtcbin (with libnice and Python bindings for Debian's python3) as
-# an independent WebRTC peer (run by Debian's python3), and openssl for the TLS tests.
-TEST_PACKAGES := chromium fonts-liberation coturn openssl python3 \
+# an independent WebRTC peer (run by Debian's python3), openssl for the TLS tests, and private
+# PostgreSQL and Redis servers that the fault tests stop and start (the shared ones are never touched).
+TEST_PACKAGES := chromium fonts-liberation coturn openssl python3 redis-server postgresql \
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-libav python3-gi python3-gst-1.0 \
   gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0

@@ -236,7 +236,6 @@ class Participant:
             "tracks": [{"mid": mid, "track_id": tid} for mid, tid in self._mid_tracks.items()],
         }
         for up in published:
-            self.room.node.metrics.tracks.labels(up.kind).inc()
             self.room.spawn(self.room.track_published(self, up))
         return result
 
@@ -245,7 +244,6 @@ class Participant:
         if up is None:
             raise SignalError("unknown_track", f"you publish no track {track_id}")
         self._mid_tracks = {m: t for m, t in self._mid_tracks.items() if t != track_id}
-        self.room.node.metrics.tracks.labels(up.kind).dec()
         await self.room.track_unpublished(self, up)
 
     async def add_ice_candidate(self, target: str, candidate: str | None, sdp_mid: str | None, index: int | None) -> None:
@@ -480,8 +478,6 @@ class Participant:
             downtrack.up.remove(downtrack)
         self.downtracks.clear()
         self.room.speakers.remove(self.identity)
-        for up in self.uptracks.values():
-            self.room.node.metrics.tracks.labels(up.kind).dec()
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
                 await pc.close()
@@ -539,7 +535,6 @@ class Room:
         self.participants[participant.identity] = participant
         self._order += 1
         self.join_order[participant.identity] = self._order
-        self.node.metrics.participants.inc()
         if participant.waiting:
             await self.broadcast({"type": "participant-waiting", "participant": participant.info()}, admins_only=True)
             return
@@ -567,7 +562,6 @@ class Room:
         if self.participants.get(participant.identity) is not participant:
             return
         del self.participants[participant.identity]
-        self.node.metrics.participants.dec()
         uptracks = list(participant.uptracks.values())
         participant.uptracks.clear()
         await participant.close()
@@ -706,7 +700,6 @@ class Room:
             if task is not current:
                 task.cancel()
         self.node.rooms.pop(self.room_id, None)
-        self.node.metrics.rooms.set(len(self.node.rooms))
         if self.on_empty is not None:
             await self.on_empty(self)
 
@@ -725,6 +718,7 @@ class SfuNode:
         enable_simulcast()
         widen_srtp_buffers()
         accept_rsa_peers()
+        metrics.observe(self)
         codecs = count_codec_instances()
         codecs.listeners.append(lambda kind, _mime: metrics.codec_instances.labels(kind).inc())
 
@@ -732,8 +726,19 @@ class SfuNode:
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = Room(self, room_id)
-            self.metrics.rooms.set(len(self.rooms))
         return room
+
+    def room_count(self) -> int:
+        return len(self.rooms)
+
+    def participant_count(self) -> int:
+        return sum(len(room.participants) for room in self.rooms.values())
+
+    def track_count(self, kind: str) -> int:
+        return sum(
+            1 for room in self.rooms.values() for participant in room.participants.values()
+            for up in participant.uptracks.values() if up.kind == kind
+        )
 
     def on_participant_removed(self, participant: Participant, reason: str) -> None:
         for listener in self.removal_listeners:

@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     announced_ip: str | None = Field(default=None, description="Public address of a 1:1 NAT in front of the SFU")
     sfu_ice_servers: list[IceServer] = Field(default=[], description="STUN/TURN servers the SFU itself uses")
     resume_seconds: int = Field(default=30, ge=1, le=600)
+    join_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds a signaling connection may stay open without joining"
+    )
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     trusted_proxies: list[str] = []
