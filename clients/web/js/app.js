@@ -415,7 +415,7 @@ async function preJoinView(meetingId, known = null) {
       const joined = await api("POST", `/api/meetings/${meeting.id}/join`, body);
       const media = stream;
       stream = null;
-      await roomView(meeting, joined, media, { micOff: form.mic_off.checked, camOff: form.cam_off.checked });
+      await roomView(meeting, joined, media, { micOff: form.mic_off.checked, camOff: form.cam_off.checked, joinBody: body });
     } catch (e) {
       error.textContent = errorText(e);
       submit.disabled = false;
@@ -430,10 +430,16 @@ async function preJoinView(meetingId, known = null) {
 
 // The meeting room -------------------------------------------------------------------------------
 
-async function roomView(meeting, joined, stream, { micOff, camOff }) {
+async function roomView(meeting, joined, stream, { micOff, camOff, joinBody = {} }) {
   // The node that served this page is the node to signal (the configured base URL may name
-  // another address for the same server).
-  const client = new SfuClient(`${location.origin.replace(/^http/, "ws")}/signaling`, joined.token, { iceServers: joined.ice_servers });
+  // another address for the same server).  After the node lost the session (it restarted), the
+  // client joins again with a new room token, asked for as the first one was.
+  const tokenProvider = async () => {
+    const again = await api("POST", `/api/meetings/${meeting.id}/join`, joinBody);
+    client.iceServers = again.ice_servers;
+    return again.token;
+  };
+  const client = new SfuClient(`${location.origin.replace(/^http/, "ws")}/signaling`, joined.token, { iceServers: joined.ice_servers, tokenProvider });
   const state = {
     own: { audio: null, video: null, screen: null }, // track ids
     handRaised: false, speaking: new Set(), dominant: null, panel: null, speakerView: false, ended: false,
@@ -476,6 +482,7 @@ async function roomView(meeting, joined, stream, { micOff, camOff }) {
     if (local) video.style.transform = "scaleX(-1)";
     if (trackId) {
       video.dataset.track = trackId;
+      video.observer?.disconnect(); // a tile's video can change tracks (a new session after a rejoin)
       // Ask the SFU for the layer that fits the size the tile is drawn at.
       const observer = new ResizeObserver(([entry]) => {
         const scale = window.devicePixelRatio || 1;
@@ -671,23 +678,40 @@ async function roomView(meeting, joined, stream, { micOff, camOff }) {
     refreshTile(info.participant);
   });
   client.addEventListener("disconnected", async () => {
-    if (state.ended || client.closed) return;
+    if (state.ended || client.closed || state.reconnecting) return; // failed attempts disconnect too
+    state.reconnecting = true;
     quality.className = "badge poor";
     quality.textContent = "Connection: lost, reconnecting";
     announce("Connection lost. Reconnecting.");
-    for (let attempt = 0; attempt < 5 && !state.ended; attempt++) {
-      await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
-      try {
-        await client.resume();
-        quality.className = "badge good";
-        quality.textContent = "Connection: good";
-        announce("Reconnected.");
-        return;
-      } catch {
-        // try again
+    try {
+      // Resume, or join again if the node restarted meanwhile; about 30 s in all.
+      for (let attempt = 0; attempt < 8 && !state.ended; attempt++) {
+        await new Promise((r) => setTimeout(r, Math.min(1000 * (attempt + 1), 5000)));
+        try {
+          await client.reconnect();
+          quality.className = "badge good";
+          quality.textContent = "Connection: good";
+          announce("Reconnected.");
+          return;
+        } catch {
+          // try again
+        }
       }
+    } finally {
+      state.reconnecting = false;
     }
     finish("Connection lost", "The connection to the meeting was lost. Rejoin from the dashboard.");
+  });
+  // A new session after the node lost the old one: other people's tiles come back with their
+  // tracks, ours keep their local preview under new track ids.
+  client.addEventListener("rejoining", () => {
+    for (const key of [...tiles.keys()]) if (key !== client.identity && key !== `${client.identity}:screen`) dropTile(key);
+  });
+  client.addEventListener("rejoined", ({ detail }) => {
+    for (const kind of Object.keys(state.own)) if (state.own[kind]) state.own[kind] = detail.ids.get(state.own[kind]) ?? null;
+    setRecording(detail.joined.recording ?? null);
+    for (const p of client.participants.values()) tileFor(p.identity);
+    refreshAll();
   });
 
   let lastRtt = 0;

@@ -5,6 +5,11 @@
 // offers, the SFU answers) and one subscriber RTCPeerConnection (the SFU offers, the client
 // answers).  Camera video goes out as three RID simulcast encodings; the SFU forwards each
 // subscriber the layer that fits the size it asks for with trackSettings().
+//
+// A lost signaling connection is repaired with reconnect(): the session is resumed while the node
+// still holds it (media never stopped); when the node no longer knows it (it restarted, or the
+// resume window passed) the client joins again with a fresh room token from the `tokenProvider`
+// option, on new peer connections, and publishes the same local tracks again ("rejoined" event).
 
 export const PROTOCOL_VERSION = 1;
 
@@ -39,10 +44,12 @@ function gatheringComplete(pc, timeoutMs = 3000) {
 }
 
 export class SfuClient extends EventTarget {
-  constructor(url, token, { iceServers = [], simulcast = SIMULCAST_ENCODINGS } = {}) {
+  constructor(url, token, { iceServers = [], simulcast = SIMULCAST_ENCODINGS, tokenProvider = null } = {}) {
     super();
     this.url = url;
     this.token = token;
+    this.tokenProvider = tokenProvider; // async () => a new room token, for joining again
+    this.sessionLost = false;
     this.iceServers = iceServers;
     this.simulcast = simulcast;
     this.ws = null;
@@ -100,6 +107,54 @@ export class SfuClient extends EventTarget {
       resume_token: this.resumeToken, last_seq: this.lastSeq,
     });
     return this.waitFor("resumed", { timeoutMs, failOnError: true });
+  }
+
+  // One attempt at repairing the signaling connection: "resumed", or "rejoined" when the node had
+  // lost the session (a new session: new track ids, see the "rejoined" event).  Throws when the
+  // node cannot be reached yet; call again later.
+  async reconnect(timeoutMs = 5000) {
+    if (!this.sessionLost) {
+      try {
+        await this.resume(timeoutMs);
+        return "resumed";
+      } catch (error) {
+        if (!(error instanceof SignalingError && error.code === "resume_failed")) throw error;
+        this.sessionLost = true;
+      }
+    }
+    if (!this.tokenProvider) throw new SignalingError("resume_failed", "the session is gone and there is no token provider");
+    await this.rejoin(await this.tokenProvider(), Math.max(timeoutMs, 10000));
+    return "rejoined";
+  }
+
+  // Join again as a new session with `token`: the old session's peer connections and remote tracks
+  // are dropped ("rejoining" event), the local tracks published again (muted ones stay muted).
+  // Emits "rejoined" with {joined, ids: Map(old track id -> new track id)}.
+  async rejoin(token, timeoutMs = 15000) {
+    this.token = token;
+    const ws = this.ws;
+    this.ws = null; // no "disconnected" for a connection closed on purpose
+    if (ws) ws.close();
+    for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();
+    this.publisher = this.subscriber = null;
+    const republish = [...this.published.entries()];
+    const me = this.participants.get(this.identity);
+    for (const map of [this.published, this.remote, this.pending, this.midTracks, this.forwarding, this.tracks, this.participants]) map.clear();
+    this.queue = Promise.resolve();
+    this.sessionId = this.resumeToken = null;
+    this.lastSeq = 0; // the new session numbers its messages from 1
+    this._emit("rejoining", {}); // the old session's remote tracks are gone; new "track" events follow
+    const joined = await this.connect(timeoutMs);
+    this.sessionLost = false;
+    if (me && !this.participants.has(this.identity)) this.participants.set(this.identity, me);
+    const ids = new Map();
+    const live = republish.filter(([, own]) => own.track.readyState === "live");
+    if (live.length) {
+      const fresh = await this.publish(live.map(([, own]) => ({ track: own.track, source: own.source, simulcast: own.simulcast })));
+      live.forEach(([oldId], i) => ids.set(oldId, fresh[i]));
+    }
+    this._emit("rejoined", { joined, ids });
+    return joined;
   }
 
   send(message) {
@@ -219,7 +274,7 @@ export class SfuClient extends EventTarget {
       const layered = track.kind === "video" && (simulcast ?? source === "camera");
       if (layered) init.sendEncodings = this.simulcast.map((e) => ({ ...e }));
       const transceiver = pc.addTransceiver(track, init);
-      return { transceiver, track, source };
+      return { transceiver, track, source, simulcast: layered };
     });
     await pc.setLocalDescription(await pc.createOffer());
     await gatheringComplete(pc);
@@ -229,9 +284,9 @@ export class SfuClient extends EventTarget {
     const answer = await this._request({ type: "publish", sdp: pc.localDescription.sdp, tracks: meta }, "publish-answer");
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
     const byMid = new Map(answer.tracks.map((t) => [t.mid, t.track_id]));
-    return added.map(({ transceiver, track, source }) => {
+    return added.map(({ transceiver, track, source, simulcast }) => {
       const trackId = byMid.get(transceiver.mid) ?? null;
-      if (trackId) this.published.set(trackId, { sender: transceiver.sender, transceiver, track, source });
+      if (trackId) this.published.set(trackId, { sender: transceiver.sender, transceiver, track, source, simulcast });
       return trackId;
     });
   }
