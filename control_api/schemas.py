@@ -291,6 +291,9 @@ class ParticipantOut(Out):
     last_joined_at: datetime
     left_at: datetime | None
     join_count: int
+    admission: Literal["waiting", "admitted", "removed"] = Field(
+        description="held by the waiting room, admitted, or removed by a host"
+    )
 
 
 class ParticipantList(Out):

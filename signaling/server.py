@@ -293,6 +293,7 @@ class SignalingServer:
         self._closing: set[asyncio.Task[Any]] = set()
         self.recorder: RecorderManager | None = None  # the node's recorder manager, when it has one
         node.removal_listeners.append(self._participant_removed)
+        services.meetings.occupancy = lambda meeting_id, identity: seats_taken(node.rooms.get(str(meeting_id)), identity)
 
     # WebSocket entry --------------------------------------------------------------------------
 
@@ -326,6 +327,8 @@ class SignalingServer:
             raise p.ProtocolError("invalid_token", "the room token names no meeting") from None
         if meeting.status != "live":
             raise p.ProtocolError("meeting_not_live", f"the meeting is {meeting.status}")
+        # The participants table decides (removed, waiting) and the room's size (meeting_full).
+        entry = await self.services.meetings.enter_room(claims, meeting, seats_taken(self.node.rooms.get(room_id), identity))
         room = self.node.room(room_id)
         room.last_n = int(meeting.settings.get("last_n") or room.last_n)
         self._watch(room)
@@ -335,7 +338,7 @@ class SignalingServer:
         grants = dict(claims.get("grants") or {})
         participant = Participant(
             room, identity, str(claims.get("name") or identity), str(claims.get("role") or "participant"),
-            grants, session.send, waiting=bool(claims.get("waiting")),
+            grants, session.send, waiting=entry.waiting,
         )
         session.participant = participant
         await room.add(participant)  # raises SignalError("removed") for banned identities
@@ -483,11 +486,14 @@ class SignalingServer:
     async def on_remove_participant(self, session: Session, participant: Participant, message: p.RemoveParticipant) -> None:
         room = participant.room
         target = self._target(room, message.identity)
-        room.banned.add(target.identity)
+        await self.services.meetings.remove_participant(_principal(participant), uuid.UUID(room.room_id), target.identity)
         await target.notify({"type": "removed", "reason": "removed_by_host", "message": f"{participant.name} removed you"})
         await room.remove(target, "removed_by_host")
 
     async def on_admit(self, session: Session, participant: Participant, message: p.Admit) -> None:
+        previous = await self.services.meetings.admit(_principal(participant), uuid.UUID(participant.room.room_id), message.identity)
+        if previous == "removed":  # let back in: they may join again
+            return
         admitted = await participant.room.admit(message.identity)
         await admitted.notify({"type": "admitted"})
         for sess in self.sessions.values():
@@ -533,6 +539,15 @@ class SignalingServer:
                 session.expiry.cancel()
             if session.outbox is not None and not session.outbox.ws.closed:
                 await session.outbox.close_connection(WSCloseCode.GOING_AWAY, b"server shutdown")
+
+
+def seats_taken(room: Room | None, identity: str) -> int:
+    """Everyone in the room but ``identity`` (who would replace their own earlier session)."""
+    return 0 if room is None else sum(1 for other in room.participants if other != identity)
+
+
+def _principal(participant: Participant) -> Principal:
+    return Principal(uuid.UUID(participant.identity), "", participant.name, "UTC")
 
 
 def _chat_payload(message: dict[str, Any]) -> dict[str, Any]:

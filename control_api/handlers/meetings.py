@@ -19,6 +19,7 @@ from control_api.schemas import (
     MeetingPublicOut,
     MyMeetingsQuery,
     ParticipantList,
+    ParticipantOut,
     UpcomingQuery,
 )
 from control_api.services.auth import Principal
@@ -120,7 +121,10 @@ async def cancel_meeting(request: web.Request, user: Principal) -> MeetingOut:
 async def join_meeting(request: web.Request, user: Principal, body: JoinIn) -> JoinOut:
     """The host or a co-host joining a scheduled meeting starts it; others wait for that unless
     the meeting allows joining before the host. The passcode is not asked of the host, co-hosts
-    and invitees. Wrong passcodes are rate-limited per user and meeting."""
+    and invitees. Wrong passcodes are limited per user and meeting and per meeting; once a limit
+    is reached every passcode is refused (429), right or wrong. 403 ``removed`` for someone a
+    host removed; 409 ``meeting_full`` when the room holds ``settings.max_participants`` people
+    (never for the meeting's host)."""
     return await services(request).meetings.join(
         user, path_uuid(request, "meeting_id"), body, client_ip(request)
     )
@@ -128,10 +132,24 @@ async def join_meeting(request: web.Request, user: Principal, body: JoinIn) -> J
 
 @api.route(
     "GET", MEETING + "/participants", summary="Everyone who has joined the meeting",
-    tags="meetings", response=ParticipantList, errors=(401, 404),
+    tags="meetings", response=ParticipantList, errors=(401, 403, 404),
 )
 async def list_participants(request: web.Request, user: Principal) -> ParticipantList:
+    """403 ``waiting`` for someone the waiting room holds, ``removed`` for someone a host removed."""
     return await services(request).meetings.participants(user, path_uuid(request, "meeting_id"))
+
+
+@api.route(
+    "POST", MEETING + "/participants/{user_id:" + UUID_PATTERN + "}/readmit",
+    summary="Let a removed participant back in (host or co-host)", tags="meetings",
+    response=ParticipantOut, errors=(401, 403, 404, 409),
+)
+async def readmit_participant(request: web.Request, user: Principal) -> ParticipantOut:
+    """A participant a host removed is refused everywhere (room tokens, the room, chat, the
+    participant list) until this. 409 ``not_removed`` for anyone else."""
+    return await services(request).meetings.readmit(
+        user, path_uuid(request, "meeting_id"), path_uuid(request, "user_id")
+    )
 
 
 @api.route(

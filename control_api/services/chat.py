@@ -50,7 +50,7 @@ class ChatService:
             raise invalid(f"the message {problem}", [{"field": "body.body", "message": problem}])
         outbox = Outbox()
         async with self.ctx.db.write() as conn:
-            row, _ = await self.meetings.load_member(conn, meeting_id, user.id, MEMBER_ROLES)
+            row, _ = await self.meetings.load_present_member(conn, meeting_id, user.id, MEMBER_ROLES)
             if row.status != "live":
                 raise conflict("meeting_not_live", "chat is open only while the meeting is live")
             await self._count(user.id, meeting_id)
@@ -102,7 +102,7 @@ class ChatService:
             query = query.where(m.c.id < last_id)
         query = query.order_by(m.c.id.desc()).limit(limit + 1)
         async with self.ctx.db.read() as conn:
-            await self.meetings.load_member(conn, meeting_id, user.id, MEMBER_ROLES)
+            await self.meetings.load_present_member(conn, meeting_id, user.id, MEMBER_ROLES)
             rows = (await conn.execute(query)).all()
         more = len(rows) > limit
         rows = rows[:limit]

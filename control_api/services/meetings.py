@@ -14,6 +14,7 @@ import secrets
 import uuid
 import zoneinfo
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, exists, or_, select, update
@@ -41,6 +42,16 @@ from control_api.schemas import (
     ParticipantOut,
     UpcomingQuery,
     UserRef,
+)
+from control_api.services.admission import (
+    ADMITTED,
+    REMOVED,
+    WAITING,
+    RoomEntry,
+    admission_on_join,
+    capacity_refusal,
+    presence_refusal,
+    removed,
 )
 from control_api.services.attempts import Budget, give_back, reserve
 from control_api.services.auth import AuthService, Principal, normalise_email
@@ -74,6 +85,7 @@ MEETING_WITH_ROLE = select(
     users.c.display_name.label("host_name"),
     _MY_INVITATION.c.role.label("invited_role"),
     _MY_PARTICIPATION.c.id.label("participant_id"),
+    _MY_PARTICIPATION.c.admission.label("my_admission"),
 ).select_from(
     meetings.join(users, users.c.id == meetings.c.host_id)
     .outerjoin(
@@ -99,6 +111,7 @@ def _participant_upsert(insert: Any) -> Any:
         last_joined_at=bindparam("now"),
         left_at=None,
         join_count=1,
+        admission=bindparam("admission"),
     )
     return statement.on_conflict_do_update(
         index_elements=[participants.c.meeting_id, participants.c.user_id],
@@ -108,7 +121,9 @@ def _participant_upsert(insert: Any) -> Any:
             "last_joined_at": statement.excluded.last_joined_at,
             "left_at": None,
             "join_count": participants.c.join_count + 1,
+            "admission": statement.excluded.admission,
         },
+        where=participants.c.admission != REMOVED,  # a removal that raced this join wins
     ).returning(*participants.c)
 
 
@@ -181,6 +196,9 @@ class MeetingService:
         self.auth = auth
         self.calendar = calendar
         self.notifications = notifications
+        # How many people the meeting's room holds, less ``identity``; set by the signaling
+        # server of this node (no room here: nobody).
+        self.occupancy: Callable[[uuid.UUID, str], int] = _empty_room
 
     # Reading -----------------------------------------------------------------------------------
 
@@ -236,6 +254,16 @@ class MeetingService:
             raise not_found("meeting")
         if role not in roles:
             raise forbidden("only the host or a co-host may do this", code="not_meeting_admin")
+        return row, role
+
+    async def load_present_member(
+        self, conn: AsyncConnection, meeting_id: uuid.UUID, user_id: uuid.UUID, roles: tuple[str, ...]
+    ) -> tuple[Any, str]:
+        """A member who takes part: neither held by the waiting room nor removed (403)."""
+        row, role = await self.load_member(conn, meeting_id, user_id, roles)
+        refusal = presence_refusal(row.my_admission)
+        if refusal is not None:
+            raise refusal
         return row, role
 
     async def get(self, user: Principal, meeting_id: uuid.UUID) -> MeetingOut:
@@ -567,7 +595,11 @@ class MeetingService:
         async with self.ctx.db.write() as conn:
             row, role = await self.load(conn, meeting_id, user.id)
             admin = role in ADMIN_ROLES
-            refusal = join_refusal(row, admin, body.hidden)
+            refusal = (
+                join_refusal(row, admin, body.hidden)
+                or presence_refusal(row.my_admission, waiting_ok=True)
+                or capacity_refusal(self.occupancy(row.id, str(user.id)), row.settings, row.host_id == user.id)
+            )
             if refusal is not None:
                 raise refusal
             if row.passcode is not None and role not in ("host", "cohost", "guest"):
@@ -577,14 +609,15 @@ class MeetingService:
                 await self._transition(conn, outbox, row, "start", user.id)
             display_name = body.display_name or user.display_name
             participant_role = role if role in ("host", "cohost", "guest") else "participant"
+            admission = admission_on_join(row.my_admission, bool(row.settings.get("waiting_room")), admin, role)
             participant = await self._upsert_participant(
-                conn, row.id, user.id, display_name, participant_role, now
+                conn, row.id, user.id, display_name, participant_role, admission, now
             )
             if started:
                 row, role = await self.load(conn, meeting_id, user.id)
             role = role or "participant"
         await outbox.flush(self.ctx.bus)
-        waiting = bool(row.settings.get("waiting_room")) and not admin and role != "guest"
+        waiting = admission == WAITING
         grants = Grants(
             can_publish=True,
             can_subscribe=True,
@@ -656,6 +689,7 @@ class MeetingService:
         user_id: uuid.UUID,
         display_name: str,
         role: str,
+        admission: str,
         now: datetime,
     ) -> ParticipantOut:
         values = {
@@ -664,14 +698,18 @@ class MeetingService:
             "user_id": user_id,
             "display_name": display_name,
             "role": role,
+            "admission": admission,
             "now": now,
         }
         statement = PARTICIPANT_UPSERT[self.ctx.db.backend]
-        return _participant_out((await conn.execute(statement, values)).one())
+        row = (await conn.execute(statement, values)).first()
+        if row is None:
+            raise removed()
+        return _participant_out(row)
 
     async def participants(self, user: Principal, meeting_id: uuid.UUID) -> ParticipantList:
         async with self.ctx.db.read() as conn:
-            await self.load_member(conn, meeting_id, user.id, MEMBER_ROLES)
+            await self.load_present_member(conn, meeting_id, user.id, MEMBER_ROLES)
             rows = (
                 await conn.execute(
                     select(participants)
@@ -680,6 +718,67 @@ class MeetingService:
                 )
             ).all()
         return ParticipantList(items=[_participant_out(r) for r in rows])
+
+    # The meeting's room (signaling) and host actions ---------------------------------------------
+
+    async def enter_room(self, claims: dict[str, Any], meeting: Any, seats_taken: int) -> RoomEntry:
+        """Whether the holder of a room token may enter the room now, and held or not; the
+        participants table decides, the token only for identities it does not know (bots)."""
+        admission = meeting.my_admission
+        refusal = presence_refusal(admission, waiting_ok=True) or capacity_refusal(
+            seats_taken, meeting.settings, str(meeting.host_id) == str(claims["sub"])
+        )
+        if refusal is not None:
+            raise refusal
+        waiting = admission == WAITING if admission is not None else bool(claims.get("waiting"))
+        return RoomEntry(waiting=waiting)
+
+    async def remove_participant(self, admin: Principal, meeting_id: uuid.UUID, identity: str) -> None:
+        """Removed for good: REST and signaling refuse them until a host lets them back in."""
+        target = _as_uuid(identity)
+        now = self.ctx.now()
+        async with self.ctx.db.write() as conn:
+            row, _ = await self.load_member(conn, meeting_id, admin.id, ADMIN_ROLES)
+            if target == row.host_id:
+                raise forbidden("nobody can remove the host of a meeting", code="cannot_remove_host")
+            await conn.execute(
+                update(participants)
+                .where(participants.c.meeting_id == meeting_id, participants.c.user_id == target)
+                .values(admission=REMOVED, removed_at=now, left_at=now)
+            )
+
+    async def admit(self, admin: Principal, meeting_id: uuid.UUID, identity: str) -> str | None:
+        """Let someone in, out of the waiting room or back after a removal.  Returns what they
+        were (None: the meeting knows no such participant)."""
+        async with self.ctx.db.write() as conn:
+            await self.load_member(conn, meeting_id, admin.id, ADMIN_ROLES)
+            return await self._let_in(conn, meeting_id, _as_uuid(identity), (WAITING, REMOVED))
+
+    async def readmit(self, admin: Principal, meeting_id: uuid.UUID, user_id: uuid.UUID) -> ParticipantOut:
+        """Let a removed person back in (REST).  People in the waiting room are admitted from
+        the meeting's room, where the host sees them."""
+        async with self.ctx.db.write() as conn:
+            await self.load_member(conn, meeting_id, admin.id, ADMIN_ROLES)
+            previous = await self._let_in(conn, meeting_id, user_id, (REMOVED,))
+            if previous is None:
+                raise not_found("participant")
+            if previous != REMOVED:
+                raise conflict("not_removed", f"this participant is {previous}, not removed", {"admission": previous})
+            row = (
+                await conn.execute(
+                    select(participants).where(participants.c.meeting_id == meeting_id, participants.c.user_id == user_id)
+                )
+            ).one()
+        return _participant_out(row)
+
+    async def _let_in(
+        self, conn: AsyncConnection, meeting_id: uuid.UUID, user_id: uuid.UUID | None, states: tuple[str, ...]
+    ) -> str | None:
+        where = (participants.c.meeting_id == meeting_id, participants.c.user_id == user_id)
+        previous = (await conn.execute(select(participants.c.admission).where(*where))).scalar()
+        if previous in states:
+            await conn.execute(update(participants).where(*where).values(admission=ADMITTED, removed_at=None))
+        return previous
 
     # Invitations -------------------------------------------------------------------------------
 
@@ -793,6 +892,18 @@ class MeetingService:
             return await self.load(conn, meeting_id, user_id)
 
 
+def _empty_room(meeting_id: uuid.UUID, identity: str) -> int:
+    return 0
+
+
+def _as_uuid(identity: str) -> uuid.UUID | None:
+    """A room identity as a user id; None for identities that are no user (minted for bots)."""
+    try:
+        return uuid.UUID(identity)
+    except ValueError:
+        return None
+
+
 def _participant_out(row: Any) -> ParticipantOut:
     return ParticipantOut(
         user_id=row.user_id,
@@ -802,6 +913,7 @@ def _participant_out(row: Any) -> ParticipantOut:
         last_joined_at=row.last_joined_at,
         left_at=row.left_at,
         join_count=row.join_count,
+        admission=row.admission,
     )
 
 

@@ -70,6 +70,7 @@ metadata = MetaData(naming_convention=NAMING)
 MEETING_STATUSES = ("scheduled", "live", "ended", "cancelled")
 RECORDING_STATUSES = ("recording", "processing", "ready", "failed")
 MEMBER_ROLES = ("cohost", "guest")
+ADMISSIONS = ("waiting", "admitted", "removed")
 
 users = Table(
     "users",
@@ -152,6 +153,11 @@ participants = Table(
     Column("last_joined_at", UTCDateTime, nullable=False),
     Column("left_at", UTCDateTime, nullable=True),
     Column("join_count", Integer, nullable=False, server_default="1"),
+    # The one truth REST and signaling read: held by the waiting room, admitted, or removed by a
+    # host (who alone can let a removed person back in).
+    Column("admission", String(16), nullable=False, server_default="admitted"),
+    Column("removed_at", UTCDateTime, nullable=True),
+    CheckConstraint("admission IN ('waiting', 'admitted', 'removed')", name="admission"),
     UniqueConstraint("meeting_id", "user_id", name="uq_participants_meeting_user"),
     Index("ix_participants_user", "user_id"),
 )
