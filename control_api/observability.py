@@ -3,13 +3,14 @@ Prometheus metrics per route, and a JSON log line per request."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,6 +30,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         # process_cpu_seconds_total and memory: the load tester reads the node's CPU from here.
         ProcessCollector(registry=self.registry)
+        # Leaks show here first (the churn soak reads it): tasks of the server's event loop.
+        Gauge("process_asyncio_tasks", "Tasks of the event loop serving requests", registry=self.registry).set_function(_task_count)
         self.requests = Counter(
             "videoconf_http_requests",
             "HTTP requests handled, by route and status",
@@ -42,6 +45,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+
+def _task_count() -> float:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # scraped outside the event loop
+        return float("nan")
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)

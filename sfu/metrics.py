@@ -19,12 +19,17 @@ class NodeState(Protocol):
 
     def track_count(self, kind: str) -> int: ...
 
+    def peer_connection_count(self) -> int: ...
+
 
 class SfuMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.rooms = Gauge("videoconf_sfu_rooms", "Rooms open on this node", registry=registry)
         self.participants = Gauge("videoconf_sfu_participants", "Participants connected", registry=registry)
         self.tracks = Gauge("videoconf_sfu_tracks", "Published tracks", ("kind",), registry=registry)
+        self.peer_connections = Gauge(
+            "videoconf_sfu_peer_connections", "Peer connections of this node not closed", registry=registry
+        )
         self.packets = Counter(
             "videoconf_sfu_packets_forwarded", "RTP packets written to subscribers", ("kind",), registry=registry
         )
@@ -67,6 +72,7 @@ class SfuMetrics:
         self.participants.set_function(node.participant_count)
         for kind in ("audio", "video"):
             self.tracks.labels(kind).set_function(lambda kind=kind: node.track_count(kind))
+        self.peer_connections.set_function(node.peer_connection_count)
 
     def record_receive(self, kind: str) -> None:
         self._received[kind].inc()

@@ -15,6 +15,7 @@ import logging
 import random
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -172,6 +173,7 @@ class Participant:
         pc = RTCPeerConnection(RTCConfiguration(
             iceServers=list(self.room.node.settings.ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
         ))
+        self.room.node.peer_connections.add(pc)
 
         @pc.on("connectionstatechange")
         async def _state() -> None:
@@ -715,6 +717,7 @@ class SfuNode:
         self.clock: Callable[[], float] = time.monotonic
         self._ticker: asyncio.Task[None] | None = None
         self.removal_listeners: list[Callable[[Participant, str], None]] = []
+        self.peer_connections: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()  # all it made
         enable_simulcast()
         widen_srtp_buffers()
         accept_rsa_peers()
@@ -743,6 +746,10 @@ class SfuNode:
     def on_participant_removed(self, participant: Participant, reason: str) -> None:
         for listener in self.removal_listeners:
             listener(participant, reason)
+
+    def peer_connection_count(self) -> int:
+        """Peer connections this node made that are not closed (whoever still holds them)."""
+        return sum(1 for pc in list(self.peer_connections) if pc.connectionState != "closed")
 
     async def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick(), name="sfu-ticker")
