@@ -13,6 +13,8 @@ aiortc has no public API for forwarding RTP, so the SFU taps it here:
 * ``ParkedTrack`` keeps a sender's own send loop waiting forever, so its SSRC, RTX SSRC and SDP
   stay valid while the SFU writes the packets.
 * ``configure_ice`` limits the addresses and UDP ports aioice gathers host candidates on.
+* ``guard_datagrams`` drops, before aiortc sees them, datagrams that are empty, of no known
+  kind, too long, or from a source address ICE has not checked.
 * ``widen_srtp_buffers`` and ``accept_rsa_peers`` fix what an independent stack (GStreamer's
   webrtcbin) found: pylibsrtp's buffer is too small for full-MTU packets, and aiortc as DTLS
   client offers no cipher suite for a peer with an RSA certificate.  pylibsrtp's private API is
@@ -122,6 +124,14 @@ REQUIRED_HOOKS: list[tuple[str, str]] = [
     ("dtls", "_rx_srtp"),
     ("srtp_session", "_cdata"),
     ("srtp_session", "_buffer"),
+    ("aioice.ice", "StunProtocol"),
+    ("aioice.ice", "CandidatePair"),
+    ("StunProtocol", "datagram_received"),
+    ("StunProtocol", "receiver"),
+    ("ice_connection", "data_received"),
+    ("ice_connection", "_queue"),
+    ("ice_connection", "_check_list"),
+    ("CandidatePair", "remote_addr"),
 ]
 
 
@@ -221,6 +231,8 @@ def verify_hooks() -> None:
         "aiortc.rtcdtlstransport": aiortc.rtcdtlstransport,
         "RTCCertificate": RTCCertificate,
         "srtp_session": pylibsrtp.Session(),
+        "StunProtocol": aioice.ice.StunProtocol(getattr(ice, "_connection", None)),  # type: ignore[arg-type]
+        "CandidatePair": aioice.ice.CandidatePair,
     }
     for what, attribute in REQUIRED_HOOKS:
         target = targets.get(what)
@@ -346,6 +358,84 @@ def accept_rsa_peers() -> None:
 
     RTCCertificate._create_ssl_context = _create_ssl_context  # type: ignore[method-assign]
     _rsa_accepted = True
+
+
+# Datagrams from the internet: only what ICE vouched for reaches aiortc ---------------------------
+
+# What the first byte of a datagram says it is (RFC 7983): STUN 0-3, DTLS 20-63, RTP/RTCP 128-191.
+# aioice hands every datagram that is not STUN to aiortc, from any source address, and aiortc's
+# DTLS receive loop dies on what it cannot read (``data[0]`` of an empty datagram, a packet
+# longer than the SRTP buffer): one datagram from anyone ended a publisher's transport.
+MAX_DATAGRAM = 65535
+DATA_QUEUE_LIMIT = 1024  # datagrams aioice queues for aiortc per connection before dropping
+
+
+class DatagramGuard:
+    """Counts, by reason, the datagrams dropped before aiortc saw them."""
+
+    def __init__(self) -> None:
+        self.dropped: dict[str, int] = {}
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+GUARD = DatagramGuard()
+_guard_installed = False
+
+
+def datagram_verdict(data: bytes, addr: tuple[Any, ...], connection: Any) -> str | None:
+    """None to pass a non-STUN datagram to aiortc, else why it is dropped.  Data is taken only
+    from remote addresses ICE has checked: the nominated pair's, or a pair whose check succeeded
+    (a STUN exchange authenticated with the session's ICE password)."""
+    if not data:
+        return "empty"
+    first = data[0]
+    if 20 <= first <= 63:
+        pass
+    elif 128 <= first <= 191:
+        if len(data) > SRTP_BUFFER_BYTES:
+            return "oversized"
+    else:
+        return "unknown_kind"
+    for pair in connection._nominated.values():
+        if pair.remote_addr == addr:
+            return None
+    succeeded = aioice.ice.CandidatePair.State.SUCCEEDED
+    for pair in connection._check_list:
+        if pair.state is succeeded and pair.remote_addr == addr:
+            return None
+    return "unchecked_source"
+
+
+def guard_datagrams() -> None:
+    """Drop empty, malformed and unvouched-for datagrams before aiortc sees them, and bound the
+    queue aioice keeps for aiortc; process-wide, idempotent."""
+    global _guard_installed
+    if _guard_installed:
+        return
+    protocol_class = aioice.ice.StunProtocol
+    stun_received = protocol_class.datagram_received
+
+    def datagram_received(self: Any, data: Any, addr: tuple[Any, ...]) -> None:
+        if data and data[0] < 4:  # STUN: aioice checks it (message integrity included)
+            stun_received(self, data, addr)
+            return
+        verdict = datagram_verdict(data, (addr[0], addr[1]), self.receiver)
+        if verdict is not None:
+            GUARD.drop(verdict)
+            return
+        self.receiver.data_received(data, self.local_candidate.component)
+
+    def data_received(self: Any, data: bytes, component: int) -> None:
+        if self._queue.qsize() >= DATA_QUEUE_LIMIT:
+            GUARD.drop("queue_full")
+            return
+        self._queue.put_nowait((data, component))
+
+    protocol_class.datagram_received = datagram_received  # type: ignore[method-assign]
+    aioice.ice.Connection.data_received = data_received  # type: ignore[method-assign]
+    _guard_installed = True
 
 
 # Simulcast from an aiortc client (the SDK) --------------------------------------------------
@@ -557,6 +647,23 @@ class ReceiverTap:
 # Subscriber side -----------------------------------------------------------------------------
 
 RtcpHandler = Callable[[Any], Awaitable[None]]
+# A datagram socket whose kernel buffer is full queues in user space (uvloop: in libuv) without a
+# bound; past this many bytes queued for one subscriber, its packets are dropped instead.
+SEND_QUEUE_BYTES = 256 * 1024
+
+
+class Congested(ConnectionError):
+    """The subscriber's socket has more queued than ``SEND_QUEUE_BYTES``: the packet is dropped."""
+
+
+def _queue_size_of(transport: Any) -> Callable[[], int]:
+    """How to read what ``transport`` holds in user space (a TURN-relayed pair's transport does
+    not say: it counts as nothing queued)."""
+    try:
+        transport.get_write_buffer_size()
+    except (NotImplementedError, AttributeError):
+        return lambda: 0
+    return transport.get_write_buffer_size
 
 
 class SenderTap:
@@ -565,6 +672,8 @@ class SenderTap:
     def __init__(self, sender: RTCRtpSender, on_feedback: RtcpHandler) -> None:
         self.sender = sender
         self._on_feedback = on_feedback
+        self._transport: Any = None
+        self._queued: Callable[[], int] = lambda: 0
         self._original_rtcp = sender._handle_rtcp_packet
         sender._handle_rtcp_packet = self._rtcp  # type: ignore[method-assign]
 
@@ -616,8 +725,13 @@ class SenderTap:
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None:
             raise ConnectionError("the subscriber's ICE connection has no nominated pair")
+        transport = pair.protocol.transport
+        if transport is not self._transport:
+            self._transport, self._queued = transport, _queue_size_of(transport)
+        if self._queued() > SEND_QUEUE_BYTES:
+            raise Congested("the subscriber's socket has a full send queue")
         data = dtls._tx_srtp.protect(data)
-        pair.protocol.transport.sendto(data, pair.remote_addr)
+        transport.sendto(data, pair.remote_addr)
         dtls._RTCDtlsTransport__tx_bytes += len(data)
         dtls._RTCDtlsTransport__tx_packets += 1
 
@@ -779,3 +893,17 @@ def drop_incoming_rtp(pc: RTCPeerConnection, rate: float, rng: Any, stats: LossS
         transport._handle_rtp_data = lossy
         transport._videoconf_loss = stats
     return stats
+
+
+def stop_receiving(pc: RTCPeerConnection) -> int:
+    """Make a peer connection discard every datagram it gets, as a client that hangs or whose
+    path is congested (uvloop's datagram transports cannot pause reading).  Returns how many
+    sockets now discard."""
+    stopped = 0
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        connection = getattr(getattr(transport, "transport", None), "_connection", None)
+        for pair in getattr(connection, "_nominated", {}).values():
+            pair.protocol.datagram_received = lambda data, addr: None
+            stopped += 1
+    return stopped

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 DELAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
@@ -21,9 +23,30 @@ class NodeState(Protocol):
 
     def peer_connection_count(self) -> int: ...
 
+    def dropped_datagrams(self) -> dict[str, int]: ...
+
+
+class DroppedDatagrams:
+    """``videoconf_sfu_datagrams_dropped_total{reason}``, read from the node at each scrape."""
+
+    def __init__(self, node: NodeState) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "videoconf_sfu_datagrams_dropped",
+            "Datagrams on media ports dropped before aiortc saw them (empty, unknown kind, too long, "
+            "from a source ICE has not checked, queue full)",
+            labels=("reason",),
+        )
+        for reason, count in sorted(self.node.dropped_datagrams().items()):
+            family.add_metric((reason,), count)
+        yield family
+
 
 class SfuMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.rooms = Gauge("videoconf_sfu_rooms", "Rooms open on this node", registry=registry)
         self.participants = Gauge("videoconf_sfu_participants", "Participants connected", registry=registry)
         self.tracks = Gauge("videoconf_sfu_tracks", "Published tracks", ("kind",), registry=registry)
@@ -73,6 +96,7 @@ class SfuMetrics:
         for kind in ("audio", "video"):
             self.tracks.labels(kind).set_function(lambda kind=kind: node.track_count(kind))
         self.peer_connections.set_function(node.peer_connection_count)
+        self.registry.register(DroppedDatagrams(node))
 
     def record_receive(self, kind: str) -> None:
         self._received[kind].inc()

@@ -33,11 +33,13 @@ from aiortc.exceptions import OperationError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
+from sfu.aiortc_hooks import GUARD as DATAGRAMS
 from sfu.aiortc_hooks import (
     ParkedTrack,
     accept_rsa_peers,
     count_codec_instances,
     enable_simulcast,
+    guard_datagrams,
     negotiated_codecs,
     widen_srtp_buffers,
 )
@@ -721,6 +723,7 @@ class SfuNode:
         enable_simulcast()
         widen_srtp_buffers()
         accept_rsa_peers()
+        guard_datagrams()
         metrics.observe(self)
         codecs = count_codec_instances()
         codecs.listeners.append(lambda kind, _mime: metrics.codec_instances.labels(kind).inc())
@@ -742,6 +745,9 @@ class SfuNode:
             1 for room in self.rooms.values() for participant in room.participants.values()
             for up in participant.uptracks.values() if up.kind == kind
         )
+
+    def dropped_datagrams(self) -> dict[str, int]:
+        return dict(DATAGRAMS.dropped)
 
     def on_participant_removed(self, participant: Participant, reason: str) -> None:
         for listener in self.removal_listeners:

@@ -184,3 +184,70 @@ async def test_a_connection_that_never_joins_is_closed_after_the_join_timeout(me
     finally:
         await http.close()
         await http2.close()
+
+
+def sfu_media_ports(client: Participant) -> set[int]:
+    """The SFU's UDP ports as the client's descriptions name them (what a port scan finds)."""
+    ports = set()
+    for pc, description in ((client.publisher, "remoteDescription"), (client.subscriber, "remoteDescription")):
+        if pc is None or getattr(pc, description) is None:
+            continue
+        for line in getattr(pc, description).sdp.splitlines():
+            if line.startswith("a=candidate:"):
+                ports.add(int(line.split()[5]))
+    return ports
+
+
+async def test_datagrams_from_anyone_to_the_media_ports_end_no_meeting(meeting: Meeting) -> None:
+    """Empty, unknown, oversized and DTLS- or RTP-looking datagrams from an address ICE never
+    checked, sent to every media port of the node, are dropped before aiortc: nobody is removed
+    and the video goes on."""
+    from clients.sdk.media import PatternVideoTrack
+    from sfu.aiortc_hooks import GUARD
+    from tests.media.test_forwarding import video_tracks
+    from videoconf.app import SFU
+
+    publisher = await meeting.participant(meeting.host)
+    viewer = await meeting.participant(meeting.people[0])
+    await publisher.publish([(PatternVideoTrack(160, 120, fps=15), "camera")])
+    await until(lambda: video_tracks(viewer) and video_tracks(viewer)[0].verifier.frames_verified >= 10, timeout=20)
+    ports = sfu_media_ports(publisher) | sfu_media_ports(viewer)
+    assert len(ports) >= 2, ports
+    before = dict(GUARD.dropped)
+    attack = [b"", b"\x05garbage", b"\x16" + os.urandom(100), b"\x80" + os.urandom(3000), b"\x90" + os.urandom(200)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        for port in ports:
+            for datagram in attack:
+                attacker.sendto(datagram, ("127.0.0.1", port))
+    dropped = lambda: {k: v - before.get(k, 0) for k, v in GUARD.dropped.items() if v - before.get(k, 0)}  # noqa: E731
+    await until(lambda: sum(dropped().values()) >= len(ports) * len(attack), timeout=10)
+    assert set(dropped()) >= {"empty", "unknown_kind", "unchecked_source"}, dropped()
+    verified = video_tracks(viewer)[0].verifier.frames_verified
+    await until(lambda: video_tracks(viewer)[0].verifier.frames_verified >= verified + 15, timeout=10)
+    (room,) = meeting.api.app[SFU].rooms.values()
+    assert set(room.participants) == {publisher.identity, viewer.identity}
+    assert not publisher.errors and not viewer.errors
+    _, metrics = await meeting.api.call("GET", "/metrics", expect=200)
+    assert b'videoconf_sfu_datagrams_dropped_total{reason="empty"}' in metrics
+
+
+async def test_a_congested_subscriber_does_not_slow_the_others(meeting: Meeting) -> None:
+    """One viewer stops reading its media socket (a congested or hung path): the other viewer
+    keeps the full frame rate and nobody's packets wait for the stalled one."""
+    from clients.sdk.media import PatternVideoTrack
+    from sfu.aiortc_hooks import stop_receiving
+    from tests.media.test_forwarding import video_tracks
+
+    publisher = await meeting.participant(meeting.host)
+    steady = await meeting.participant(meeting.people[0])
+    stalled = await meeting.participant(meeting.people[1])
+    await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera")])
+    for viewer in (steady, stalled):
+        await until(lambda v=viewer: video_tracks(v) and video_tracks(v)[0].verifier.frames_verified >= 10, timeout=20)
+    assert stop_receiving(stalled.subscriber) >= 1
+    loop = asyncio.get_running_loop()
+    started, verified = loop.time(), video_tracks(steady)[0].verifier.frames_verified
+    await until(lambda: video_tracks(steady)[0].verifier.frames_verified >= verified + 45, timeout=6)
+    assert loop.time() - started < 4.5  # 45 frames at 15 fps: about 3 s
+    report = video_tracks(steady)[0].verifier.report()
+    assert report["frames_corrupt"] == 0, report
