@@ -24,8 +24,8 @@ import numpy as np
 BLOCK = 1024  # samples per mixed block (one AAC frame)
 SNAP = 960  # 20 ms at 48 kHz
 FUTURE_LIMIT = 10 * 48000  # samples ahead of the mix a chunk may land before it is refused
-CEILING = 10 ** (-2 / 20)  # -2 dBFS: the limiter's output stays under this
-KNEE = 10 ** (-4 / 20)  # -4 dBFS: peaks up to this pass untouched
+CEILING = 10 ** (-3 / 20)  # -3 dBFS: the limiter's output stays under this (AAC overshoots by up to ~20%)
+KNEE = 10 ** (-5 / 20)  # -5 dBFS: peaks up to this pass untouched
 RELEASE = math.log(10) / 48000  # the gain recovers at most 20 dB per second (per sample, in nepers)
 
 
