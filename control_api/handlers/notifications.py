@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from typing import Any
 
 from aiohttp import web
 
 from control_api.handlers import api, services
 from control_api.routing import UUID_PATTERN, path_uuid
+from control_api.security import Clock
 from control_api.schemas import CountOut, NotificationOut, NotificationPage, NotificationsQuery
 from control_api.services.auth import Principal
 from control_api.services.notifications import user_channel
+from control_api.services.sessions import StreamSession, end_reason
 
 KEEPALIVE_SECONDS = 15.0
 STREAMS: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("notification_streams", set)
@@ -55,7 +58,11 @@ async def read_all_notifications(request: web.Request, user: Principal) -> Count
 )
 async def notification_stream(request: web.Request, user: Principal) -> web.StreamResponse:
     """Each event is ``event: notification`` with the notification as JSON data; a comment line
-    every 15 s keeps proxies from closing the connection."""
+    every 15 s keeps proxies from closing the connection.  The stream ends with ``event:
+    session-ended`` (data: ``{"reason": ...}``) when this login signs out (``signed_out``), the
+    password changes (``password_changed``) or the access token expires (``expired``: reconnect
+    with a fresh one)."""
+    svc = services(request)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -68,18 +75,12 @@ async def notification_stream(request: web.Request, user: Principal) -> web.Stre
     if task is not None:
         streams.add(task)
     try:
-        async with services(request).ctx.bus.subscribe(user_channel(user.id)) as subscription:
+        async with svc.ctx.bus.subscribe(user_channel(user.id)) as subscription:
+            session = await svc.auth.stream_session(request.headers.get("Authorization"))  # after subscribing: no gap
             await response.prepare(request)
             await response.write(b": connected\n\n")
-            while True:
-                try:
-                    event = await asyncio.wait_for(subscription.get(), KEEPALIVE_SECONDS)
-                except asyncio.TimeoutError:
-                    await response.write(b": keepalive\n\n")
-                    continue
-                if event.get("type") == "notification":
-                    data = json.dumps(event["notification"], separators=(",", ":"))
-                    await response.write(f"event: notification\ndata: {data}\n\n".encode())
+            reason = await _pump(response, subscription, session, svc.ctx.now)
+            await response.write(f"event: session-ended\ndata: {json.dumps({'reason': reason})}\n\n".encode())
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
@@ -88,3 +89,23 @@ async def notification_stream(request: web.Request, user: Principal) -> web.Stre
     with contextlib.suppress(ConnectionError, RuntimeError):
         await response.write_eof()
     return response
+
+
+async def _pump(response: web.StreamResponse, subscription: Any, session: StreamSession, now: Clock) -> str:
+    """Write notifications until the session ends; return why it ended."""
+    while True:
+        remaining = session.expires_at - now().timestamp()
+        if remaining <= 0:
+            return "expired"
+        try:
+            event = await asyncio.wait_for(subscription.get(), min(KEEPALIVE_SECONDS, remaining))
+        except asyncio.TimeoutError:
+            await response.write(b": keepalive\n\n")
+            continue
+        expired = session.expires_at <= now().timestamp()  # nothing more for an expired token
+        reason = end_reason(event, session) or ("expired" if expired else None)
+        if reason is not None:
+            return reason
+        if event.get("type") == "notification":
+            data = json.dumps(event["notification"], separators=(",", ":"))
+            await response.write(f"event: notification\ndata: {data}\n\n".encode())

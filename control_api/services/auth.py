@@ -23,7 +23,9 @@ from control_api.errors import ServiceError, conflict, invalid, unauthorized
 from control_api.schemas import TokenPairOut, UserOut
 from control_api.security import TokenError, new_opaque_token, token_digest
 from control_api.services.attempts import Budget, give_back, rate_limited, reserve
+from control_api.services import sessions
 from control_api.services.context import Record, ServiceContext
+from control_api.services.notifications import user_channel
 from control_api.storage.tables import refresh_tokens, users
 from videoconf.config import RateLimitRule, RateLimits
 
@@ -40,6 +42,13 @@ class Principal:
     email: str
     display_name: str
     timezone: str
+
+
+def _as_uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 def normalise_email(raw: str) -> str:
@@ -238,8 +247,9 @@ class AuthService:
     ) -> TokenPairOut:
         settings = self.ctx.settings
         now = self.ctx.now()
+        family_id = family_id or uuid.uuid4()
         access, access_expires = self.ctx.access_tokens.encode(
-            {"sub": str(user.id), "ver": user.token_version}, settings.access_token_ttl
+            {"sub": str(user.id), "ver": user.token_version, "sid": str(family_id)}, settings.access_token_ttl
         )
         refresh = new_opaque_token()
         refresh_expires = now + timedelta(seconds=settings.refresh_token_ttl)
@@ -247,7 +257,7 @@ class AuthService:
             refresh_tokens.insert().values(
                 id=uuid.uuid4(),
                 user_id=user.id,
-                family_id=family_id or uuid.uuid4(),
+                family_id=family_id,
                 token_hash=token_digest(refresh),
                 created_at=now,
                 expires_at=refresh_expires,
@@ -300,12 +310,17 @@ class AuthService:
         raise unauthorized("refresh token has expired", code="refresh_token_expired")
 
     async def revoke_family(self, family_id: uuid.UUID) -> None:
+        """Sign one login out; its notification streams end (``services.sessions``)."""
         async with self.ctx.db.write() as conn:
-            await conn.execute(
+            owners = await conn.execute(
                 update(refresh_tokens)
                 .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
                 .values(revoked_at=self.ctx.now())
+                .returning(refresh_tokens.c.user_id)
             )
+            user_ids = set(owners.scalars())
+        for user_id in user_ids:
+            await self.ctx.bus.publish(user_channel(user_id), sessions.signed_out(family_id))
 
     async def logout(self, token: str) -> None:
         async with self.ctx.db.read() as conn:
@@ -364,6 +379,24 @@ class AuthService:
         self.principals.invalidate(user_id)
         return unauthorized("this account no longer exists", code="invalid_token")
 
+    async def stream_session(self, authorization: str | None) -> sessions.StreamSession:
+        """The session of a long-lived stream, checked past the principal cache: its login must
+        not be signed out and its token version must be the account's."""
+        try:
+            claims = self.ctx.access_tokens.decode((authorization or "").partition(" ")[2].strip())
+        except TokenError as exc:
+            raise unauthorized(str(exc), code=exc.code) from None
+        family = _as_uuid(claims.get("sid"))
+        live_family = select(refresh_tokens.c.id).where(
+            refresh_tokens.c.family_id == family, refresh_tokens.c.revoked_at.is_(None)
+        )
+        async with self.ctx.db.read() as conn:
+            version = (await conn.execute(_PRINCIPAL_BY_ID, {"user_id": uuid.UUID(str(claims["sub"]))})).first()
+            alive = family is not None and (await conn.execute(live_family.limit(1))).first() is not None
+        if version is None or version.token_version != claims.get("ver") or not alive:
+            raise unauthorized("this session has ended; sign in again", code="invalid_token")
+        return sessions.StreamSession(str(family), claims.get("ver"), float(claims["exp"]))
+
     # Profile ---------------------------------------------------------------------------------
 
     async def profile(self, user_id: uuid.UUID) -> UserOut:
@@ -421,4 +454,5 @@ class AuthService:
             )
             pair = await self._issue(conn, user, None, user_agent)
         self.principals.invalidate(user_id)
+        await self.ctx.bus.publish(user_channel(user_id), sessions.password_changed(user.token_version))
         return pair

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_api.errors import ServiceError, conflict, forbidden, invalid, not_found
+from control_api.errors import ServiceError, conflict, forbidden, invalid, not_found, unauthorized
 from control_api.schemas import (
     Grants,
     IceServerOut,
@@ -730,8 +730,20 @@ class MeetingService:
         )
         if refusal is not None:
             raise refusal
+        await self._spend_room_token(claims)
         waiting = admission == WAITING if admission is not None else bool(claims.get("waiting"))
         return RoomEntry(waiting=waiting)
+
+    async def _spend_room_token(self, claims: dict[str, Any]) -> None:
+        """Room tokens are good for one entry: the ``jti`` is remembered until the token expires
+        (in Redis when the nodes share one, so on every node), and a replay is refused.  A lost
+        connection resumes its session with the session's own secret, not with the token."""
+        jti = claims.get("jti")
+        if not isinstance(jti, str):
+            return  # only tokens minted outside the API (load tests) have none
+        now = self.ctx.now().timestamp()
+        if not await self.ctx.limiter.claim(f"room-token:{jti}", float(claims["exp"]), now):
+            raise unauthorized("this room token has been used already; ask POST /join for a new one", code="invalid_token")
 
     async def remove_participant(self, admin: Principal, meeting_id: uuid.UUID, identity: str) -> None:
         """Removed for good: REST and signaling refuse them until a host lets them back in."""
