@@ -46,7 +46,15 @@ from sfu.aiortc_hooks import (
 from sfu.bandwidth import BandwidthEstimator
 from sfu.forwarding import DownTrack, UpTrack
 from sfu.metrics import SfuMetrics
-from sfu.sdp import accept_simulcast, announce_address, check_description, normalize_h264, simulcast_offers
+from sfu.sdp import (
+    MAX_CANDIDATES,
+    accept_simulcast,
+    announce_address,
+    check_candidate,
+    check_description,
+    normalize_h264,
+    simulcast_offers,
+)
 from sfu.selector import Allocator, Choice, Demand, wanted_layer
 from sfu.speaker import ActiveSpeakerDetector
 
@@ -149,6 +157,7 @@ class Participant:
         self._sub_transceivers: dict[str, Any] = {}
         self._pending: dict[str, tuple[UpTrack, Any]] = {}
         self._answer: asyncio.Future[str] | None = None
+        self._trickled: dict[str, int] = {}  # ICE candidates trickled, per connection
         self._negotiating = False
         self._again = False
         self.closed = False
@@ -257,15 +266,23 @@ class Participant:
         if candidate is None or not candidate.strip():
             await pc.addIceCandidate(None)
             return
+        trickled = self._trickled.get(target, 0)
+        if trickled >= MAX_CANDIDATES:
+            raise SignalError("invalid_candidate", f"at most {MAX_CANDIDATES} ICE candidates per connection")
         try:
-            ice = candidate_from_sdp(candidate.removeprefix("candidate:"))
-        except (ValueError, IndexError) as exc:
+            check_candidate(candidate)
+        except ValueError as exc:
             raise SignalError("invalid_candidate", f"the ICE candidate could not be parsed: {exc}") from None
+        self._trickled[target] = trickled + 1
+        ice = candidate_from_sdp(candidate.removeprefix("candidate:"))
         ice.sdpMid = sdp_mid
         ice.sdpMLineIndex = index
         if sdp_mid is None and index is None:
             raise SignalError("invalid_candidate", "an ICE candidate needs sdp_mid or sdp_mline_index")
-        await pc.addIceCandidate(ice)
+        try:
+            await pc.addIceCandidate(ice)
+        except Exception as exc:  # aiortc and aioice assert on what they cannot use
+            raise SignalError("invalid_candidate", f"the ICE candidate could not be used: {str(exc)[:100]}") from None
 
     # Subscribing -------------------------------------------------------------------------------
 
@@ -336,7 +353,7 @@ class Participant:
                 finally:
                     self._answer = None
                 try:
-                    check_description(sdp)
+                    check_description(sdp, max_media=len(pc.getTransceivers()))
                     answer = normalize_h264(sdp, offer=pc.localDescription.sdp)
                     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
                 except Exception as exc:

@@ -251,3 +251,75 @@ async def test_a_congested_subscriber_does_not_slow_the_others(meeting: Meeting)
     assert loop.time() - started < 4.5  # 45 frames at 15 fps: about 3 s
     report = video_tracks(steady)[0].verifier.report()
     assert report["frames_corrupt"] == 0, report
+
+
+async def real_offer() -> str:
+    """A publisher's offer from aiortc: one audio m-section, with ICE and DTLS."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from clients.sdk.media import ToneAudioTrack
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver(ToneAudioTrack(), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription.sdp
+    finally:
+        await pc.close()
+
+
+def with_sections(offer: str, count: int) -> str:
+    """``count`` small audio m-sections (mids 0..count-1) sharing the offer's ICE and DTLS
+    parameters at session level: 1,000 of them fit in one signaling frame."""
+    head, section = offer.split("m=audio", 1)
+    shared = [line for line in section.splitlines() if line.startswith(("a=ice-ufrag", "a=ice-pwd", "a=fingerprint", "a=setup"))]
+    head = [line for line in head.splitlines() if line and not line.startswith("a=group:BUNDLE")]
+    lines = head + shared + [f"a=group:BUNDLE {' '.join(map(str, range(count)))}"]
+    for mid in range(count):
+        lines += [
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111", "c=IN IP4 0.0.0.0", f"a=mid:{mid}", "a=sendonly", "a=rtcp-mux",
+            "a=rtpmap:111 opus/48000/2",
+        ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+async def test_oversized_and_broken_descriptions_are_refused_quickly(meeting: Meeting) -> None:
+    """An offer of 1,000 m-sections, and the descriptions and candidates aiortc asserts on, get
+    an error frame at once; no track is published, and the node's loop never stalls (another
+    participant's pings keep answering)."""
+    from tests.media.test_signaling import raw_socket, receive
+    from videoconf.app import SFU
+
+    bystander = await meeting.participant(meeting.people[0])
+    http, ws = await raw_socket(meeting)
+    offer = await real_offer()
+    try:
+        await ws.send_json({"type": "join", "protocol": PROTOCOL_VERSION, "token": await meeting.token(meeting.host)})
+        await receive(ws, "joined")
+        attacks = [
+            ({"type": "publish", "sdp": with_sections(offer, 1000), "tracks": []}, "invalid_sdp"),
+            ({"type": "publish", "sdp": "v=0\r\n...a=candidate:x\r\n", "tracks": []}, "invalid_sdp"),
+            ({"type": "publish", "sdp": "v=0\n\nm=audio 9 x 1", "tracks": []}, "invalid_sdp"),
+            ({"type": "publish", "sdp": offer + "a=candidate:1 1 udp 1 127.0.0.1 9 typ host " + "x" * 2000 + "\r\n", "tracks": []}, "invalid_sdp"),
+        ]
+        loop = asyncio.get_running_loop()
+        for message, code in attacks:
+            started = loop.time()
+            await ws.send_json(message)
+            pong = asyncio.ensure_future(bystander.ping(f"p{started}"))
+            error = await receive(ws, "error")
+            assert error["code"] == code, (message["sdp"][:60], error)
+            await asyncio.wait_for(pong, 1.0)
+            assert loop.time() - started < 1.0
+        await ws.send_json({"type": "publish", "sdp": offer, "tracks": []})
+        await receive(ws, "publish-answer")  # a good offer still works on the same connection
+        for candidate in ("candidate:" + "x" * 1900, "candidate:x", "candidate:1 1 udp 1 127.0.0.1 9 typ host " + "y" * 900):
+            await ws.send_json({"type": "ice-candidate", "target": "publisher", "candidate": candidate, "sdp_mid": "0"})
+            assert (await receive(ws, "error"))["code"] == "invalid_candidate"
+        await ws.send_json({"type": "ping", "id": "alive"})
+        assert (await receive(ws, "pong"))["id"] == "alive"
+        (room,) = meeting.api.app[SFU].rooms.values()
+        assert len(room.participants[meeting.host["user"]["id"]].uptracks) == 1
+    finally:
+        await ws.close()
+        await http.close()
