@@ -11,8 +11,8 @@ from aiohttp import web
 
 from control_api.handlers import api, services
 from control_api.routing import UUID_PATTERN, path_uuid
-from control_api.security import Clock
 from control_api.schemas import CountOut, NotificationOut, NotificationPage, NotificationsQuery
+from control_api.security import Clock
 from control_api.services.auth import Principal
 from control_api.services.notifications import user_channel
 from control_api.services.sessions import StreamSession, end_reason

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from control_api.errors import ServiceError, conflict, invalid, unauthorized
 from control_api.schemas import TokenPairOut, UserOut
 from control_api.security import TokenError, new_opaque_token, token_digest
-from control_api.services.attempts import Budget, give_back, rate_limited, reserve
 from control_api.services import sessions
+from control_api.services.attempts import Budget, give_back, rate_limited, reserve
 from control_api.services.context import Record, ServiceContext
 from control_api.services.notifications import user_channel
 from control_api.storage.tables import refresh_tokens, users

@@ -13,8 +13,8 @@ import re
 import secrets
 import uuid
 import zoneinfo
-from datetime import datetime, timedelta, timezone
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, exists, or_, select, update

@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import WSMsgType
 
+from tests.api.signaling import join, receive
 from tests.conftest import Api
 
 
@@ -23,19 +24,18 @@ class Peer:
         await self.ws.send_json(message)
 
     async def wait_for(self, kind: str) -> dict:
-        while True:
-            message = await self.ws.receive_json(timeout=5)
-            if message["type"] in (kind, "error"):
-                assert message["type"] == kind, message
-                return message
+        message = await receive(self.ws, kind, "error")
+        assert message["type"] == kind, message
+        return message
 
 
 @asynccontextmanager
 async def in_room(api: Api, token: str, expect: str = "joined") -> AsyncIterator[tuple[Peer, dict]]:
     async with api.client.ws_connect("/signaling") as ws:
         peer = Peer(ws)
-        await peer.send({"type": "join", "protocol": 1, "token": token})
-        yield peer, await peer.wait_for(expect)
+        entered = await join(ws, token)
+        assert entered["type"] == expect, entered
+        yield peer, entered
         if expect == "joined":  # leave the room now rather than after the resume window
             with contextlib.suppress(ConnectionError):
                 await peer.send({"type": "leave"})

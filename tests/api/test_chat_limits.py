@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from tests.api.signaling import join, receive
 from tests.conftest import Api, RateLimitRule, RateLimits, limits
 
 
@@ -47,19 +48,12 @@ async def test_signaling_chat_and_rest_chat_share_the_budget(api_factory) -> Non
     _, joined = await api.call("POST", f"/api/meetings/{meeting['id']}/join", host["token"], json={}, expect=200)
     assert [(await post(api, host, meeting, "rest"))[0] for _ in range(2)] == [201, 201]
     async with api.client.ws_connect("/signaling") as ws:
-        await ws.send_json({"type": "join", "protocol": 1, "token": joined["token"]})
-        await until_type(ws, "joined")
+        assert (await join(ws, joined["token"]))["type"] == "joined"
         await ws.send_json({"type": "chat", "text": "over signaling", "id": "c1"})
-        assert (await until_type(ws, "chat"))["message"]["body"] == "over signaling"
+        assert (await receive(ws, "chat"))["message"]["body"] == "over signaling"
         await ws.send_json({"type": "chat", "text": "one too many", "id": "c2"})
-        error = await until_type(ws, "error")
+        error = await receive(ws, "error")
         assert (error["code"], error["id"]) == ("rate_limited", "c2")
     assert (await post(api, host, meeting, "rest again"))[0] == 429
     assert await api.count("messages") == 3
 
-
-async def until_type(ws: Any, kind: str) -> dict:
-    while True:
-        message = await ws.receive_json(timeout=5)
-        if message["type"] == kind:
-            return message

@@ -13,6 +13,7 @@ import aiohttp
 from sqlalchemy import delete, update
 
 from control_api.storage.tables import calendar_events, users
+from tests.api.signaling import join, receive
 from tests.api.test_recordings import PAYLOAD, _ready_recording
 from tests.conftest import Api
 
@@ -126,19 +127,11 @@ async def test_bidi_overrides_are_refused_in_signaling_chat_too(api: Api) -> Non
     meeting = await api.meeting(host["token"])
     _, joined = await api.call("POST", f"/api/meetings/{meeting['id']}/join", host["token"], json={}, expect=200)
     async with api.client.ws_connect("/signaling") as ws:
-        await ws.send_json({"type": "join", "protocol": 1, "token": joined["token"]})
-        assert (await receive(ws, "joined"))["waiting"] is False
+        assert (await join(ws, joined["token"]))["waiting"] is False
         await ws.send_json({"type": "chat", "text": "evil\u202etxt.exe", "id": "c1"})
         error = await receive(ws, "error")
         assert (error["code"], error["id"]) == ("validation_error", "c1")
     assert await api.count("messages") == 0
-
-
-async def receive(ws: Any, kind: str) -> dict:
-    while True:
-        message = await ws.receive_json(timeout=5)
-        if message["type"] == kind:
-            return message
 
 
 async def test_a_deleted_users_cached_token_gets_401(api: Api) -> None:

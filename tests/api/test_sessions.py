@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import ClientResponse
 
+from tests.api.signaling import join
 from tests.conftest import Api
 
 
@@ -84,13 +85,10 @@ async def test_a_stream_ends_when_its_access_token_expires(api: Api) -> None:
 
 async def room_entry(api: Api, token: str) -> dict:
     async with api.client.ws_connect("/signaling") as ws:
-        await ws.send_json({"type": "join", "protocol": 1, "token": token})
-        while True:
-            message = await ws.receive_json(timeout=5)
-            if message["type"] in ("joined", "error"):
-                if message["type"] == "joined":
-                    await ws.send_json({"type": "leave"})
-                return message
+        message = await join(ws, token)
+        if message["type"] == "joined":
+            await ws.send_json({"type": "leave"})
+        return message
 
 
 async def test_a_room_token_enters_the_room_once(api: Api, api_factory) -> None:
