@@ -87,7 +87,7 @@ def decode(kind: int, body: bytes) -> Packet | SenderReport | dict[str, Any] | N
         if kind == 0x4A:  # J
             event = json.loads(body)
             return event if isinstance(event, dict) and isinstance(event.get("type"), str) else None
-    except (struct.error, ValueError, UnicodeDecodeError):
+    except (struct.error, ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deep
         return None
     return None
 

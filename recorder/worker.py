@@ -20,6 +20,7 @@ import argparse
 import fractions
 import json
 import logging
+import math
 import queue
 import signal
 import sys
@@ -159,6 +160,8 @@ class Recording:
                 number = int(event["track"])
                 codec = RTCRtpCodecParameters(mimeType=str(event["codec"]), clockRate=int(event["clock_rate"]), payloadType=96)
                 make_decoder(codec.mimeType)  # refuses codecs it cannot decode
+                if codec.clockRate <= 0 or codec.mimeType.split("/")[0].lower() != event["kind"]:
+                    raise ValueError("the clock rate is not positive, or the codec is not of the track's kind")
                 participant = str(event["participant"])
                 self.syncs.setdefault(participant, ParticipantSync())
                 self.tracks[number] = Track(
@@ -180,10 +183,13 @@ class Recording:
                 if track is not None:
                     track.muted = bool(event["muted"])
             elif kind == "stop":
-                self.stop_at = float(event["at"])
+                at = float(event["at"])
+                if not math.isfinite(at):
+                    raise ValueError("the stop time is not a finite number")
+                self.stop_at = at
             else:
                 self.bad_messages += 1
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int() of an infinite number
             self.bad_messages += 1
 
     def _clock(self, track: Track, layer: int) -> StreamClock:
@@ -403,9 +409,9 @@ def run(options: Options, stdin: BinaryIO, stdout: TextIO, clock: Callable[[], f
             log.error("the SFU's stream is broken: %s", exc)
             ended = True
         now = clock()
-        if (ended or stopping.is_set()) and recording.stop_at is None:
-            recording.stop_at = now
         if ended or stopping.is_set():
+            # the final render goes up to the stop, never past now (a stop time ahead would never end)
+            recording.stop_at = now if recording.stop_at is None else min(recording.stop_at, now)
             recording.render_due(now, final=True)
             break
         recording.render_due(now)

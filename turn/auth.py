@@ -62,7 +62,8 @@ class Credentials:
             keys.append(static)
         if self.auth_secrets:
             expiry, sep, rest = username.partition(":")
-            if sep and expiry.isdigit() and len(expiry) <= 12 and int(expiry) >= self.wall_clock():
+            # ASCII digits only: str.isdigit() also takes '²' or '๙', which int() refuses
+            if sep and expiry.isascii() and expiry.isdigit() and len(expiry) <= 12 and int(expiry) >= self.wall_clock():
                 user = rest
                 keys.extend(
                     long_term_key(username, self.realm, rest_password(secret, username)) for secret in self.auth_secrets
