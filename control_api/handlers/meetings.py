@@ -154,10 +154,11 @@ async def readmit_participant(request: web.Request, user: Principal) -> Particip
 
 @api.route(
     "POST", MEETING + "/invitations", summary="Invite registered users by email",
-    tags="invitations", body=InviteIn, response=InviteResultOut, errors=(401, 403, 404, 409, 422),
+    tags="invitations", body=InviteIn, response=InviteResultOut, errors=(401, 403, 404, 409, 422, 429),
 )
 async def invite(request: web.Request, user: Principal, body: InviteIn) -> InviteResultOut:
-    """Only the host may invite co-hosts. Addresses with no account come back in unknown_emails."""
+    """Only the host may invite co-hosts. Addresses with no account come back in unknown_emails.
+    Every address named counts against the inviter's budget (429 over it)."""
     return await services(request).meetings.invite(user, path_uuid(request, "meeting_id"), body)
 
 
