@@ -31,6 +31,7 @@ from control_api.security import TokenError
 from control_api.services.auth import Principal
 from control_api.services.meetings import meeting_channel
 from control_api.services.registry import Services
+from control_api.storage.database import DatabaseUnavailable
 from recorder.manager import RecorderManager
 from sfu.room import Participant, Room, SfuNode, SignalError
 from signaling import protocol as p
@@ -323,6 +324,8 @@ class SignalingServer:
         identity = str(claims["sub"])
         try:
             meeting, _ = await self.services.meetings.member_role(uuid.UUID(room_id), uuid.UUID(identity))
+        except DatabaseUnavailable:
+            raise  # a 503 to try again, not a bad token
         except (ValueError, ServiceError):
             raise p.ProtocolError("invalid_token", "the room token names no meeting") from None
         if meeting.status != "live":

@@ -51,9 +51,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.migrate:
         asyncio.run(_migrate(settings))
     runtime.install()
+    # The app is built with the loop it will run on current: its start-up checks build aiortc and
+    # aioice objects, some of which make futures, and uvloop has no implicit loop to give them.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     app = create_app(settings)
     print(f"VideoConf is running at http://{settings.host}:{settings.port} (Ctrl+C to stop)", flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, loop=loop)
     return 0
 
 

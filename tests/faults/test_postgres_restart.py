@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
+from clients.sdk.participant import Participant, SignalingError
 from tests.faults.node import Node, frames_advance, verified_frames
 from tests.services import PrivatePostgres
 
@@ -34,6 +37,7 @@ async def test_postgresql_restarted_and_crashed_mid_meeting(tmp_path: Path) -> N
         await frames_advance(viewer, 10)
 
         for how, stop in (("restart", pg.stop), ("crash", pg.kill)):
+            token = await node.room_token(guest, meeting)
             await asyncio.to_thread(stop)
             # Reads, writes and joins fail clearly, as the same 503 every time.
             for method, path, body in (
@@ -56,6 +60,14 @@ async def test_postgresql_restarted_and_crashed_mid_meeting(tmp_path: Path) -> N
             refused = await viewer.wait_for("error", lambda m: m["code"] == "database_unavailable", timeout=10)
             assert "database" in refused["message"]
             await viewer.ping(f"still-there-{how}")
+            # Joining needs the database: refused with the same code, not as a bad token.
+            latecomer = Participant(node.signaling_url, token, ice_servers=[])
+            try:
+                with pytest.raises(SignalingError) as refused_join:
+                    await latecomer.connect()
+                assert refused_join.value.code == "database_unavailable"
+            finally:
+                await latecomer.close()
 
             await asyncio.to_thread(pg.start)
             # The node recovers by itself: the first call after PostgreSQL is back succeeds.
