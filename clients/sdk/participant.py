@@ -408,6 +408,8 @@ class Participant:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
+            if self.closed and isinstance(task.exception(), ConnectionError):
+                return  # an answer cut short by leaving
             log.error("SDK task failed", exc_info=task.exception())
 
     def _peer_connection(self) -> RTCPeerConnection:
