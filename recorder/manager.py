@@ -30,7 +30,9 @@ from typing import Any, Protocol
 from control_api.errors import conflict
 from recorder import wire
 from recorder.layout import arrange
-from sfu.forwarding import Layer, UpTrack
+from sfu.forwarder import Drop, Forwarder
+from sfu.forwarding import UpTrack
+from sfu.layer import Layer
 from sfu.packet_cache import CachedPacket
 from sfu.room import Participant, Room, SfuNode
 
@@ -84,26 +86,32 @@ def pick_layer(layers: list[Layer], wanted_height: int | None, now: float) -> La
 
 
 class RecorderTap:
-    """The recorder on one up-track: one layer at a time, switched on a keyframe."""
+    """The recorder on one up-track: one layer at a time, switched on a keyframe of the layer
+    the layout wants (the same rule, and the same ``Forwarder``, as a subscriber's)."""
 
     def __init__(self, recorder: RoomRecorder, number: int, up: UpTrack) -> None:
         self.recorder = recorder
         self.number = number
         self.up = up
-        self.current: Layer | None = None
-        self.target: Layer | None = None
-        if up.kind == "audio":
-            self.current = up.layers[0]
-        elif not up.is_simulcast:
+        self.forwarder = Forwarder(None)
+        if up.kind == "audio" or not up.is_simulcast:
             self.retarget(up.layers[0])
 
+    @property
+    def current(self) -> Layer | None:
+        return self.forwarder.current
+
+    @property
+    def target(self) -> Layer | None:
+        return self.forwarder.target
+
     def wants(self, layer: Layer) -> bool:
-        return layer is self.current or layer is self.target
+        return self.forwarder.wants(layer)
 
     def retarget(self, layer: Layer) -> None:
-        if layer is self.current or layer is self.target:
+        if self.forwarder.wants(layer):
             return
-        self.target = layer
+        self.forwarder.set_target(layer)
         if layer.ssrc is not None:
             self.up.request_keyframe_soon(layer)
 
@@ -113,10 +121,8 @@ class RecorderTap:
             self.up.request_keyframe_soon(layer)
 
     def on_packet(self, up: UpTrack, layer: Layer, packet: CachedPacket, now: float) -> None:
-        if layer is not self.current:
-            if layer is not self.target or not packet.keyframe:
-                return
-            self.current, self.target = layer, None
+        if self.forwarder.select(packet, layer, now).__class__ is Drop:
+            return
         self.recorder.send(
             wire.encode_packet(
                 self.number, layer.position, bool(packet.marker), packet.keyframe, packet.sequence, packet.timestamp, now, packet.payload

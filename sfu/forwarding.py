@@ -31,95 +31,21 @@ from aiortc.rtp import RTCP_PSFB_APP, RTCP_RTPFB_NACK, RtpPacket
 
 from sfu.aiortc_hooks import ReceiverTap, SenderTap, remb_bitrate
 from sfu.bandwidth import REMB_FALLING, RateMeter
+from sfu.forwarder import Drop, Forward, Forwarder
 from sfu.h264 import sps_dimensions
 from sfu.keyframe import h264_keyframe
+from sfu.layer import MAX_TEMPORAL, Layer
 from sfu.metrics import SfuMetrics
-from sfu.munger import Munger
-from sfu.nack import LossTracker, RetransmitFilter
+from sfu.nack import RetransmitFilter
 from sfu.packet_cache import CachedPacket, PacketCache
-from sfu.rtp import HEADER, Unwrapper, abs_send_time, audio_level, build_packet, extension_block, rtx_payload
+from sfu.rtp import HEADER, abs_send_time, audio_level, build_packet, extension_block, rtx_payload
 from sfu.sdp import SimulcastOffer
-from sfu.vp8 import parse_vp8, rewrite_vp8
+from sfu.vp8 import parse_vp8
 
 log = logging.getLogger(__name__)
 
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between PLIs sent upstream for one layer
-LAYER_TIMEOUT = 1.5  # a layer with no packet for this long is not being sent (at the most)
-LAYER_TIMEOUT_MIN = 0.5  # ... and at the least: six frame intervals in between
-RESUME_WAIT = 5.0  # seconds a layer resumed by dynacast counts as coming before it must be sent
 UPLINK_HOLD = 10.0  # seconds after a resume that the uplink estimate from before a pause holds
-MAX_TEMPORAL = 4
-FRAME_MEMORY = 64  # VP8 picture-ID decisions a down-track remembers
-
-
-class Layer:
-    """One encoding of an up-track."""
-
-    def __init__(self, position: int, rid: str | None, kind: str) -> None:
-        self.position = position  # as the publisher declared it (lowest first by convention)
-        self.rid = rid
-        self.ssrc: int | None = None
-        self.seq = Unwrapper(16)
-        self.ts = Unwrapper(32)
-        self.picture_ids = Unwrapper(15)
-        self.tl0 = Unwrapper(8)
-        self.cache = PacketCache(512 if kind == "video" else 64)
-        self.losses = LossTracker()
-        self.width: int | None = None
-        self.height: int | None = None
-        self.meters = [RateMeter() for _ in range(MAX_TEMPORAL)]
-        self.temporal_layers = 1
-        self.last_packet = float("-inf")
-        self.last_frame: tuple[int, float] | None = None  # (RTP timestamp, arrival) of the newest frame
-        self.frame_interval = 0.1  # smoothed seconds between frames
-        self.timeout = LAYER_TIMEOUT
-        self.last_keyframe_request = float("-inf")
-        self.active = True  # what the SFU last asked the publisher (dynacast)
-        self.inactive_since: float | None = None
-        self.resumed_at = float("-inf")
-        self.last_rate: list[float] = []
-        self.packets = 0
-
-    def sending(self, now: float) -> bool:
-        return now - self.last_packet < self.timeout
-
-    def arrived(self, timestamp: int, now: float, repaired: bool = False) -> None:
-        """A packet of the frame with RTP ``timestamp`` arrived: learn the frame rate, so that a
-        layer the publisher stops (Chromium drops one when its bandwidth estimate falls) is seen
-        gone after about six missing frames rather than a fixed, long timeout."""
-        self.last_packet = now
-        last = self.last_frame
-        if not repaired and (last is None or timestamp > last[0]):
-            if last is not None and 0 < now - last[1] < 2.0:
-                self.frame_interval += (now - last[1] - self.frame_interval) * 0.1
-                self.timeout = min(LAYER_TIMEOUT, max(LAYER_TIMEOUT_MIN, 6 * self.frame_interval))
-            self.last_frame = (timestamp, now)
-
-    def available(self, now: float) -> bool:
-        """Sent now, or to be had: paused by dynacast (resumed on demand) or resumed a moment
-        ago and not arrived yet."""
-        return self.sending(now) or not self.active or now - self.resumed_at < RESUME_WAIT
-
-    def pause(self) -> None:
-        self.active = False
-
-    def resume(self, now: float) -> None:
-        self.active = True
-        self.resumed_at = now
-        self.inactive_since = None
-
-    def rates(self, now: float) -> list[float]:
-        """Cumulative bits/s with temporal layers 0..t; the last measured while it is paused."""
-        if not self.sending(now) and self.last_rate:
-            return self.last_rate
-        total = 0.0
-        rates = []
-        for meter in self.meters[: self.temporal_layers]:
-            total += meter.rate(now)
-            rates.append(total)
-        if rates and rates[-1] > 0:
-            self.last_rate = rates
-        return rates
 
 
 class MediaTap(Protocol):
@@ -376,9 +302,10 @@ class UpTrack:
         abs_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
         sent = 0
         for downtrack in self.downtracks:
-            if downtrack.current is layer or downtrack.target is layer:
+            wants = downtrack.forwarder
+            if wants.current is layer or wants.target is layer:
                 try:
-                    if downtrack.forward(cached, layer, ntp, abs_time):
+                    if downtrack.forward(cached, layer, ntp, abs_time, now):
                         sent += 1
                 except Exception as exc:
                     self._failed("forward", downtrack, exc)
@@ -472,17 +399,12 @@ class DownTrack:
         self.payload_type = payload_type
         self.metrics = metrics
         self.tap = SenderTap(sender, self._feedback)
-        self.munger = Munger(rng)
+        # what is forwarded, decided without I/O: the layer now sent, the one wanted, the numbers
+        self.forwarder = Forwarder(up.layers[-1] if up.kind == "video" else up.layers[0], rng)
         self.retransmits = RetransmitFilter()
         self.bound = False
         self.remb: int | None = None
         self.listener: FeedbackListener | None = None
-        # what is forwarded: the layer now sent, the layer wanted, the highest temporal layer
-        self.current: Layer | None = None
-        self.target: Layer | None = up.layers[-1] if up.kind == "video" else up.layers[0]
-        self.temporal: int | None = None
-        self._temporal_wanted: int | None = None
-        self.reason = "requested"
         self.meter = RateMeter()
         self._rtx_seq = (rng or random.Random()).randrange(0, 1 << 16)
         self._mid_element: tuple[int, bytes] | None = None
@@ -492,39 +414,27 @@ class DownTrack:
         # abs-send-time and audio level (see _template); without and with an audio level.
         self._plain: tuple[int, tuple[bytes, ...], bool, bool] = (0x80, (b"",), False, False)
         self._levelled: tuple[int, tuple[bytes, ...], bool, bool] = (0x80, (b"",), False, False)
-        self._last_sent_at: float | None = None
-        self._frame_open = False  # the last packet sent did not end its frame
-        self._clock_rate = 90000
-        # VP8: input picture ID -> output picture ID (None: dropped), and offsets
-        self._frames: dict[int, int | None] = {}
-        self._picture_offset = 0
-        self._tl0_offset = 0
-        self._last_picture: int | None = None
-        self._last_tl0: int | None = None
         self.packets = 0
         self.retransmitted = 0
-        self.switches = 0
+
+    @property
+    def current(self) -> Layer | None:
+        return self.forwarder.current
+
+    @property
+    def target(self) -> Layer | None:
+        return self.forwarder.target
+
+    @property
+    def switches(self) -> int:
+        return self.forwarder.switches
 
     @property
     def paused(self) -> bool:
-        return self.target is None
+        return self.forwarder.paused
 
     def set_target(self, layer: Layer | None, temporal: int | None = None, reason: str = "requested") -> None:
-        """Forward ``layer`` from its next keyframe on (None: pause now); ``temporal`` caps the
-        temporal layers (raised at the next TL0 frame, lowered at the next frame)."""
-        self.reason = reason
-        if layer is None:
-            self.target = None
-            if self.current is not None:
-                self.current = None
-                self.munger.stop()
-            return
-        self.target = layer
-        if temporal is None or self.temporal is None or temporal < self.temporal:
-            self.temporal = temporal
-            self._temporal_wanted = None
-        elif temporal > self.temporal:
-            self._temporal_wanted = temporal
+        self.forwarder.set_target(layer, temporal, reason)
 
     def _bind(self) -> bool:
         """Read what negotiation settled (mid, extension ids) once the sender has started."""
@@ -536,7 +446,7 @@ class DownTrack:
         self._abs_id = ids.get("abs_send_time")
         self._level_id = ids.get("audio_level")
         if self.up.codec is not None:
-            self._clock_rate = self.up.codec.clockRate
+            self.forwarder.clock_rate = self.up.codec.clockRate
         self._plain = self._template(with_level=False)
         self._levelled = self._template(with_level=True)
         self.bound = True
@@ -593,94 +503,23 @@ class DownTrack:
             elements.append((self._level_id, audio_level(*packet.audio_level)))
         return extension_block(elements)
 
-    def _switch(self, layer: Layer, packet: CachedPacket) -> None:
-        now = self.up.clock()
-        gap = 0
-        if self._last_sent_at is not None:
-            gap = int((now - self._last_sent_at) * self._clock_rate)
-        if self.current is not None and self.current is not layer:
-            self.switches += 1
-        # A frame of the old layer cut short by the switch must look lost, not complete.
-        skip = 1 if self._frame_open else 0
-        self.munger.start(packet.sequence, packet.timestamp, gap, layer.position, skip)
-        self.current = layer
-        self._frames.clear()
-        if packet.picture_id is not None:
-            self._picture_offset = (self._last_picture + 1 - packet.picture_id) if self._last_picture is not None else 0
-        if packet.tl0 is not None:
-            self._tl0_offset = (self._last_tl0 + 1 - packet.tl0) if self._last_tl0 is not None else 0
-        if self._temporal_wanted is not None:
-            self.temporal, self._temporal_wanted = self._temporal_wanted, None
-
-    def _frame_forwarded(self, packet: CachedPacket) -> bool:
-        """VP8 temporal layers: decide once per frame (by picture ID) whether it goes out."""
-        picture = packet.picture_id
-        if picture is None:
-            return packet.tid is None or self.temporal is None or packet.tid <= self.temporal
-        known = self._frames.get(picture, False)
-        if known is not False:
-            return known is not None
-        tid = packet.tid
-        if self._temporal_wanted is not None and (tid == 0 or tid is None or (packet.vp8 is not None and packet.vp8.layer_sync and tid <= self._temporal_wanted)):
-            self.temporal, self._temporal_wanted = self._temporal_wanted, None
-        forward = tid is None or self.temporal is None or tid <= self.temporal
-        if forward:
-            out: int | None = picture + self._picture_offset
-        else:
-            out = None
-            self._picture_offset -= 1
-        if len(self._frames) >= FRAME_MEMORY:
-            del self._frames[next(iter(self._frames))]
-        self._frames[picture] = out
-        return forward
-
-    def _payload(self, packet: CachedPacket) -> bytes:
-        vp8 = packet.vp8
-        if vp8 is None or (self._picture_offset == 0 and self._tl0_offset == 0 and not self._frames_shifted(packet)):
-            return packet.payload
-        picture = self._frames.get(packet.picture_id) if packet.picture_id is not None else None
-        tl0 = packet.tl0 + self._tl0_offset if packet.tl0 is not None else None
-        return rewrite_vp8(packet.payload, vp8, picture, tl0 & 0xFF if tl0 is not None else None)
-
-    def _frames_shifted(self, packet: CachedPacket) -> bool:
-        picture = packet.picture_id
-        return picture is not None and self._frames.get(picture, picture) != picture
-
-    def forward(self, packet: CachedPacket, layer: Layer, ntp: int, abs_time: bytes) -> bool:
-        """Rewrite and send one packet, synchronously; False when it was not sent."""
+    def forward(self, packet: CachedPacket, layer: Layer, ntp: int, abs_time: bytes, now: float) -> bool:
+        """Decide, then send one packet, synchronously; False when it was not sent."""
         if not self.bound and not self._bind():
             return False
-        if layer is not self.current:
-            if layer is not self.target:
-                return False
-            if not packet.keyframe:
+        verdict = self.forwarder.decide(packet, layer, now)
+        if verdict.__class__ is not Forward:
+            if verdict is Drop.AWAIT_KEYFRAME:
                 self.up.request_keyframe_soon(layer)
-                return False
-            self._switch(layer, packet)
-        if not self._frame_forwarded(packet):
-            self.munger.drop(packet.sequence)
             return False
-        mapped = self.munger.map(packet.sequence, packet.timestamp)
-        if mapped is None:
-            return False
-        sequence, timestamp = mapped
-        data = self._header(packet.marker, sequence, timestamp, packet.audio_level, abs_time, self._payload(packet))
+        sequence, timestamp, payload = verdict  # type: ignore[misc]
+        data = self._header(packet.marker, sequence, timestamp, packet.audio_level, abs_time, payload)
         try:
             self.tap.send_now(data)
         except ConnectionError:
             return False
-        now = self.up.clock()
-        self._last_sent_at = now
-        self._frame_open = not packet.marker
+        self.forwarder.sent(packet, now)
         self.meter.add(len(data), now)
-        if packet.picture_id is not None:
-            out = self._frames.get(packet.picture_id)
-            if out is not None and (self._last_picture is None or out > self._last_picture):
-                self._last_picture = out
-        if packet.tl0 is not None:
-            out_tl0 = packet.tl0 + self._tl0_offset
-            if self._last_tl0 is None or out_tl0 > self._last_tl0:
-                self._last_tl0 = out_tl0
         self.tap.record_sent(ntp, timestamp, len(packet.payload))
         self.packets += 1
         return True
@@ -707,10 +546,9 @@ class DownTrack:
         current = self.current
         missing = []
         for out_sequence in lost:
-            entry = self.munger.unmap(out_sequence)
-            if entry is None or current is None or entry[0] != current.position:
+            sequence = self.forwarder.resend(out_sequence)
+            if sequence is None or current is None:
                 continue  # dropped on purpose, or from a layer no longer forwarded
-            sequence = entry[1]
             cached = current.cache.get(sequence)
             if cached is None:
                 missing.append(sequence)
@@ -721,10 +559,9 @@ class DownTrack:
             await self.up.nack_upstream(current, missing)
 
     async def _retransmit(self, packet: CachedPacket, out_sequence: int) -> None:
-        timestamp = self.munger.timestamp_for(packet.timestamp)
+        timestamp, payload = self.forwarder.resent_as(packet)
         ntp = current_ntp_time()
         rtx_type = self.tap.rtx_payload_type
-        payload = self._payload(packet)
         if rtx_type is not None:
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
             data = build_packet(

@@ -22,7 +22,7 @@ from recorder.mixer import BLOCK, CEILING, KNEE, AudioMixer, Limiter, soft_ceili
 from recorder.synthetic import Replay, encode_clip
 from recorder.timeline import ParticipantSync, StreamClock, ntp_seconds
 from recorder.worker import Options, Recording, run
-from sfu.forwarding import Layer
+from sfu.layer import Layer
 
 # Wire ------------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client import CollectorRegistry
 
 from sfu.aiortc_hooks import ReceiverTap, accept_rsa_peers, widen_srtp_buffers
+from sfu.forwarder import Forwarder
 from sfu.forwarding import UpTrack
 from sfu.metrics import SfuMetrics
 from sfu.rtp import build_packet, extension_block
@@ -116,7 +117,7 @@ class FailingDown:
     subscriber = "broken"
 
     def __init__(self, up: UpTrack) -> None:
-        self.current = self.target = up.layers[0]
+        self.forwarder = Forwarder(up.layers[0])
 
     def forward(self, *args: Any) -> bool:
         raise ValueError("packet is too long")
@@ -126,7 +127,7 @@ class CountingDown:
     subscriber = "fine"
 
     def __init__(self, up: UpTrack) -> None:
-        self.current = self.target = up.layers[0]
+        self.forwarder = Forwarder(up.layers[0])
         self.sent = 0
 
     def forward(self, *args: Any) -> bool:

@@ -221,7 +221,8 @@ def test_a_paused_subscriber_without_reports_recovers() -> None:
 def test_uplink_estimate_holds_across_a_dynacast_pause_until_it_catches_up_or_falls() -> None:
     from prometheus_client import CollectorRegistry
 
-    from sfu.forwarding import RESUME_WAIT, UPLINK_HOLD, UpTrack
+    from sfu.forwarding import UPLINK_HOLD, UpTrack
+    from sfu.layer import RESUME_WAIT
     from sfu.metrics import SfuMetrics
     from sfu.sdp import SimulcastOffer
 
@@ -256,7 +257,7 @@ def test_uplink_estimate_holds_across_a_dynacast_pause_until_it_catches_up_or_fa
 
 
 def test_a_layer_is_seen_stopped_after_about_six_missing_frames() -> None:
-    from sfu.forwarding import LAYER_TIMEOUT, LAYER_TIMEOUT_MIN, Layer
+    from sfu.layer import LAYER_TIMEOUT, LAYER_TIMEOUT_MIN, Layer
 
     fast = Layer(0, "f", "video")
     for frame in range(40):  # 20 fps, two packets a frame
