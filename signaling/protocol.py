@@ -429,6 +429,9 @@ ERROR_CODES = {
     "recording_not_allowed": "this meeting does not allow recording",
     "already_recording": "the meeting is being recorded already",
     "not_recording": "the meeting is not being recorded",
+    "meeting_full": "the meeting has as many participants as it allows",
+    "cannot_remove_host": "the meeting's host cannot be removed",
+    "validation_error": "a value was refused (control characters, bidi overrides, or out of range)",
 }
 
 

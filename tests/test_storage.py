@@ -23,7 +23,7 @@ from tests.conftest import POSTGRES_URL, Api, Backend
 async def test_migrations_match_the_declared_schema(backend: Backend) -> None:
     db = backend.database()
     try:
-        assert await current_revision(db) == head_revision() == "0001"
+        assert await current_revision(db) == head_revision() == "0002"
         diff = await db.run_sync(
             lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata)
         )
@@ -45,7 +45,7 @@ async def test_downgrade_and_upgrade_round_trip(tmp_path) -> None:
             await downgrade(db, "base")
             assert await current_revision(db) is None
             await upgrade(db)
-            assert await current_revision(db) == "0001"
+            assert await current_revision(db) == "0002"
             await db.close()
     finally:
         await admin.run_sync(lambda conn: conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE'))

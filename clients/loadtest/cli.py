@@ -127,6 +127,8 @@ async def run(args: argparse.Namespace, settings: Any, api: str) -> dict[str, An
     configure_ice(args.ice_address or ["127.0.0.1"])
     _, room_tokens = token_codecs(settings, utc_now)
     target = Target(api, room_tokens, args.email, args.password)
+    if settings.metrics_token is not None:  # the deployment's, read from its configuration
+        target.metrics_token = settings.metrics_token.get_secret_value()
     names = list(SCENARIOS) if args.scenario == "all" else [n.strip() for n in args.scenario.split(",") if n.strip()]
     progress = ProgressLine(quiet=args.quiet)
     overrides = {"publishers": args.publishers, "viewers": args.viewers, "duration": args.duration,

@@ -60,6 +60,7 @@ class Target:
     token_ttl: int = 3600
     host_token: str | None = None  # signed in (or registered) once per run
     signaling_url: str | None = None  # instead of the one the join answer names
+    metrics_token: str | None = None  # the node's metrics_token, for a /metrics it guards
 
 
 def process_cpu_seconds() -> float:
@@ -133,7 +134,7 @@ class Meeting:
         self._http = aiohttp.ClientSession()
         token = await self._host_token()
         settings = {"last_n": max(1, min(100, self.scenario.publishers)),
-                    "max_participants": min(1000, max(2, self.scenario.publishers + self.scenario.viewers + 1)),
+                    "max_participants": 1000,  # the most a meeting allows: a capacity search grows its meeting
                     **self.scenario.settings}
         meeting = await self._call("POST", "/api/meetings", token, {"title": f"load test: {self.scenario.name}", "kind": "instant", "settings": settings})
         joined = await self._call("POST", f"/api/meetings/{meeting['id']}/join", token, {})
@@ -256,7 +257,9 @@ class Meeting:
 
     async def scrape(self) -> Scrape:
         assert self._http is not None
-        async with self._http.get(self.target.api.rstrip("/") + "/metrics") as response:
+        token = self.target.metrics_token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self._http.get(self.target.api.rstrip("/") + "/metrics", headers=headers) as response:
             if response.status != 200:
                 raise LoadTestError(f"GET /metrics: {response.status}")
             try:

@@ -72,7 +72,7 @@ async def test_capacity_search_raises_subscribers_until_the_limit(meeting: Meeti
     tiny = scenario("livestream", video_layers=SINGLE_LAYER, tile=None, duration=2.0, warmup=1.0)
     result = await capacity_search(target(meeting), tiny, QualityBar(min_fps_ratio=0.0, max_loss=0.5), start=1, growth=2.0, limit=3)
     counts = [step["subscribers"] for step in result["steps"]]
-    assert counts == [1, 2, 3]
+    assert counts == [1, 2, 3], result["stopped_because"]
     assert all(step["verdict"] == "held" for step in result["steps"])
     assert result["largest_held"] == 3 and result["subscribers_per_core"] > 0
     assert "limit" in result["stopped_because"]

@@ -231,12 +231,18 @@ async def test_host_actions(meeting: Meeting) -> None:
     assert sum(d.packets for d in up.downtracks) == forwarded  # nothing forwarded while muted by the host
     await bob.mute(mic, False)
     await until(lambda: sum(d.packets for d in up.downtracks) > forwarded, timeout=5)
-    # Remove carol: she is told, everyone else sees her leave, she cannot come back.
+    # Remove carol: she is told, everyone else sees her leave, she cannot come back: no new room
+    # token, and the room refuses one she got before.
+    early_token = await meeting.token(meeting.people[1])
     await host.send({"type": "remove-participant", "identity": carol.identity})
     removed = await carol.wait_for("removed")
     assert removed["reason"] == "removed_by_host"
     assert (await bob.wait_for("participant-left", lambda m: m["identity"] == carol.identity))["reason"] == "removed_by_host"
-    again = Participant(meeting.signaling_url, await meeting.token(meeting.people[1]), ice_servers=[])
+    status, body = await meeting.api.call(
+        "POST", f"/api/meetings/{meeting.meeting['id']}/join", meeting.people[1]["token"], json={}
+    )
+    assert (status, body["error"]["code"]) == (403, "removed")
+    again = Participant(meeting.signaling_url, early_token, ice_servers=[])
     meeting.clients.append(again)
     with pytest.raises(SignalingError) as error:
         await again.connect()
