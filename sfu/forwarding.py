@@ -40,7 +40,7 @@ from sfu.nack import RetransmitFilter
 from sfu.packet_cache import CachedPacket, PacketCache
 from sfu.rtp import HEADER, abs_send_time, audio_level, build_packet, extension_block, rtx_payload
 from sfu.sdp import SimulcastOffer
-from sfu.vp8 import parse_vp8
+from sfu.vp8 import Vp8Descriptor, parse_vp8
 
 log = logging.getLogger(__name__)
 
@@ -236,41 +236,13 @@ class UpTrack:
             return  # a retransmission of a packet that arrived after all
         timestamp = layer.ts.unwrap(packet.timestamp)
         payload = packet.payload
-        video = self.kind == "video"
-        keyframe = True
-        vp8 = None
-        tid = None
-        picture_id = tl0 = None
-        if video:
-            layer.losses.on_packet(sequence, now)
-            name = codec.name.lower()
-            if name == "vp8":
-                vp8 = parse_vp8(payload)
-                if vp8 is None:
-                    return
-                keyframe = vp8.keyframe
-                tid = vp8.tid
-                if vp8.picture_id is not None:
-                    picture_id = layer.picture_ids.unwrap(vp8.picture_id & 0x7FFF) if vp8.picture_id_bits == 15 else vp8.picture_id
-                if vp8.tl0picidx is not None:
-                    tl0 = layer.tl0.unwrap(vp8.tl0picidx)
-                if keyframe and vp8.width and (vp8.width != layer.width or vp8.height != layer.height):
-                    layer.width, layer.height = vp8.width, vp8.height
-                    self._reorder()
-            elif name == "h264":
-                keyframe = h264_keyframe(payload)
-                if keyframe:
-                    size = sps_dimensions(payload)
-                    if size is not None and (size[0] != layer.width or size[1] != layer.height):
-                        layer.width, layer.height = size
-                        self._reorder()
-            if tid is not None and tid < MAX_TEMPORAL:
-                if tid >= layer.temporal_layers:
-                    layer.temporal_layers = tid + 1
-                layer.meters[tid].add(len(payload), now)
-            else:
-                layer.meters[0].add(len(payload), now)
+        if self.kind == "video":
+            facts = self._video(layer, codec, payload, sequence, now)
+            if facts is None:
+                return
+            keyframe, vp8, tid, picture_id, tl0 = facts
         else:
+            keyframe, vp8, tid, picture_id, tl0 = True, None, None, None, None
             self.audio_level = packet.extensions.audio_level
         if not layer.sending(now) and not layer.active:
             layer.inactive_since = None
@@ -285,6 +257,45 @@ class UpTrack:
         self.metrics.record_receive(self.kind)
         if not self.blocked:
             self._fan_out(layer, cached, now, started)
+
+    def _video(
+        self, layer: Layer, codec: RTCRtpCodecParameters, payload: bytes, sequence: int, now: float
+    ) -> tuple[bool, Vp8Descriptor | None, int | None, int | None, int | None] | None:
+        """(keyframe, VP8 descriptor, temporal layer, picture ID, TL0PICIDX) of a video packet,
+        the latter two unwrapped; the layer learns its loss, size and rates.  None: malformed."""
+        layer.losses.on_packet(sequence, now)
+        vp8 = tid = picture_id = tl0 = None
+        name = codec.name.lower()
+        if name == "vp8":
+            vp8 = parse_vp8(payload)
+            if vp8 is None:
+                return None
+            keyframe, tid = vp8.keyframe, vp8.tid
+            if vp8.picture_id is not None:
+                picture_id = layer.picture_ids.unwrap(vp8.picture_id & 0x7FFF) if vp8.picture_id_bits == 15 else vp8.picture_id
+            if vp8.tl0picidx is not None:
+                tl0 = layer.tl0.unwrap(vp8.tl0picidx)
+            if keyframe and vp8.width:
+                self._sized(layer, vp8.width, vp8.height)
+        elif name == "h264":
+            keyframe = h264_keyframe(payload)
+            size = sps_dimensions(payload) if keyframe else None
+            if size is not None:
+                self._sized(layer, *size)
+        else:
+            keyframe = True
+        if tid is not None and tid < MAX_TEMPORAL:
+            if tid >= layer.temporal_layers:
+                layer.temporal_layers = tid + 1
+            layer.meters[tid].add(len(payload), now)
+        else:
+            layer.meters[0].add(len(payload), now)
+        return keyframe, vp8, tid, picture_id, tl0
+
+    def _sized(self, layer: Layer, width: int, height: int | None) -> None:
+        if width != layer.width or height != layer.height:
+            layer.width, layer.height = width, height
+            self._reorder()
 
     def _fan_out(self, layer: Layer, cached: CachedPacket, now: float, started: float) -> None:
         """The packet to the taps that want its layer and to the subscribers it is forwarded to.
