@@ -33,6 +33,7 @@ from aiortc.exceptions import OperationError
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability, RTCRtpCodecParameters
 from aiortc.sdp import candidate_from_sdp
 
+from sfu import dynacast
 from sfu.aiortc_hooks import GUARD as DATAGRAMS
 from sfu.aiortc_hooks import (
     ParkedTrack,
@@ -44,6 +45,7 @@ from sfu.aiortc_hooks import (
     widen_srtp_buffers,
 )
 from sfu.bandwidth import BandwidthEstimator
+from sfu.dynacast import LayerView
 from sfu.forwarding import DownTrack, UpTrack
 from sfu.metrics import SfuMetrics
 from sfu.sdp import (
@@ -55,7 +57,7 @@ from sfu.sdp import (
     normalize_h264,
     simulcast_offers,
 )
-from sfu.selector import Allocator, Choice, Demand, wanted_layer
+from sfu.selector import Allocator, Choice, Demand, priority, wanted_layer, wanted_with_cause
 from sfu.speaker import ActiveSpeakerDetector
 
 log = logging.getLogger(__name__)
@@ -65,9 +67,7 @@ TICK_INTERVAL = 0.02
 SPEAKER_INTERVAL = 0.25
 ALLOCATE_INTERVAL = 0.5
 DYNACAST_INTERVAL = 1.0
-DYNACAST_PAUSE_AFTER = 3.0  # seconds a layer is unwanted before the publisher is told to stop it
 DEFAULT_LAST_N = 16
-PRIORITY_PINNED, PRIORITY_SCREEN, PRIORITY_DOMINANT, PRIORITY_SPEAKER = 4, 3, 2, 1
 SOURCES = ("camera", "microphone", "screen", "screen_audio")
 
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
@@ -410,30 +410,11 @@ class Participant:
         layers = up.order
         quality, width, height = self.track_settings.get(up.track_id, (None, None, None))
         wanted = wanted_layer([layer.height for layer in layers], quality, width, height, [layer.width for layer in layers])
-        cause = "requested"
-        if up.muted or up.blocked:
-            wanted, cause = None, "muted"
-        elif up.track_id not in visible:
-            wanted, cause = None, "last_n"
+        wanted, cause = wanted_with_cause(wanted, up.muted or up.blocked, up.track_id in visible)
         room = self.room
-        if up.owner in self.pins:
-            priority = PRIORITY_PINNED
-        elif up.source == "screen":
-            priority = PRIORITY_SCREEN
-        elif up.owner == room.speakers.dominant:
-            priority = PRIORITY_DOMINANT
-        elif up.owner in room.current_speakers:
-            priority = PRIORITY_SPEAKER
-        else:
-            priority = 0
-        demand = Demand(
-            up.track_id,
-            wanted,
-            [layer.rates(now) for layer in layers],
-            [layer.available(now) for layer in layers],
-            priority,
-        )
-        return demand, cause
+        rank = priority(up.owner, up.source, self.pins, room.speakers.dominant, room.current_speakers)
+        rates = [layer.rates(now) for layer in layers]
+        return Demand(up.track_id, wanted, rates, [layer.available(now) for layer in layers], rank), cause
 
     async def reallocate(self) -> None:
         """Choose, for every video track this participant receives, the layer its downlink and
@@ -655,23 +636,17 @@ class Room:
             for up in owner.uptracks.values():
                 if not up.is_simulcast:
                     continue
-                resume, pause = [], []
-                for layer in up.layers:
-                    wanted = any(d.target is layer or d.current is layer for d in up.downtracks) or any(
-                        tap.wants(layer) for tap in up.taps
-                    )
-                    if wanted:
-                        layer.inactive_since = None
-                        if not layer.active:
-                            resume.append(layer)
-                    elif layer.active:
-                        if layer.inactive_since is None:
-                            layer.inactive_since = now
-                        elif now - layer.inactive_since >= DYNACAST_PAUSE_AFTER and (up.downtracks or up.taps):
-                            pause.append(layer)
-                up.resume_layers(resume, now)
-                up.pause_layers(pause)
-                if resume or pause:
+                views = [
+                    LayerView(layer.active, layer.inactive_since, any(d.forwarder.wants(layer) for d in up.downtracks)
+                              or any(tap.wants(layer) for tap in up.taps))
+                    for layer in up.layers
+                ]
+                decision = dynacast.decide(views, bool(up.downtracks or up.taps), now)
+                for layer, since in zip(up.layers, decision.inactive_since, strict=True):
+                    layer.inactive_since = since
+                up.resume_layers([up.layers[i] for i in decision.resume], now)
+                up.pause_layers([up.layers[i] for i in decision.pause])
+                if decision.changed:
                     await owner.notify({"type": "set-layers", "track_id": up.track_id, "layers": up.layer_info()})
 
     async def track_published(self, owner: Participant, up: UpTrack) -> None:

@@ -5,13 +5,15 @@ highest spatial layer it needs.  ``allocate`` fits every wanted track of one sub
 its bandwidth budget in three phases, lowest priority first in each: step spatial layers down
 (to the lowest the publisher sends), then drop temporal layers (L1T3: 30 -> 15 -> 7.5 fps),
 then pause video (when the budget is under ``PAUSE_FRACTION`` of what is left).  Audio is never in here: the caller reserves it out of the budget first.
-``Allocator`` applies allocations with hysteresis: a step down happens at once, a step up only
+``priority`` and ``wanted_with_cause`` are the room's rules for how long a track keeps its
+layers and whether a subscriber wants it at all.  ``Allocator`` applies allocations with hysteresis: a step down happens at once, a step up only
 when the budget covers it with ``UP_MARGIN`` to spare and ``UP_HOLD`` seconds after the last
 step down.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 UP_MARGIN = 1.15
@@ -62,6 +64,33 @@ class Demand:
     rates: list[list[float]]  # rates[s][t]: bits/s of spatial layer s with temporal layers 0..t
     available: list[bool]  # layers the publisher sends (or can resume)
     priority: int = 0  # higher keeps its layers longer
+
+
+PRIORITY_PINNED, PRIORITY_SCREEN, PRIORITY_DOMINANT, PRIORITY_SPEAKER = 4, 3, 2, 1
+
+
+def priority(owner: str, source: str, pins: Sequence[str], dominant: str | None, speakers: Sequence[str]) -> int:
+    """How long a track keeps its layers when a subscriber's downlink is short: what it pinned,
+    then screen shares, then the dominant speaker, then the other current speakers."""
+    if owner in pins:
+        return PRIORITY_PINNED
+    if source == "screen":
+        return PRIORITY_SCREEN
+    if owner == dominant:
+        return PRIORITY_DOMINANT
+    if owner in speakers:
+        return PRIORITY_SPEAKER
+    return 0
+
+
+def wanted_with_cause(wanted: int | None, muted: bool, visible: bool) -> tuple[int | None, str]:
+    """The layer a subscriber wants of a track and why: nothing while the track is muted or
+    outside the subscriber's last-N."""
+    if muted:
+        return None, "muted"
+    if not visible:
+        return None, "last_n"
+    return wanted, "requested"
 
 
 @dataclass(frozen=True, slots=True)
