@@ -31,7 +31,7 @@ import ipaddress
 import itertools
 import logging
 import types
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import aioice.ice
@@ -45,13 +45,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
-    RTCP_PSFB_FIR,
-    RTCP_PSFB_PLI,
-    RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
-    RtcpRrPacket,
-    RtcpRtpfbPacket,
-    RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
     unpack_remb_fci,
@@ -527,8 +521,22 @@ def count_codec_instances() -> CodecCounter:
 # Publisher side ------------------------------------------------------------------------------
 
 PacketHandler = Callable[[RtpPacket, RTCRtpCodecParameters, int, bool], Awaitable[None]]
-SenderReportHandler = Callable[[int, int, int], None]  # (SSRC, 64-bit NTP time, RTP timestamp)
 ErrorHandler = Callable[[Exception], None]
+
+
+class Interceptor:
+    """One feature on a tap's streams, as pion's interceptors are: the feature keeps its own
+    state, and the tap only runs its list of them in order.  Each method may change or consume
+    what passes; these defaults pass everything on unchanged."""
+
+    async def incoming_rtcp(self, packet: Any) -> bool:
+        """An RTCP packet from the peer; True when consumed (later interceptors and aiortc do not
+        see it)."""
+        return False
+
+    def outgoing_remb(self, bitrate: float) -> float:
+        """The REMB estimate about to go to the peer, in bits/s."""
+        return bitrate
 
 
 class ReceiverTap:
@@ -538,29 +546,25 @@ class ReceiverTap:
         self,
         receiver: RTCRtpReceiver,
         on_packet: PacketHandler,
-        adjust_remb: Callable[[float], float] | None = None,
-        on_sender_report: SenderReportHandler | None = None,
+        interceptors: Sequence[Interceptor] = (),
         on_error: ErrorHandler | None = None,
     ) -> None:
         self.receiver = receiver
         self._on_packet = on_packet
+        self.interceptors = list(interceptors)
         self._on_error = on_error
         self.errors = 0
-        self._adjust_remb = adjust_remb
-        self._on_sender_report = on_sender_report
         self._decoder_stopped = False
         receiver._handle_rtp_packet = self._handle  # type: ignore[method-assign]
-        if on_sender_report is not None:
-            self._handle_rtcp_stock = receiver._handle_rtcp_packet
-            receiver._handle_rtcp_packet = self._handle_rtcp  # type: ignore[method-assign]
+        self._handle_rtcp_stock = receiver._handle_rtcp_packet
+        receiver._handle_rtcp_packet = self._handle_rtcp  # type: ignore[method-assign]
 
     async def _handle_rtcp(self, packet: Any) -> None:
-        """The publisher's RTCP: aiortc keeps its statistics; sender reports (the RTP-to-NTP
-        mapping of each stream) also go to the up-track, for the recorder's sync."""
+        """The publisher's RTCP: aiortc keeps its statistics, then the interceptors see it."""
         await self._handle_rtcp_stock(packet)
-        if isinstance(packet, RtcpSrPacket) and self._on_sender_report is not None:
-            info = packet.sender_info
-            self._on_sender_report(packet.ssrc, info.ntp_timestamp, info.rtp_timestamp)
+        for interceptor in self.interceptors:
+            if await interceptor.incoming_rtcp(packet):
+                return
 
     @property
     def codecs(self) -> dict[int, RTCRtpCodecParameters]:
@@ -615,9 +619,11 @@ class ReceiverTap:
             )
             rtcp_ssrc = getattr(receiver, f"{_R}rtcp_ssrc")
             if remb is not None and rtcp_ssrc is not None:
-                bitrate, ssrcs = remb
-                if self._adjust_remb is not None:
-                    bitrate = int(self._adjust_remb(float(bitrate)))
+                estimate, ssrcs = remb
+                bitrate = float(estimate)
+                for interceptor in self.interceptors:
+                    bitrate = interceptor.outgoing_remb(bitrate)
+                bitrate = int(bitrate)
                 await receiver._send_rtcp(
                     RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs))
                 )
@@ -646,7 +652,6 @@ class ReceiverTap:
 
 # Subscriber side -----------------------------------------------------------------------------
 
-RtcpHandler = Callable[[Any], Awaitable[None]]
 # A datagram socket whose kernel buffer is full queues in user space (uvloop: in libuv) without a
 # bound; past this many bytes queued for one subscriber, its packets are dropped instead.
 SEND_QUEUE_BYTES = 256 * 1024
@@ -669,9 +674,9 @@ def _queue_size_of(transport: Any) -> Callable[[], int]:
 class SenderTap:
     """The SFU's view of a subscriber-side ``RTCRtpSender`` whose track is parked."""
 
-    def __init__(self, sender: RTCRtpSender, on_feedback: RtcpHandler) -> None:
+    def __init__(self, sender: RTCRtpSender, interceptors: Sequence[Interceptor] = ()) -> None:
         self.sender = sender
-        self._on_feedback = on_feedback
+        self.interceptors = list(interceptors)
         self._transport: Any = None
         self._queued: Callable[[], int] = lambda: 0
         self._original_rtcp = sender._handle_rtcp_packet
@@ -744,16 +749,12 @@ class SenderTap:
         sender._RTCRtpSender__octet_count += octets
 
     async def _rtcp(self, packet: Any) -> None:
-        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            await self._on_feedback(packet)
-        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR, RTCP_PSFB_APP):
-            await self._on_feedback(packet)
-        else:  # receiver and sender reports: aiortc keeps RTT and statistics
-            await self._original_rtcp(packet)
-            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-                for report in packet.reports:
-                    if report.ssrc == self.sender._ssrc:
-                        await self._on_feedback(report)
+        """The subscriber's RTCP: the interceptors first (NACK, PLI/FIR and REMB are the SFU's),
+        then aiortc (which keeps RTT and statistics from reports)."""
+        for interceptor in self.interceptors:
+            if await interceptor.incoming_rtcp(packet):
+                return
+        await self._original_rtcp(packet)
 
 
 def remb_bitrate(packet: RtcpPsfbPacket) -> int | None:

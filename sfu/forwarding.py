@@ -27,16 +27,16 @@ from typing import Any, Protocol
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.clock import current_ntp_time
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_RTPFB_NACK, RtpPacket
+from aiortc.rtp import RtpPacket
 
-from sfu.aiortc_hooks import ReceiverTap, SenderTap, remb_bitrate
-from sfu.bandwidth import REMB_FALLING, RateMeter
+from sfu.aiortc_hooks import ReceiverTap, SenderTap
+from sfu.bandwidth import RateMeter
 from sfu.forwarder import Drop, Forward, Forwarder
 from sfu.h264 import sps_dimensions
+from sfu.interceptors import NackResponder, RembHold, SenderReports, SubscriberFeedback
 from sfu.keyframe import h264_keyframe
 from sfu.layer import MAX_TEMPORAL, Layer
 from sfu.metrics import SfuMetrics
-from sfu.nack import RetransmitFilter
 from sfu.packet_cache import CachedPacket, PacketCache
 from sfu.rtp import HEADER, abs_send_time, audio_level, build_packet, extension_block, rtx_payload
 from sfu.sdp import SimulcastOffer
@@ -45,7 +45,6 @@ from sfu.vp8 import Vp8Descriptor, parse_vp8
 log = logging.getLogger(__name__)
 
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between PLIs sent upstream for one layer
-UPLINK_HOLD = 10.0  # seconds after a resume that the uplink estimate from before a pause holds
 
 
 class MediaTap(Protocol):
@@ -101,10 +100,7 @@ class UpTrack:
         self.tap: ReceiverTap | None = None
         self.packets = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._remb_in: float | None = None  # the last uplink estimate the receiver made
-        self._remb_out = 0.0  # the last one sent to the publisher
-        self._remb_held: float | None = None
-        self._remb_hold_until = float("-inf")
+        self.remb_hold = RembHold(self.layers, clock)
         self.on_layers_changed: Callable[[UpTrack], None] | None = None
         self.taps: list[MediaTap] = []
         self._failures: dict[int, int] = {}  # failures in the packet path, by id() of who failed
@@ -122,7 +118,8 @@ class UpTrack:
         return self.layers[0].cache
 
     def attach(self, receiver: RTCRtpReceiver) -> None:
-        self.tap = ReceiverTap(receiver, self._on_packet, self.uplink_remb, self._on_sender_report, self._receive_failed)
+        interceptors = [self.remb_hold, SenderReports(self._on_sender_report)]
+        self.tap = ReceiverTap(receiver, self._on_packet, interceptors, self._receive_failed)
 
     def _on_sender_report(self, ssrc: int, ntp: int, rtp: int) -> None:
         if not self.taps:
@@ -136,39 +133,19 @@ class UpTrack:
                 if tap.wants(layer):
                     tap.on_sender_report(self, layer, ntp, rtp, now)
 
-    # The uplink estimate across dynacast ------------------------------------------------------
-    #
-    # The REMB sent upstream is a delay-based estimate that can only grow a little over what
-    # arrives.  Pausing layers with dynacast makes less arrive, not the path narrower: without a
-    # hold the estimate would sink to the remaining layers' rate, and a publisher (Chromium)
-    # would not find the bandwidth to turn its top layer back on when it is wanted again.  So
-    # the estimate from before a pause holds while layers are paused and for UPLINK_HOLD seconds
-    # after a resume, until the receiver's own estimate catches up with it or falls (over-use).
+    # Dynacast: the uplink estimate holds across a pause (see ``RembHold``) ------------------
 
     def pause_layers(self, layers: list[Layer]) -> None:
         for layer in layers:
             layer.pause()
         if layers:
-            self._remb_held = max(self._remb_held or 0.0, self._remb_out)
+            self.remb_hold.paused()
 
     def resume_layers(self, layers: list[Layer], now: float) -> None:
         for layer in layers:
             layer.resume(now)
         if layers:
-            self._remb_hold_until = now + UPLINK_HOLD
-
-    def uplink_remb(self, bitrate: float) -> float:
-        """What to tell the publisher, given the receiver's own estimate ``bitrate``."""
-        now = self.clock()
-        previous, self._remb_in = self._remb_in, bitrate
-        held = self._remb_held
-        if held is not None:
-            paused = any(not layer.active for layer in self.layers)
-            falling = previous is not None and bitrate < previous * REMB_FALLING
-            if bitrate >= held or (not paused and (falling or now > self._remb_hold_until)):
-                held = self._remb_held = None
-        self._remb_out = max(bitrate, held or 0.0)
-        return self._remb_out
+            self.remb_hold.resumed(now)
 
     def layer_info(self) -> list[dict[str, Any]]:
         return [
@@ -392,9 +369,6 @@ class UpTrack:
         self._failures.pop(id(downtrack), None)
 
 
-FeedbackListener = Callable[[str, float], None]
-
-
 class DownTrack:
     def __init__(
         self,
@@ -409,13 +383,12 @@ class DownTrack:
         self.subscriber = subscriber
         self.payload_type = payload_type
         self.metrics = metrics
-        self.tap = SenderTap(sender, self._feedback)
         # what is forwarded, decided without I/O: the layer now sent, the one wanted, the numbers
         self.forwarder = Forwarder(up.layers[-1] if up.kind == "video" else up.layers[0], rng)
-        self.retransmits = RetransmitFilter()
+        self.nacks = NackResponder(self)
+        self.feedback = SubscriberFeedback(self, lambda: up.request_keyframe(self.current or self.target))
+        self.tap = SenderTap(sender, [self.nacks, self.feedback])
         self.bound = False
-        self.remb: int | None = None
-        self.listener: FeedbackListener | None = None
         self.meter = RateMeter()
         self._rtx_seq = (rng or random.Random()).randrange(0, 1 << 16)
         self._mid_element: tuple[int, bytes] | None = None
@@ -535,41 +508,7 @@ class DownTrack:
         self.packets += 1
         return True
 
-    async def _feedback(self, packet: Any) -> None:
-        fmt = getattr(packet, "fmt", None)
-        if fmt == RTCP_RTPFB_NACK and hasattr(packet, "lost"):
-            await self._on_nack(packet.lost)
-        elif fmt == RTCP_PSFB_APP:
-            self.remb = remb_bitrate(packet)
-            if self.remb is not None and self.listener is not None:
-                self.listener("remb", float(self.remb))
-        elif hasattr(packet, "fraction_lost"):  # a report block about this stream
-            if self.listener is not None and self.up.kind == "video" and self.current is not None:
-                self.listener("loss", packet.fraction_lost / 256)
-        else:  # PLI or FIR
-            self.metrics.plis_received.inc()
-            await self.up.request_keyframe(self.current or self.target)
-
-    async def _on_nack(self, lost: list[int]) -> None:
-        self.metrics.nacks_received.inc(len(lost))
-        now = self.up.clock()
-        rtt = self.tap.rtt
-        current = self.current
-        missing = []
-        for out_sequence in lost:
-            sequence = self.forwarder.resend(out_sequence)
-            if sequence is None or current is None:
-                continue  # dropped on purpose, or from a layer no longer forwarded
-            cached = current.cache.get(sequence)
-            if cached is None:
-                missing.append(sequence)
-                continue
-            if self.retransmits.allow(sequence, now, rtt):
-                await self._retransmit(cached, out_sequence)
-        if current is not None:
-            await self.up.nack_upstream(current, missing)
-
-    async def _retransmit(self, packet: CachedPacket, out_sequence: int) -> None:
+    async def retransmit(self, packet: CachedPacket, out_sequence: int) -> None:
         timestamp, payload = self.forwarder.resent_as(packet)
         ntp = current_ntp_time()
         rtx_type = self.tap.rtx_payload_type

@@ -365,7 +365,7 @@ class Participant:
                     if not media or tid not in self._sub_transceivers:
                         continue
                     downtrack = DownTrack(up, self.identity, transceiver.sender, media[0].payloadType, self.room.node.metrics, self.room.node.rng)
-                    downtrack.listener = self._on_feedback
+                    downtrack.feedback.listener = self._on_feedback
                     self.downtracks[tid] = downtrack
                     up.add(downtrack)
                     if up.kind == "video":

@@ -221,7 +221,8 @@ def test_a_paused_subscriber_without_reports_recovers() -> None:
 def test_uplink_estimate_holds_across_a_dynacast_pause_until_it_catches_up_or_falls() -> None:
     from prometheus_client import CollectorRegistry
 
-    from sfu.forwarding import UPLINK_HOLD, UpTrack
+    from sfu.forwarding import UpTrack
+    from sfu.interceptors import UPLINK_HOLD
     from sfu.layer import RESUME_WAIT
     from sfu.metrics import SfuMetrics
     from sfu.sdp import SimulcastOffer
@@ -229,31 +230,31 @@ def test_uplink_estimate_holds_across_a_dynacast_pause_until_it_catches_up_or_fa
     now = [0.0]
     up = UpTrack("t", "alice", "video", "camera", SfuMetrics(CollectorRegistry()), clock=lambda: now[0],
                  simulcast=SimulcastOffer("0", rids=["q", "h", "f"]))
-    assert up.uplink_remb(2.5e6) == 2.5e6  # no pause: the receiver's estimate as it is
+    assert up.remb_hold.outgoing_remb(2.5e6) == 2.5e6  # no pause: the receiver's estimate as it is
     top = up.layers[2]
     up.pause_layers([top])
     assert not top.active and top.available(now[0])  # paused layers can be had on demand
     for step, estimate in enumerate((1.2e6, 0.9e6, 0.7e6)):  # less arrives, the estimate sinks
         now[0] = 1.0 + step
-        assert up.uplink_remb(estimate) == 2.5e6
+        assert up.remb_hold.outgoing_remb(estimate) == 2.5e6
     now[0] = 10.0
     up.resume_layers([top], now[0])
     assert top.active and top.available(now[0]) and not top.sending(now[0])
     assert not top.available(now[0] + RESUME_WAIT + 0.1)  # resumed but never came: not available
     now[0] = 11.0
-    assert up.uplink_remb(0.75e6) == 2.5e6  # rising after the resume: still held
+    assert up.remb_hold.outgoing_remb(0.75e6) == 2.5e6  # rising after the resume: still held
     now[0] = 12.0
-    assert up.uplink_remb(0.6e6) == 0.6e6  # falling once resumed: congestion, the hold ends
+    assert up.remb_hold.outgoing_remb(0.6e6) == 0.6e6  # falling once resumed: congestion, the hold ends
     # A hold also ends once the receiver's estimate reaches it, or UPLINK_HOLD after the resume.
     up.pause_layers([top])
-    assert up.uplink_remb(0.5e6) == 0.6e6
+    assert up.remb_hold.outgoing_remb(0.5e6) == 0.6e6
     up.resume_layers([top], now[0])
-    assert up.uplink_remb(0.7e6) == 0.7e6
+    assert up.remb_hold.outgoing_remb(0.7e6) == 0.7e6
     up.pause_layers([top])
     up.resume_layers([top], now[0])
-    assert up.uplink_remb(0.69e6) == 0.7e6  # under the hold, not falling: held
+    assert up.remb_hold.outgoing_remb(0.69e6) == 0.7e6  # under the hold, not falling: held
     now[0] += UPLINK_HOLD + 1
-    assert up.uplink_remb(0.69e6) == 0.69e6
+    assert up.remb_hold.outgoing_remb(0.69e6) == 0.69e6
 
 
 def test_a_layer_is_seen_stopped_after_about_six_missing_frames() -> None:
