@@ -432,6 +432,14 @@ ERROR_CODES = {
     "meeting_full": "the meeting has as many participants as it allows",
     "cannot_remove_host": "the meeting's host cannot be removed",
     "validation_error": "a value was refused (control characters, bidi overrides, or out of range)",
+    # Passed through from the control API's services that these requests go through.
+    "invalid_recipient": "a private message to yourself, or to someone who is not in the meeting",
+    "not_found": "the meeting or participant no longer exists",
+    "not_meeting_admin": "only a host or co-host may do this",
+    "not_removed": "only a removed participant can be let back in",
+    "invalid_transition": "the meeting is in no state this request can change (it has ended already)",
+    "nobody_in_meeting": "nobody is in the meeting's room yet, so there is nothing to record",
+    "database_unavailable": "the database is unavailable; try again shortly",
 }
 
 

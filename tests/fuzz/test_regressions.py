@@ -7,6 +7,8 @@ import io
 from pathlib import Path
 
 from recorder import wire
+from signaling.protocol import ERROR_CODES
+from tests.media.conftest import Meeting, meeting  # noqa: F401 (the fixture)
 from recorder.worker import Options, Recording, run
 from tests.turn.harness import FakeClock, Peer, make_server
 
@@ -61,3 +63,12 @@ def test_a_stop_time_ahead_of_the_clock_does_not_keep_the_worker_rendering(tmp_p
     options = Options(output=str(tmp_path / "ahead.mp4"), width=160, height=120, fps=10, start=99.0, delay=0.1)
     result = run(options, stream, io.StringIO(), clock=lambda: 100.0)
     assert result["event"] == "done" and result["duration"] == 1.0
+
+
+async def test_errors_the_control_api_passes_through_signaling_are_protocol_codes(meeting: Meeting) -> None:
+    """A private message to yourself was refused with invalid_recipient, a code the protocol did
+    not list (so were invalid_transition, not_found, nobody_in_meeting and others)."""
+    host = await meeting.participant(meeting.host)
+    await host.send({"type": "chat", "id": "c1", "text": "hello", "to": host.identity})
+    error = await host.wait_for("error", lambda m: m.get("id") == "c1")
+    assert error["code"] == "invalid_recipient" and error["code"] in ERROR_CODES
