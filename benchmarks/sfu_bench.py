@@ -50,7 +50,8 @@ from api_bench import PASSWORD, Server, free_port, pinned  # noqa: E402
 
 from clients.sdk.media import PatternVideoTrack, SimulcastPattern, ToneAudioTrack  # noqa: E402
 from clients.sdk.participant import Participant  # noqa: E402
-from sfu.aiortc_hooks import LossStats, configure_ice, drop_incoming_rtp  # noqa: E402
+from sfu.aiortc_client import LossStats, drop_incoming_rtp  # noqa: E402
+from sfu.aiortc_hooks import configure_ice  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WIDTH, HEIGHT, FPS = 640, 360, 30

@@ -36,13 +36,13 @@ import numpy as np
 from aiortc.codecs import depayload
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
 
 from recorder import wire
 from recorder.compositor import Canvas
 from recorder.layout import LAYOUTS, arrange
 from recorder.mixer import BLOCK, AudioMixer
 from recorder.timeline import ParticipantSync, StreamClock
+from sfu.aiortc_client import jitter_packet
 
 log = logging.getLogger("recorder.worker")
 
@@ -221,9 +221,7 @@ class Recording:
         if packet.layer != track.layer or track.jitter is None:
             track.layer = packet.layer
             track.jitter = JitterBuffer(capacity=128, is_video=True)
-        rtp = RtpPacket(payload_type=96, marker=int(packet.marker), sequence_number=packet.sequence & 0xFFFF, timestamp=packet.timestamp)
-        rtp._data = data  # what aiortc's jitter buffer assembles
-        lost, frame = track.jitter.add(rtp)
+        lost, frame = track.jitter.add(jitter_packet(packet.marker, packet.sequence, packet.timestamp, data))
         if lost:
             self._ask_keyframe(track, packet.arrival)
         if frame is not None:

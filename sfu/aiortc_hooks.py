@@ -20,8 +20,11 @@ aiortc has no public API for forwarding RTP, so the SFU taps it here:
   client offers no cipher suite for a peer with an RSA certificate.  pylibsrtp's private API is
   used here too, and only here.
 
-aiortc is pinned to ``AIORTC_VERSION``; ``verify_hooks()`` raises ``HookMissing`` naming every
-hook that is gone, and runs when the SFU starts and in the test suite.
+The clients' needs (the SDK's simulcast senders, the recorder worker's jitter buffer, taps on a
+client's incoming media) are in the sibling ``sfu/aiortc_client.py``; the two are the only
+modules that touch aiortc's private API.  aiortc is pinned to ``AIORTC_VERSION``;
+``verify_hooks()`` raises ``HookMissing`` naming every hook either module relies on that is
+gone, and runs when the SFU starts and in the test suite.
 """
 
 from __future__ import annotations
@@ -228,6 +231,12 @@ def verify_hooks() -> None:
         "StunProtocol": aioice.ice.StunProtocol(getattr(ice, "_connection", None)),  # type: ignore[arg-type]
         "CandidatePair": aioice.ice.CandidatePair,
     }
+    import inspect
+
+    import aiortc.jitterbuffer
+
+    if "._data" not in inspect.getsource(aiortc.jitterbuffer):  # sfu.aiortc_client.jitter_packet
+        problems.append("aiortc.jitterbuffer reads packets' _data")
     for what, attribute in REQUIRED_HOOKS:
         target = targets.get(what)
         if target is None or not hasattr(target, attribute):
@@ -430,43 +439,6 @@ def guard_datagrams() -> None:
     protocol_class.datagram_received = datagram_received  # type: ignore[method-assign]
     aioice.ice.Connection.data_received = data_received  # type: ignore[method-assign]
     _guard_installed = True
-
-
-# Simulcast from an aiortc client (the SDK) --------------------------------------------------
-
-
-def layer_sender(primary: RTCRtpSender, track: MediaStreamTrack) -> RTCRtpSender:
-    """A sender for one more encoding of ``primary``'s m-section (SSRC-group simulcast): its
-    own SSRC and RTX SSRC, started with ``start_layer_sender`` once negotiation is done."""
-    return RTCRtpSender(track, primary.transport)
-
-
-def cname_of(pc: RTCPeerConnection) -> str:
-    return pc._RTCPeerConnection__cname
-
-
-async def start_layer_sender(pc: RTCPeerConnection, transceiver: Any, sender: RTCRtpSender) -> None:
-    """Start a layer sender with the parameters its m-section negotiated (same codecs,
-    extensions and MID as the transceiver's own sender, on the same transport)."""
-    from aiortc.rtcrtpparameters import RTCRtcpParameters, RTCRtpSendParameters
-
-    transport = transceiver.sender.transport
-    sender.setTransport(transport)
-    # aiortc starts its own senders once DTLS is up; a sender started earlier dies on its first
-    # packet (ConnectionError ends its RTP loop).
-    for _ in range(400):
-        if transport.state == "connected":
-            break
-        if transport.state in ("failed", "closed"):
-            raise ConnectionError("the publisher connection failed")
-        await asyncio.sleep(0.05)
-    parameters = RTCRtpSendParameters(
-        codecs=transceiver._codecs,
-        headerExtensions=transceiver._headerExtensions,
-        muxId=transceiver.mid,
-        rtcp=RTCRtcpParameters(cname=cname_of(pc), ssrc=sender._ssrc, mux=True),
-    )
-    await sender.send(parameters)
 
 
 # Codec use counters: the proof that the forwarding path never decodes or encodes -------------
@@ -861,50 +833,3 @@ def configure_ice(addresses: list[str] | None = None, port_range: tuple[int, int
     aioice.ice.get_host_addresses = _host_addresses
     if not isinstance(aioice.ice.asyncio, _AsyncioForAioice):
         aioice.ice.asyncio = _AsyncioForAioice("asyncio")
-
-
-# Test tooling: loss on a client's incoming path -----------------------------------------------
-
-
-class LossStats:
-    def __init__(self) -> None:
-        self.seen = 0
-        self.dropped = 0
-        self.rate: float | None = None  # set to change the drop rate of a running tap
-
-
-def drop_incoming_rtp(pc: RTCPeerConnection, rate: float, rng: Any, stats: LossStats | None = None) -> LossStats:
-    """Drop a fraction of the RTP packets a peer connection receives, after decryption and before
-    routing, as a lossy network would.  Idempotent per transport; call again after each
-    negotiation to cover new transports."""
-    stats = stats or LossStats()
-    for transceiver in pc.getTransceivers():
-        transport = transceiver.receiver.transport
-        if transport is None or getattr(transport, "_videoconf_loss", None) is not None:
-            continue
-        original = transport._handle_rtp_data
-
-        async def lossy(data: bytes, arrival_time_ms: int, _original: Any = original) -> None:
-            stats.seen += 1
-            if rng.random() < (rate if stats.rate is None else stats.rate):
-                stats.dropped += 1
-                return
-            await _original(data, arrival_time_ms)
-
-        transport._handle_rtp_data = lossy
-        transport._videoconf_loss = stats
-    return stats
-
-
-def stop_receiving(pc: RTCPeerConnection) -> int:
-    """Make a peer connection discard every datagram it gets, as a client that hangs or whose
-    path is congested (uvloop's datagram transports cannot pause reading).  Returns how many
-    sockets now discard."""
-    stopped = 0
-    for transceiver in pc.getTransceivers():
-        transport = transceiver.receiver.transport
-        connection = getattr(getattr(transport, "transport", None), "_connection", None)
-        for pair in getattr(connection, "_nominated", {}).values():
-            pair.protocol.datagram_received = lambda data, addr: None
-            stopped += 1
-    return stopped

@@ -22,6 +22,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from sfu.aiortc_client import intercept_incoming
+from sfu.aiortc_hooks import negotiated_codecs
+
 Clock = Callable[[], float]
 
 FREEZE_SECONDS = 0.5  # a wait between two video frames longer than this is a freeze
@@ -72,6 +75,11 @@ class RtpCounter:
         self.streams: dict[int, StreamStats] = {}
         self.malformed = 0
         self.first_packet_at: float | None = None
+        self.decode = False  # as an interceptor: let aiortc have each packet after counting it
+
+    def incoming_rtp(self, data: bytes, arrival_time_ms: int) -> bool:
+        self.add(data)
+        return self.decode
 
     def add(self, data: bytes, now: float | None = None) -> None:
         if len(data) < _HEADER.size or data[0] >> 6 != 2:
@@ -137,7 +145,7 @@ def payload_kinds(pc: Any) -> dict[int, tuple[str, bool]]:
     """Payload type -> (kind, is_rtx) from a negotiated aiortc peer connection."""
     kinds: dict[int, tuple[str, bool]] = {}
     for transceiver in pc.getTransceivers():
-        for codec in getattr(transceiver, "_codecs", []) or []:
+        for codec in negotiated_codecs(transceiver):
             kinds[codec.payloadType] = (transceiver.kind, codec.name.lower() == "rtx")
     return kinds
 
@@ -146,19 +154,8 @@ def tap_counter(pc: Any, counter: RtpCounter, decode: bool = False) -> RtpCounte
     """Count every RTP packet ``pc`` receives, after decryption and before aiortc's routing;
     drop it there unless ``decode``.  Idempotent per transport: call after every negotiation."""
     counter.kinds.update(payload_kinds(pc))
-    for transceiver in pc.getTransceivers():
-        transport = transceiver.receiver.transport
-        if transport is None or getattr(transport, "_videoconf_counter", None) is not None:
-            continue
-        original = transport._handle_rtp_data
-
-        async def counted(data: bytes, arrival_time_ms: int, _original: Any = original) -> None:
-            counter.add(data)
-            if decode:
-                await _original(data, arrival_time_ms)
-
-        transport._handle_rtp_data = counted
-        transport._videoconf_counter = counter
+    counter.decode = decode
+    intercept_incoming(pc, counter)
     return counter
 
 

@@ -50,7 +50,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from clients.sdk.media import FrameVerifier, tone_strength
-from sfu.aiortc_hooks import cname_of, layer_sender, start_layer_sender
+from sfu.aiortc_client import cname_of, layer_sender, sender_ssrcs, start_layer_sender
 from sfu.sdp import offer_ssrc_simulcast
 from signaling.protocol import PROTOCOL_VERSION
 
@@ -273,9 +273,13 @@ class Participant:
         await self.connect()
         publications, self._publications = list(self._publications.items()), {}
         if publications:
-            ids = await self.publish([pair for _, pair in publications])
+            try:
+                ids = await self.publish([pair for _, pair in publications])
+            except BaseException:
+                self._publications = dict(publications)  # the next attempt publishes them
+                raise
             muted, self._muted = self._muted, set()
-            for (old_id, _), new_id in zip(publications, ids):
+            for (old_id, _), new_id in zip(publications, ids, strict=False):
                 if old_id in muted:
                     await self.mute(new_id, True)
 
@@ -446,7 +450,7 @@ class Participant:
         for transceiver, _, _, extra in added:
             if extra:
                 senders = [*extra, transceiver.sender]
-                sdp = offer_ssrc_simulcast(sdp, transceiver.mid, [(s._ssrc, s._rtx_ssrc) for s in senders], cname_of(pc))
+                sdp = offer_ssrc_simulcast(sdp, transceiver.mid, [sender_ssrcs(s) for s in senders], cname_of(pc))
         meta = [{"mid": t.mid, "kind": t.kind, "source": source} for t, source, _, _ in added]
         self._requests += 1
         request_id = f"publish-{self._requests}"

@@ -10,7 +10,7 @@ import pytest
 from aiortc.rtp import RTCP_PSFB_APP
 
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack, tone_strength
-from sfu.aiortc_hooks import LossStats, drop_incoming_rtp
+from sfu.aiortc_client import LossStats, drop_incoming_rtp
 from tests.media.conftest import Meeting, until
 from videoconf.app import SFU
 

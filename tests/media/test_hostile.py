@@ -10,9 +10,9 @@ import json
 import os
 import socket
 import struct
+from urllib.parse import urlsplit
 
 import aiohttp
-from urllib.parse import urlsplit
 
 from clients.sdk.participant import Participant
 from signaling.protocol import PROTOCOL_VERSION
@@ -235,7 +235,7 @@ async def test_a_congested_subscriber_does_not_slow_the_others(meeting: Meeting)
     """One viewer stops reading its media socket (a congested or hung path): the other viewer
     keeps the full frame rate and nobody's packets wait for the stalled one."""
     from clients.sdk.media import PatternVideoTrack
-    from sfu.aiortc_hooks import stop_receiving
+    from sfu.aiortc_client import stop_receiving
     from tests.media.test_forwarding import video_tracks
 
     publisher = await meeting.participant(meeting.host)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 from clients.sdk.media import PatternVideoTrack, SimulcastPattern, ToneAudioTrack
-from sfu.aiortc_hooks import LossStats, drop_incoming_rtp
+from sfu.aiortc_client import LossStats, drop_incoming_rtp
 from tests.media.conftest import Meeting, until
 from videoconf.app import SFU
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from sfu.dynacast import PAUSE_AFTER, LayerView, decide
-from sfu.selector import PRIORITY_DOMINANT, PRIORITY_PINNED, PRIORITY_SCREEN, PRIORITY_SPEAKER, priority, wanted_with_cause
+from sfu.selector import (
+    PRIORITY_DOMINANT,
+    PRIORITY_PINNED,
+    PRIORITY_SCREEN,
+    PRIORITY_SPEAKER,
+    priority,
+    wanted_with_cause,
+)
 
 NOW = 100.0
 
