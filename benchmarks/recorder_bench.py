@@ -40,6 +40,7 @@ import av
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from clients.sdk.media import draw_pattern  # noqa: E402
 from recorder import wire  # noqa: E402
 from recorder.synthetic import Clip, Replay, encode_clip  # noqa: E402
 
@@ -117,7 +118,7 @@ def main() -> None:
     if args.quick:
         args.trials, args.seconds = 1, 8.0
     os.sched_setaffinity(0, {1})
-    clip = encode_clip(seconds=4.0, width=640, height=360, fps=30, content=args.content)
+    clip = encode_clip(seconds=4.0, width=640, height=360, fps=30, draw=draw_pattern if args.content == "pattern" else None)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as scratch:
         runs: dict[int, list[dict[str, Any]]] = {n: [] for n in args.participants}

@@ -59,6 +59,7 @@ from clients.sdk.replay import ReplayTrack, encoded_audio, encoded_video  # noqa
 from control_api.app import token_codecs  # noqa: E402
 from control_api.services.context import utc_now  # noqa: E402
 from sfu.aiortc_hooks import configure_ice  # noqa: E402
+from videoconf.config import load_settings  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WIDTH, HEIGHT, FPS, BITRATE = 640, 360, 30, 1_000_000
@@ -397,7 +398,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     raw: dict[str, dict[int, list[dict[str, Any]]]] = {s: {n: [] for n in counts} for s in systems}
     capacity: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as workdir:
-        node = LocalNode(Path(workdir) / "sfu", core=0)
+        node = LocalNode(Path(workdir) / "sfu", core=0, load_settings=load_settings)
         node.workdir.mkdir()
         _, room_tokens = token_codecs(node.settings(), utc_now)
         target = Target(node.base, room_tokens)

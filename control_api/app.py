@@ -18,6 +18,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from control_api import web_headers
+from control_api.config import ApiSettings, TokenSettings
 from control_api.handlers import SERVICES, api
 from control_api.handlers.notifications import STREAMS
 from control_api.handlers.ops import SPEC
@@ -31,7 +32,6 @@ from control_api.services.auth import Principal
 from control_api.services.context import ServiceContext, utc_now
 from control_api.services.registry import Services, build_services
 from control_api.storage.database import Database
-from videoconf.config import Settings
 
 API_AUDIENCE = "videoconf-api"
 ROOM_AUDIENCE = "videoconf-sfu"
@@ -44,7 +44,7 @@ def version() -> str:
         return "0.0.0"
 
 
-def token_codecs(settings: Settings, clock: Clock) -> tuple[TokenCodec, TokenCodec]:
+def token_codecs(settings: TokenSettings, clock: Clock) -> tuple[TokenCodec, TokenCodec]:
     """Access tokens for this API and room tokens for SFU nodes, each with its own keys."""
 
     def codec(kind: str, audience: str) -> TokenCodec:
@@ -55,7 +55,7 @@ def token_codecs(settings: Settings, clock: Clock) -> tuple[TokenCodec, TokenCod
     return codec("access_token", API_AUDIENCE), codec("room_token", ROOM_AUDIENCE)
 
 
-def build_context(settings: Settings, clock: Clock = utc_now, db: Database | None = None) -> ServiceContext:
+def build_context(settings: ApiSettings, clock: Clock = utc_now, db: Database | None = None) -> ServiceContext:
     # Bounded waits: an unreachable Redis fails a command in seconds instead of holding requests
     # (blocking reads of subscriptions are not bounded by socket_timeout).
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5) if settings.redis_url else None
@@ -84,7 +84,7 @@ def build_context(settings: Settings, clock: Clock = utc_now, db: Database | Non
 
 
 def create_api_app(
-    settings: Settings,
+    settings: ApiSettings,
     *,
     clock: Clock = utc_now,
     db: Database | None = None,

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from videoconf.config import RateLimitRule
+from control_api.config import RateLimitRule
 
 log = logging.getLogger(__name__)
 # Times are epoch seconds (about 1.7e9), whose float steps are about 2e-7 s: summing intervals

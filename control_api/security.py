@@ -22,11 +22,16 @@ import jwt
 from argon2 import PasswordHasher as _Argon2
 from argon2 import exceptions as argon2_errors
 
-from videoconf.config import PasswordHashing, key_id
+from control_api.config import PasswordHashing
 
 ALGORITHM = "HS256"
 
 Clock = Callable[[], datetime]
+
+
+def key_id(secret: str) -> str:
+    """A public identifier for a signing key: a truncated hash, so the key itself never leaks."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
 class TokenError(Exception):

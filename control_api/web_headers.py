@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from videoconf.config import Settings
+from control_api.config import ApiSettings
 
 SERVER_NAME = "VideoConf"  # not aiohttp's "Python/3.x aiohttp/3.y": versions help only attackers
 DOCS_PREFIX = "/api/docs"
@@ -26,7 +26,7 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def web_policy(settings: Settings) -> str:
+def web_policy(settings: ApiSettings) -> str:
     """The Content-Security-Policy of the web client (and of everything else the node serves)."""
     signaling = _origin(settings.effective_signaling_url)
     return "; ".join((
@@ -74,7 +74,7 @@ def security_headers(path: str, has_cache_control: bool, web_csp: str, https: bo
     return headers
 
 
-def install(app: web.Application, settings: Settings) -> None:
+def install(app: web.Application, settings: ApiSettings) -> None:
     web_csp = web_policy(settings)
     https = settings.base_url.startswith("https://")
 

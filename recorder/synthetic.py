@@ -1,12 +1,13 @@
 """Pre-encoded participants for the recorder's benchmark and tests: encode a clip once (VP8
-video of the SDK's numbered pattern, Opus audio of a tone), then replay it as the SFU's
-messages at any time, for as many participants as wanted, so that only the recorder works."""
+video of a webcam-like scene, or of whatever the caller draws, such as the SDK's numbered pattern;
+Opus audio of a tone), then replay it as the SFU's messages at any time, for as many participants
+as wanted, so that only the recorder works."""
 
 from __future__ import annotations
 
 import fractions
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import av
@@ -14,7 +15,6 @@ import numpy as np
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 
-from clients.sdk.media import draw_pattern
 from recorder import wire
 
 VIDEO_RATE = 90000
@@ -51,19 +51,20 @@ def camera_frame(index: int, width: int, height: int, fps: int, seed: int = 0) -
     return av.VideoFrame.from_ndarray(np.vstack([planes, chroma]), format="yuv420p")
 
 
+Drawing = Callable[[int, int, int], av.VideoFrame]  # (frame index, width, height) -> a yuv420p frame
+
+
 def encode_clip(
     seconds: float = 4.0, width: int = 640, height: int = 360, fps: int = 30, tone: float = 440.0,
-    bitrate: int = 1_000_000, content: str = "camera", seed: int = 0,
+    bitrate: int = 1_000_000, draw: Drawing | None = None, seed: int = 0,
 ) -> Clip:
-    """``content`` is "camera" (see ``camera_frame``) or "pattern" (the SDK's numbered pattern,
-    which changes every block of every frame: a worst case for encoders)."""
-    if content not in ("camera", "pattern"):
-        raise ValueError("content must be 'camera' or 'pattern'")
+    """The video is ``camera_frame``'s scene, or what ``draw`` draws (the SDK's ``draw_pattern``
+    changes every block of every frame: a worst case for encoders)."""
     clip = Clip(fps, seconds)
     encoder = Vp8Encoder()
     encoder.target_bitrate = bitrate
     for index in range(round(seconds * fps)):
-        frame = camera_frame(index, width, height, fps, seed) if content == "camera" else draw_pattern(index, width, height)
+        frame = camera_frame(index, width, height, fps, seed) if draw is None else draw(index, width, height)
         frame.pts = index * VIDEO_RATE // fps
         frame.time_base = fractions.Fraction(1, VIDEO_RATE)
         keyframe = index % (2 * fps) == 0

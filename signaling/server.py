@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from control_api.config import RateLimitRule
 from control_api.errors import ServiceError
 from control_api.ratelimit import gcra
 from control_api.security import TokenError
@@ -35,7 +36,6 @@ from control_api.storage.database import DatabaseUnavailable
 from recorder.manager import RecorderManager
 from sfu.room import Participant, Room, SfuNode, SignalError
 from signaling import protocol as p
-from videoconf.config import RateLimitRule
 
 log = logging.getLogger(__name__)
 

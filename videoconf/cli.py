@@ -119,7 +119,8 @@ def parser() -> argparse.ArgumentParser:
     def run_loadtest(args: argparse.Namespace) -> int:
         from clients.loadtest.cli import cmd_loadtest
 
-        return cmd_loadtest(args)
+        runtime.install()
+        return cmd_loadtest(args, load_settings)
 
     from clients.loadtest.cli import add_arguments as loadtest_arguments
 

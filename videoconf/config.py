@@ -5,11 +5,13 @@ Precedence, highest first: explicit overrides (tests, CLI flags), environment va
 file, the development secrets file, defaults.  In production mode every secret must be supplied
 and strong; in development and test modes missing secrets are generated once and stored in
 ``<data_dir>/secrets.toml`` (mode 0600), never hard-coded.
+
+Each section's model lives beside the package that reads it (``control_api.config``,
+``recorder.config``, ``turn.config``); ``Settings`` composes them and is re-exported with them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import tomllib
@@ -24,6 +26,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from control_api.config import IceServer, PasswordHashing, RateLimits
+from control_api.config import RateLimitRule as RateLimitRule  # re-exported, with the others
 from turn.config import TurnSettings
 
 SECRET_FIELDS = ("access_token_secret", "room_token_secret")
@@ -34,48 +38,6 @@ _WEAK_WORDS = ("changeme", "change-me", "secret", "password", "example", "defaul
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says why."""
-
-
-class RateLimitRule(BaseModel):
-    """At most ``limit`` events at once, refilled evenly over ``period`` seconds."""
-
-    model_config = {"extra": "forbid"}
-    limit: int = Field(ge=1)
-    period: float = Field(gt=0)
-
-
-class IceServer(BaseModel):
-    model_config = {"extra": "forbid"}
-    urls: list[str]
-    username: str | None = None
-    credential: str | None = None
-
-
-class RateLimits(BaseModel):
-    model_config = {"extra": "forbid"}
-    login_per_ip: RateLimitRule = RateLimitRule(limit=20, period=60)
-    # Failed logins: per account and address (that address is refused), and per account from
-    # every address (then only addresses without failures may still try: the owner gets in).
-    login_per_account_ip: RateLimitRule = RateLimitRule(limit=10, period=600)
-    login_per_account: RateLimitRule = RateLimitRule(limit=10, period=600)
-    register_per_ip: RateLimitRule = RateLimitRule(limit=10, period=3600)
-    code_lookup_per_ip: RateLimitRule = RateLimitRule(limit=30, period=60)
-    # Wrong passcodes, per user and meeting and per meeting; over either, every try is refused.
-    passcode_per_user: RateLimitRule = RateLimitRule(limit=10, period=600)
-    passcode_per_meeting: RateLimitRule = RateLimitRule(limit=30, period=3600)
-    # Chat messages (REST and signaling alike), per sender in a meeting and per meeting.
-    chat_per_user: RateLimitRule = RateLimitRule(limit=20, period=10)
-    chat_per_meeting: RateLimitRule = RateLimitRule(limit=100, period=10)
-    invite_per_user: RateLimitRule = RateLimitRule(limit=100, period=3600)  # addresses invited
-
-
-class PasswordHashing(BaseModel):
-    """argon2id parameters; the defaults are argon2-cffi's RFC 9106 low-memory profile."""
-
-    model_config = {"extra": "forbid"}
-    time_cost: int = Field(default=3, ge=1)
-    memory_kib: int = Field(default=65536, ge=8)
-    parallelism: int = Field(default=4, ge=1)
 
 
 class RecordingSettings(BaseModel):
@@ -231,11 +193,6 @@ def over_default(default: BaseModel, given: dict[str, Any]) -> dict[str, Any]:
         current = merged.get(name)
         merged[name] = over_default(current, value) if isinstance(current, BaseModel) and isinstance(value, dict) else value
     return merged
-
-
-def key_id(secret: str) -> str:
-    """A public identifier for a signing key: a truncated hash, so the key itself never leaks."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
 def weakness(value: str) -> str | None:

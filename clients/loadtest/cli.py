@@ -21,11 +21,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 
 from clients.loadtest.scenarios import SCENARIOS, scenario
+
+if TYPE_CHECKING:
+    from clients.loadtest.local import NodeSettings, SettingsLoader
 
 DEFAULT_OUTPUT = Path("loadtest-results.json")
 
@@ -118,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
-async def run(args: argparse.Namespace, settings: Any, api: str) -> dict[str, Any]:
+async def run(args: argparse.Namespace, settings: NodeSettings, api: str) -> dict[str, Any]:
     from clients.loadtest.runner import QualityBar, Target, capacity_search, run_scenario
     from control_api.app import token_codecs
     from control_api.services.context import utc_now
@@ -152,23 +155,21 @@ async def run(args: argparse.Namespace, settings: Any, api: str) -> dict[str, An
     return report
 
 
-def cmd_loadtest(args: argparse.Namespace) -> int:
+def cmd_loadtest(args: argparse.Namespace, load_settings: SettingsLoader) -> int:
+    """The command, run on the production event loop (the caller installs it); ``load_settings``
+    reads a node's configuration (``videoconf.config.load_settings``)."""
     from clients.loadtest.local import LocalNode
     from clients.loadtest.runner import LoadTestError
-    from videoconf.config import load_settings
 
     for name in ([] if args.scenario == "all" else args.scenario.split(",")):
         if name.strip() not in SCENARIOS:
             print(f"videoconf loadtest: unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
             return 2
-    from videoconf import runtime
-
-    runtime.install()
     node: LocalNode | None = None
     with tempfile.TemporaryDirectory(prefix="videoconf-loadtest-") as workdir:
         try:
             if args.local:
-                node = LocalNode(Path(workdir), core=0)
+                node = LocalNode(Path(workdir), core=0, load_settings=load_settings)
                 settings, api = node.settings(), node.base
                 node.start()
                 if (os.cpu_count() or 1) > 1:

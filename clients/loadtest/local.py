@@ -1,6 +1,9 @@
 """A throw-away local node for ``videoconf loadtest --local`` and the benchmarks: ``videoconf
 run`` on SQLite in a temporary folder, bound to 127.0.0.1 on a free port, optionally pinned to
-one core so that the load generator on the other core does not steal its time."""
+one core so that the load generator on the other core does not steal its time.
+
+The node's settings are read by the loader its creator passes in (``videoconf.config``'s
+``load_settings``): the clients never import the composition that starts them."""
 
 from __future__ import annotations
 
@@ -11,8 +14,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Protocol
 
-from videoconf.config import Settings, load_settings
+from pydantic import SecretStr
+
+from control_api.config import TokenSettings
+
+
+class NodeSettings(TokenSettings, Protocol):
+    """What the load generator reads of a node's settings: its room-token keys and the token
+    ``/metrics`` asks for."""
+
+    metrics_token: SecretStr | None
+
+
+class SettingsLoader(Protocol):
+    """Reads a node's settings as ``videoconf run`` would, with this process's environment."""
+
+    def __call__(self, config_file: str | None = None) -> NodeSettings: ...
 
 
 def free_port() -> int:
@@ -29,7 +48,9 @@ def pinned(core: int | None, command: list[str]) -> list[str]:
 
 
 class LocalNode:
-    def __init__(self, workdir: Path, core: int | None = 0, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, core: int | None = 0, env: dict[str, str] | None = None, *, load_settings: SettingsLoader
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -45,15 +66,16 @@ class LocalNode:
         }
         self.core = core
         self.workdir = workdir
+        self.load_settings = load_settings
         self.process: subprocess.Popen[bytes] | None = None
 
-    def settings(self) -> Settings:
+    def settings(self) -> NodeSettings:
         """The node's settings as it loads them (its development secrets are generated into the
         work folder on the first load, so the load generator and the node share them)."""
         saved = {k: os.environ.get(k) for k in self.env if k.startswith("VIDEOCONF_")}
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("VIDEOCONF_")})
         try:
-            return load_settings()
+            return self.load_settings()
         finally:
             for key, value in saved.items():
                 if value is None:

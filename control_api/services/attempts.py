@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from control_api.config import RateLimitRule
 from control_api.errors import ServiceError
 from control_api.ratelimit import Decision, RateLimiter
-from videoconf.config import RateLimitRule
 
 
 @dataclass(frozen=True)

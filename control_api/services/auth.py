@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from control_api.config import RateLimitRule, RateLimits
 from control_api.errors import ServiceError, conflict, invalid, unauthorized
 from control_api.schemas import TokenPairOut, UserOut
 from control_api.security import TokenError, new_opaque_token, token_digest
@@ -27,7 +28,6 @@ from control_api.services.attempts import Budget, give_back, rate_limited, reser
 from control_api.services.context import Record, ServiceContext
 from control_api.services.notifications import user_channel
 from control_api.storage.tables import refresh_tokens, users
-from videoconf.config import RateLimitRule, RateLimits
 
 _PRINCIPAL_BY_ID = select(
     users.c.id, users.c.email, users.c.display_name, users.c.timezone, users.c.token_version

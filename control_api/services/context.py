@@ -8,11 +8,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from control_api.config import ApiSettings
 from control_api.pubsub import PubSub
 from control_api.ratelimit import RateLimiter
 from control_api.security import Clock, PasswordHasher, TokenCodec
 from control_api.storage.database import Database
-from videoconf.config import Settings
 
 
 def utc_now() -> datetime:
@@ -21,7 +21,7 @@ def utc_now() -> datetime:
 
 @dataclass
 class ServiceContext:
-    settings: Settings
+    settings: ApiSettings
     db: Database
     bus: PubSub
     limiter: RateLimiter

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import jwt
 import pytest
 
-from control_api.security import KeySet, PasswordHasher, TokenCodec, TokenError, token_digest
-from videoconf.config import PasswordHashing, key_id
+from control_api.config import PasswordHashing
+from control_api.security import KeySet, PasswordHasher, TokenCodec, TokenError, key_id, token_digest
 
 KEY = "k" * 30 + "0123456789abcdefghijklmnopqrstuvwxyz"
 OLD = "o" * 10 + "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"

@@ -1,0 +1,102 @@
+"""The control API's settings: the models of its nested sections (rate limits, password hashing,
+ICE servers), and the read-only view of the whole configuration it works from.
+
+``videoconf.config.Settings`` composes these sections with everything else and satisfies
+``ApiSettings`` as it is; the control API never imports the composition, so the configuration
+types it needs live here, next to their consumer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, Field, SecretStr
+
+from turn.config import TurnSettings
+
+
+class RateLimitRule(BaseModel):
+    """At most ``limit`` events at once, refilled evenly over ``period`` seconds."""
+
+    model_config = {"extra": "forbid"}
+    limit: int = Field(ge=1)
+    period: float = Field(gt=0)
+
+
+class IceServer(BaseModel):
+    model_config = {"extra": "forbid"}
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class RateLimits(BaseModel):
+    model_config = {"extra": "forbid"}
+    login_per_ip: RateLimitRule = RateLimitRule(limit=20, period=60)
+    # Failed logins: per account and address (that address is refused), and per account from
+    # every address (then only addresses without failures may still try: the owner gets in).
+    login_per_account_ip: RateLimitRule = RateLimitRule(limit=10, period=600)
+    login_per_account: RateLimitRule = RateLimitRule(limit=10, period=600)
+    register_per_ip: RateLimitRule = RateLimitRule(limit=10, period=3600)
+    code_lookup_per_ip: RateLimitRule = RateLimitRule(limit=30, period=60)
+    # Wrong passcodes, per user and meeting and per meeting; over either, every try is refused.
+    passcode_per_user: RateLimitRule = RateLimitRule(limit=10, period=600)
+    passcode_per_meeting: RateLimitRule = RateLimitRule(limit=30, period=3600)
+    # Chat messages (REST and signaling alike), per sender in a meeting and per meeting.
+    chat_per_user: RateLimitRule = RateLimitRule(limit=20, period=10)
+    chat_per_meeting: RateLimitRule = RateLimitRule(limit=100, period=10)
+    invite_per_user: RateLimitRule = RateLimitRule(limit=100, period=3600)  # addresses invited
+
+
+class PasswordHashing(BaseModel):
+    """argon2id parameters; the defaults are argon2-cffi's RFC 9106 low-memory profile."""
+
+    model_config = {"extra": "forbid"}
+    time_cost: int = Field(default=3, ge=1)
+    memory_kib: int = Field(default=65536, ge=8)
+    parallelism: int = Field(default=4, ge=1)
+
+
+class TokenSettings(Protocol):
+    """What the token codecs are built from: the issuer and each kind's current and previous keys
+    (``secret("access_token_secret")``, ``secret("room_token_secret")``)."""
+
+    token_issuer: str
+    access_token_previous_secrets: list[SecretStr]
+    room_token_previous_secrets: list[SecretStr]
+
+    def secret(self, name: str) -> str: ...
+
+
+class ApiSettings(TokenSettings, Protocol):
+    """Every setting the control API reads."""
+
+    trusted_proxies: list[str]
+    database_pool_size: int
+    database_schema: str | None
+    redis_url: str | None
+    redis_prefix: str
+    access_token_ttl: int
+    refresh_token_ttl: int
+    room_token_ttl: int
+    auth_cache_seconds: float
+    rate_limits: RateLimits
+    password_hashing: PasswordHashing
+    ice_servers: list[IceServer]  # handed to clients by the join endpoint, with the TURN server's
+    turn: TurnSettings
+    max_body_bytes: int
+    metrics_token: SecretStr | None
+    access_log: bool
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def effective_signaling_url(self) -> str: ...
+
+    @property
+    def effective_database_url(self) -> str: ...
+
+    @property
+    def effective_recordings_dir(self) -> Path: ...
