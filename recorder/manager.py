@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from control_api.errors import conflict
 from recorder import wire
+from recorder.config import RecordingSettings, to_arguments
 from recorder.layout import arrange
 from sfu.forwarder import Drop, Forwarder
 from sfu.forwarding import UpTrack
@@ -47,16 +48,8 @@ LAYER_SLACK = 0.9  # a layer this much shorter than its tile is still good enoug
 
 @dataclass(frozen=True)
 class RecorderConfig:
-    directory: Path
-    width: int = 1280
-    height: int = 720
-    fps: int = 30
-    video_bitrate: int = 2_000_000
-    audio_bitrate: int = 64_000
-    layout: str = "grid"
-    preset: str = "superfast"
-    delay: float = 0.5
-    max_backlog_bytes: int = 32 * 1024 * 1024
+    directory: Path  # where the files go
+    settings: RecordingSettings
 
 
 class RecordingStore(Protocol):
@@ -170,10 +163,8 @@ class RoomRecorder:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "recorder.worker",
-            "--output", str(self.path), "--start", repr(self.start), "--layout", self.layout,
-            "--width", str(config.width), "--height", str(config.height), "--fps", str(config.fps),
-            "--video-bitrate", str(config.video_bitrate), "--audio-bitrate", str(config.audio_bitrate),
-            "--delay", str(config.delay), "--preset", config.preset,
+            "--output", str(self.path), "--start", repr(self.start),
+            *to_arguments(config.settings.model_copy(update={"layout": self.layout})),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             cwd=str(PROJECT_ROOT), env=env,
         )
@@ -215,7 +206,7 @@ class RoomRecorder:
         if process is None or process.stdin is None or process.stdin.is_closing() or process.returncode is not None:
             return
         backlog = process.stdin.transport.get_write_buffer_size()
-        if backlog > self.config.max_backlog_bytes:
+        if backlog > self.config.settings.max_backlog_bytes:
             # The worker is behind: drop media, keep the meeting's events.
             kept = [m for m in pending if m[4:5] == b"J"]
             self.dropped += len(pending) - len(kept)
@@ -283,7 +274,7 @@ class RoomRecorder:
         people = [p.identity for p in self._visible()]
         screen = next((f"screen:{t.number}" for t in self.taps.values() if t.up.source == "screen"), None)
         tiles = arrange(people, screen, self.room.current_speakers[0] if self.room.current_speakers else None,
-                        self.layout, self.config.width, self.config.height)
+                        self.layout, self.config.settings.width, self.config.settings.height)
         return {key: rect.h for key, rect in tiles}
 
     # Room events (sfu.room.RoomObserver) ---------------------------------------------------------
@@ -397,7 +388,7 @@ class RecorderManager:
             raise conflict("nobody_in_meeting", "nobody is in the meeting's room yet, so there is nothing to record")
         if room_id in self.recorders:
             raise conflict("already_recording", "the meeting is being recorded already")
-        layout = layout or self.config.layout
+        layout = layout or self.config.settings.layout
         recording = await self.store.begin(meeting_id)
         if room_id in self.recorders:  # started by someone else meanwhile
             await self.store.fail(recording.id, "another recording started at the same time")

@@ -39,6 +39,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from recorder import wire
 from recorder.compositor import Canvas
+from recorder.config import WorkerSettings, add_arguments, from_arguments
 from recorder.layout import LAYOUTS, arrange
 from recorder.mixer import BLOCK, AudioMixer
 from recorder.timeline import ParticipantSync, StreamClock
@@ -71,18 +72,11 @@ def make_decoder(mime_type: str) -> av.CodecContext:
     return context
 
 
-@dataclass
-class Options:
+class Options(WorkerSettings):
+    """The recording's settings, its file and the monotonic time its output starts at."""
+
     output: str
-    width: int = 1280
-    height: int = 720
-    fps: int = 30
-    video_bitrate: int = 2_000_000
-    audio_bitrate: int = 64_000
-    layout: str = "grid"
     start: float = 0.0
-    delay: float = 0.5
-    preset: str = "superfast"
 
 
 @dataclass
@@ -423,22 +417,12 @@ def run(options: Options, stdin: BinaryIO, stdout: TextIO, clock: Callable[[], f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recorder.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=720)
-    parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--video-bitrate", type=int, default=2_000_000)
-    parser.add_argument("--audio-bitrate", type=int, default=64_000)
-    parser.add_argument("--layout", choices=LAYOUTS, default="grid")
     parser.add_argument("--start", type=float, help="monotonic time of the recording's start (default: now)")
-    parser.add_argument("--delay", type=float, default=0.5)
-    parser.add_argument("--preset", default="superfast", help="x264 preset")
+    add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    options = Options(
-        output=args.output, width=args.width, height=args.height, fps=args.fps, video_bitrate=args.video_bitrate,
-        audio_bitrate=args.audio_bitrate, layout=args.layout,
-        start=args.start if args.start is not None else time.monotonic(), delay=args.delay, preset=args.preset,
-    )
+    start = args.start if args.start is not None else time.monotonic()
+    options = Options(output=args.output, start=start, **from_arguments(args))
     run(options, sys.stdin.buffer, sys.stdout)
     return 0
 

@@ -3,6 +3,7 @@ audio mixer, the layouts, the SFU-side layer choice, and the worker fed in memor
 
 from __future__ import annotations
 
+import argparse
 import io
 import random
 from itertools import combinations
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from recorder import wire
 from recorder.compositor import Canvas, initials
+from recorder.config import WorkerSettings, add_arguments, from_arguments, to_arguments
 from recorder.layout import Rect, arrange, fit, grid
 from recorder.manager import pick_layer
 from recorder.mixer import BLOCK, CEILING, KNEE, AudioMixer, Limiter, soft_ceiling
@@ -338,3 +340,15 @@ def test_worker_process_loop_finishes_at_the_end_of_its_input(clip, tmp_path: Pa
     result = run(Options(output=str(out), width=160, height=120, fps=10, start=0.0, delay=0.1), stream, lines, clock=lambda: float(next(ticks)))
     assert result["event"] == "done" and out.stat().st_size > 0
     assert '"event": "done"' in lines.getvalue()
+
+
+# Settings --------------------------------------------------------------------------------------
+
+
+def test_the_worker_reads_back_every_setting_the_manager_hands_it() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    given = WorkerSettings(width=640, height=360, fps=15, video_bitrate=500_000, audio_bitrate=32_000,
+                           layout="speaker", preset="fast", delay=0.25)
+    assert WorkerSettings(**from_arguments(parser.parse_args(to_arguments(given)))) == given
+    assert WorkerSettings(**from_arguments(parser.parse_args([]))) == WorkerSettings()

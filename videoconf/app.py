@@ -78,12 +78,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     signaling = SignalingServer(
         node, app[SERVICES], resume_seconds=settings.resume_seconds, join_timeout=settings.join_timeout
     )
-    r = settings.recording
-    recorder = RecorderManager(node, app[SERVICES].recordings, RecorderConfig(
-        directory=settings.effective_recordings_dir, width=r.width, height=r.height, fps=r.fps,
-        video_bitrate=r.video_bitrate, audio_bitrate=r.audio_bitrate, layout=r.layout, preset=r.preset,
-        delay=r.delay, max_backlog_bytes=r.max_backlog_bytes,
-    ))
+    recorder = RecorderManager(
+        node, app[SERVICES].recordings, RecorderConfig(settings.effective_recordings_dir, settings.recording)
+    )
     app[SERVICES].recordings.controller = recorder
     signaling.recorder = recorder
     app[SFU] = node

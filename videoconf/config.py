@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from control_api.config import IceServer, PasswordHashing, RateLimits
 from control_api.config import RateLimitRule as RateLimitRule  # re-exported, with the others
+from recorder.config import RecordingSettings
 from turn.config import TurnSettings
 
 SECRET_FIELDS = ("access_token_secret", "room_token_secret")
@@ -38,21 +39,6 @@ _WEAK_WORDS = ("changeme", "change-me", "secret", "password", "example", "defaul
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says why."""
-
-
-class RecordingSettings(BaseModel):
-    """The recorder's output: one MP4 of H.264 and AAC per recording."""
-
-    model_config = {"extra": "forbid"}
-    width: int = Field(default=1280, ge=160, le=3840, multiple_of=2)
-    height: int = Field(default=720, ge=120, le=2160, multiple_of=2)
-    fps: int = Field(default=30, ge=5, le=60)
-    video_bitrate: int = Field(default=2_000_000, ge=100_000, le=50_000_000, description="cap, bits/s")
-    audio_bitrate: int = Field(default=64_000, ge=16_000, le=320_000)
-    layout: Literal["grid", "speaker"] = "grid"
-    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "superfast"
-    delay: float = Field(default=0.5, ge=0.1, le=5.0, description="seconds a packet may be late and still be used")
-    max_backlog_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024, description="unread data before packets are dropped")
 
 
 class Settings(BaseSettings):
