@@ -7,9 +7,9 @@ import io
 from pathlib import Path
 
 from recorder import wire
-from signaling.protocol import ERROR_CODES
-from tests.media.conftest import Meeting, meeting  # noqa: F401 (the fixture)
 from recorder.worker import Options, Recording, run
+from signaling.protocol import ERROR_CODES
+from tests.media.conftest import Meeting
 from tests.turn.harness import FakeClock, Peer, make_server
 
 
