@@ -24,6 +24,7 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from clients.sdk.participant import Participant as SdkParticipant
+from control_api.config import RateLimitRule
 from control_api.storage.database import Database
 from control_api.storage.migrate import upgrade
 from signaling import server as signaling_server
@@ -33,7 +34,6 @@ from tests.fuzz.core import Runner, Undefined
 from tests.fuzz.media import client_pc, open_bench, publisher_offer, until
 from tests.fuzz.signaling_cases import Frame, check_error
 from tests.media.conftest import RealClock
-from videoconf.config import RateLimitRule
 
 LOOSE_FLOOD = RateLimitRule(limit=1_000_000, period=1)
 # How the server may end a connection (close codes).  1006: a closing handshake the harness did
