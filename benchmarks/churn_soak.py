@@ -151,6 +151,27 @@ class Node:
             kinds[kind] = kinds.get(kind, 0) + 1
         return kinds
 
+    def sockets(self) -> list[str]:
+        """The node's sockets, as "proto local -> remote state" where /proc/net knows them."""
+        inodes = set()
+        for entry in Path(f"/proc/{self.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(entry)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        states = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN", "07": "CLOSE"}
+        found = []
+        for proto in ("tcp", "tcp6", "udp", "udp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{self.pid}/net/{proto}").read_text().splitlines()[1:]:
+                    fields = line.split()
+                    if fields[9] in inodes:
+                        inodes.discard(fields[9])
+                        local, remote = (int(fields[i].split(":")[1], 16) for i in (1, 2))
+                        state = states.get(fields[3], fields[3]) if proto.startswith("tcp") else ""
+                        found.append(f"{proto} :{local} -> :{remote} {state}".strip())
+        return sorted(found) + [f"other socket {inode}" for inode in sorted(inodes)]
+
     async def gauges(self, http: aiohttp.ClientSession) -> dict[str, float]:
         async with http.get(self.base + "/metrics") as response:
             text = await response.text()
@@ -175,6 +196,7 @@ class Node:
             "rss_mib": round(self.rss_bytes() / 2**20, 1),
             "fds": sum(fds.values()),
             "fd_kinds": fds,
+            "sockets": self.sockets(),
             "tasks": int(gauges.get("tasks", -1)),
             "peer_connections": int(gauges.get("peer_connections", -1)),
             "participants": int(gauges.get("participants", -1)),
@@ -325,7 +347,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     node.start()
     samples: list[dict[str, Any]] = []
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        # One connection per request, so that no idle keep-alive connection of this harness (a
+        # socket and a handler task on the node) is counted as the node's own.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), connector=connector) as http:
             load = Load(node, args.participants, args.switch_every)
             await load.prepare(http)
             # Warm-up at the soak's concurrency: imports, codec tables, the database pool and the
