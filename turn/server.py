@@ -53,7 +53,12 @@ class Relay(Protocol):
 
 
 class NoRelay(Exception):
-    """No relay address could be opened (ports exhausted, family not configured)."""
+    """No relay address could be opened; ``code`` is the answer: 440 when no relay address of the
+    family is configured, 508 when the ports are exhausted."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # open_relay(family, even_port, dont_fragment, on_data) -> Relay
@@ -243,7 +248,7 @@ class TurnServer:
             return
         unknown = message.unknown_required()
         if unknown:
-            self._error(client, message, 420, extra=[(stun.UNKNOWN_ATTRIBUTES, b"".join(struct.pack("!H", t) for t in unknown))])
+            self._error(client, message, 420, extra=[(stun.UNKNOWN_ATTRIBUTES, stun.pack(stun.UNKNOWN_ATTRIBUTES, unknown))])
             return
         if message.method == stun.BINDING:
             host, port = client.addr[0], client.addr[1]
@@ -284,9 +289,9 @@ class TurnServer:
         if raw_username is None or raw_realm is None or raw_nonce is None:
             self._error(client, message, 400, "USERNAME, REALM and NONCE are required with MESSAGE-INTEGRITY")
             return None
-        username = stun.text_value(raw_username, "USERNAME", stun.MAX_USERNAME)
-        realm = stun.text_value(raw_realm, "REALM", stun.MAX_REALM)
-        nonce = stun.text_value(raw_nonce, "NONCE", stun.MAX_NONCE)
+        username = stun.decode(stun.USERNAME, raw_username)
+        realm = stun.decode(stun.REALM, raw_realm)
+        nonce = stun.decode(stun.NONCE, raw_nonce)
         if not self.nonces.valid(nonce, client.addr[0]):
             self._challenge(client, message, 438)
             return None
@@ -321,33 +326,23 @@ class TurnServer:
             else:
                 self._error(client, message, 437, key=key)
             return
-        transport = message.get(stun.REQUESTED_TRANSPORT)
+        transport = message.value(stun.REQUESTED_TRANSPORT)
         if transport is None:
             self._error(client, message, 400, "REQUESTED-TRANSPORT is required", key=key)
             return
-        if len(transport) != 4:
-            raise BadRequest("REQUESTED-TRANSPORT has the wrong size")
-        if transport[0] != UDP:
+        if transport != UDP:
             self._error(client, message, 442, key=key)
             return
-        family = FAMILY_IPV4
-        requested_family = message.get(stun.REQUESTED_ADDRESS_FAMILY)
-        even_port = message.get(stun.EVEN_PORT)
-        if requested_family is not None:
-            if len(requested_family) != 4:
-                raise BadRequest("REQUESTED-ADDRESS-FAMILY has the wrong size")
-            family = requested_family[0]
-            if family not in (FAMILY_IPV4, FAMILY_IPV6):
-                self._error(client, message, 440, key=key)
-                return
-        if even_port is not None:
-            if len(even_port) != 1:
-                raise BadRequest("EVEN-PORT has the wrong size")
-            if even_port[0] & 0x80:  # reserving the next port (R bit) is not supported
-                self._error(client, message, 508, "Port reservation is not supported", key=key)
-                return
-        lifetime_value = message.get(stun.LIFETIME)
-        requested = stun.u32_value(lifetime_value, "LIFETIME") if lifetime_value is not None else None
+        family = message.value(stun.REQUESTED_ADDRESS_FAMILY)
+        family = FAMILY_IPV4 if family is None else family
+        if family not in (FAMILY_IPV4, FAMILY_IPV6):
+            self._error(client, message, 440, key=key)
+            return
+        reserve = message.value(stun.EVEN_PORT)  # None without EVEN-PORT
+        if reserve:  # reserving the next port (R bit) is not supported
+            self._error(client, message, 508, "Port reservation is not supported", key=key)
+            return
+        requested = message.value(stun.LIFETIME)
         config = self.config
         if config.user_quota and self.per_user.get(identity.user, 0) >= config.user_quota:
             self._error(client, message, 486, key=key)
@@ -359,10 +354,10 @@ class TurnServer:
         allocation = Allocation(self, client, identity, key, family, message.transaction_id, now)
         try:
             allocation.relay = self.open_relay(
-                family, even_port is not None, message.get(stun.DONT_FRAGMENT) is not None, allocation.from_peer
+                family, reserve is not None, message.get(stun.DONT_FRAGMENT) is not None, allocation.from_peer
             )
         except NoRelay as exc:
-            self._error(client, message, 440 if "family" in str(exc) else 508, key=key)
+            self._error(client, message, exc.code, key=key)
             return
         lifetime = _lifetime(config, requested)
         allocation.expires = now + lifetime
@@ -384,12 +379,11 @@ class TurnServer:
         allocation = self._allocation_for(message, client, identity, key)
         if allocation is None:
             return
-        requested_family = message.get(stun.REQUESTED_ADDRESS_FAMILY)
-        if requested_family is not None and (len(requested_family) != 4 or requested_family[0] != allocation.family):
+        family = message.get(stun.REQUESTED_ADDRESS_FAMILY)
+        if family is not None and not (stun.fits(stun.REQUESTED_ADDRESS_FAMILY, family) and family[0] == allocation.family):
             self._error(client, message, 443, key=key)
             return
-        value = message.get(stun.LIFETIME)
-        requested = stun.u32_value(value, "LIFETIME") if value is not None else None
+        requested = message.value(stun.LIFETIME)
         if requested == 0:
             self.delete(allocation)
             lifetime = 0
@@ -444,7 +438,7 @@ class TurnServer:
         peer_value = message.get(stun.XOR_PEER_ADDRESS)
         if number_value is None or peer_value is None:
             raise BadRequest("CHANNEL-NUMBER and XOR-PEER-ADDRESS are required")
-        number = stun.u32_value(number_value, "CHANNEL-NUMBER") >> 16
+        number = stun.decode(stun.CHANNEL_NUMBER, number_value)
         if not CHANNEL_MIN <= number <= CHANNEL_MAX:
             raise BadRequest("channel number out of range")
         peer = self._peer(peer_value, message, client, allocation, key)

@@ -3,8 +3,10 @@
 Parsing is in two layers.  :func:`parse` checks the framing (the two leading zero bits, the
 length, the magic cookie, the attribute walk, the FINGERPRINT) and raises :class:`StunError` for
 anything that is not a well-formed STUN message; such bytes are dropped without an answer.
-Attribute values are decoded on demand by the ``*_value`` helpers, which raise :class:`BadRequest`
-for malformed values, answered with 400.  Nothing here raises any other exception on bad input.
+Attribute values are decoded on demand (:meth:`Message.value`, :func:`decode`) through one table,
+``ATTRIBUTES``, which gives each attribute's type, name, packer, unpacker and allowed sizes; a
+malformed value raises :class:`BadRequest`, answered with 400.  Nothing here raises any other
+exception on bad input.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import os
 import stringprep
 import struct
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 MAGIC_COOKIE = 0x2112A442
 MAGIC_BYTES = struct.pack("!I", MAGIC_COOKIE)
@@ -65,19 +69,11 @@ USE_CANDIDATE = 0x0025
 SOFTWARE = 0x8022
 FINGERPRINT = 0x8028
 
-# Comprehension-required attributes (type < 0x8000) this server understands; any other one in a
-# request is answered with 420 (RESERVATION-TOKEN, CONNECTION-ID, USERHASH, ... are not supported).
-UNDERSTOOD = frozenset({
-    MAPPED_ADDRESS, USERNAME, MESSAGE_INTEGRITY, ERROR_CODE, UNKNOWN_ATTRIBUTES, CHANNEL_NUMBER,
-    LIFETIME, XOR_PEER_ADDRESS, DATA_ATTR, REALM, NONCE, XOR_RELAYED_ADDRESS,
-    REQUESTED_ADDRESS_FAMILY, EVEN_PORT, REQUESTED_TRANSPORT, DONT_FRAGMENT,
-    MESSAGE_INTEGRITY_SHA256, XOR_MAPPED_ADDRESS, PRIORITY, USE_CANDIDATE,
-})
-
 # Limits from RFC 8489 section 14
 MAX_USERNAME = 513
 MAX_REALM = 763
 MAX_NONCE = 763
+MAX_SOFTWARE = 763
 
 REASONS = {
     300: "Try Alternate", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -120,6 +116,224 @@ def padding(length: int) -> int:
     return -length & 3
 
 
+# The attribute table ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """The lengths an attribute's value may have: ``least`` to ``most`` bytes, a multiple of
+    ``step``, and one of ``only`` when that is given."""
+
+    least: int = 0
+    most: int = 0xFFFF
+    step: int = 1
+    only: tuple[int, ...] = ()
+
+    def fits(self, length: int) -> bool:
+        return self.least <= length <= self.most and length % self.step == 0 and (not self.only or length in self.only)
+
+    def check(self, value: bytes, name: str) -> None:
+        """:class:`BadRequest` unless ``value`` has a length that fits."""
+        if self.fits(len(value)):
+            return
+        if self.only or self.step > 1 or self.least == self.most:
+            raise BadRequest(f"{name} has the wrong size")
+        raise BadRequest(f"{name} is too {'short' if len(value) < self.least else 'long'}")
+
+
+def exactly(*lengths: int) -> Size:
+    return Size(min(lengths), max(lengths), only=lengths)
+
+
+ANY_SIZE = Size()
+FLAG_SIZE = exactly(0)
+U32_SIZE = exactly(4)
+ADDRESS_SIZE = exactly(8, 20)
+
+
+class _Malformed(Exception):
+    """What is wrong with a value of the right size; the decoder adds the attribute's name."""
+
+
+Pack = Callable[[Any, bytes], bytes]
+Unpack = Callable[[bytes, bytes], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    type: int
+    name: str
+    pack: Pack
+    unpack: Unpack
+    size: Size = ANY_SIZE
+
+
+# Packers take (value, transaction ID) and unpackers (bytes of a size that fits, transaction ID).
+
+
+def _pack_bytes(value: bytes, transaction_id: bytes) -> bytes:
+    return bytes(value)
+
+
+def _unpack_bytes(value: bytes, transaction_id: bytes) -> bytes:
+    return value
+
+
+def _pack_flag(value: bool, transaction_id: bytes) -> bytes:
+    return b""
+
+
+def _unpack_flag(value: bytes, transaction_id: bytes) -> bool:
+    return True
+
+
+def _pack_text(value: str, transaction_id: bytes) -> bytes:
+    return value.encode()
+
+
+def _unpack_text(value: bytes, transaction_id: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Malformed("is not UTF-8") from None
+
+
+def _pack_u32(value: int, transaction_id: bytes) -> bytes:
+    return u32(value)
+
+
+def _unpack_u32(value: bytes, transaction_id: bytes) -> int:
+    return struct.unpack("!I", value)[0]
+
+
+def _pack_byte(value: int, transaction_id: bytes) -> bytes:
+    """A one-byte number (a protocol, an address family) padded to four bytes."""
+    return bytes((value, 0, 0, 0))
+
+
+def _unpack_byte(value: bytes, transaction_id: bytes) -> int:
+    return value[0]
+
+
+def _pack_channel(value: int, transaction_id: bytes) -> bytes:
+    return struct.pack("!HH", value, 0)
+
+
+def _unpack_channel(value: bytes, transaction_id: bytes) -> int:
+    return struct.unpack_from("!H", value)[0]
+
+
+def _pack_even_port(reserve: bool, transaction_id: bytes) -> bytes:
+    return b"\x80" if reserve else b"\x00"
+
+
+def _unpack_even_port(value: bytes, transaction_id: bytes) -> bool:
+    """Whether the next port is to be reserved too (the R bit)."""
+    return bool(value[0] & 0x80)
+
+
+def _pack_types(value: list[int], transaction_id: bytes) -> bytes:
+    return struct.pack(f"!{len(value)}H", *value)
+
+
+def _unpack_types(value: bytes, transaction_id: bytes) -> list[int]:
+    return list(struct.unpack(f"!{len(value) // 2}H", value))
+
+
+def _pack_error(value: tuple[int, str | None], transaction_id: bytes) -> bytes:
+    return error_code(*value)
+
+
+def _unpack_error(value: bytes, transaction_id: bytes) -> tuple[int, str]:
+    return (value[2] & 0x07) * 100 + value[3], value[4:].decode("utf-8", "replace")
+
+
+_IP_CLASSES = {1: ipaddress.IPv4Address, 2: ipaddress.IPv6Address}
+
+
+def _ip_class(value: bytes) -> type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]:
+    """The class of the address in an address value, by its family byte."""
+    if (value[1], len(value)) not in ((1, 8), (2, 20)):
+        raise _Malformed("has an unknown family")
+    return _IP_CLASSES[value[1]]
+
+
+def _pack_address(value: tuple[str, int], transaction_id: bytes) -> bytes:
+    return plain_address(*value)
+
+
+def _unpack_address(value: bytes, transaction_id: bytes) -> tuple[str, int]:
+    return str(_ip_class(value)(value[4:])), struct.unpack_from("!H", value, 2)[0]
+
+
+def _pack_xor_address(value: tuple[str, int], transaction_id: bytes) -> bytes:
+    return xor_address(*value, transaction_id)
+
+
+def _unpack_xor_address(value: bytes, transaction_id: bytes) -> tuple[str, int]:
+    ip_class = _ip_class(value)
+    mask = int.from_bytes((MAGIC_BYTES + transaction_id)[: len(value) - 4], "big")
+    port = struct.unpack_from("!H", value, 2)[0] ^ (MAGIC_COOKIE >> 16)
+    return str(ip_class(int.from_bytes(value[4:], "big") ^ mask)), port
+
+
+# Every attribute this codec knows, in the style of aioice's ``ATTRIBUTES``: the lookups, the list
+# of understood comprehension-required attributes and every size check derive from this table.
+ATTRIBUTES: tuple[Attribute, ...] = (
+    Attribute(MAPPED_ADDRESS, "MAPPED-ADDRESS", _pack_address, _unpack_address, ADDRESS_SIZE),
+    Attribute(USERNAME, "USERNAME", _pack_text, _unpack_text, Size(most=MAX_USERNAME)),
+    Attribute(MESSAGE_INTEGRITY, "MESSAGE-INTEGRITY", _pack_bytes, _unpack_bytes, exactly(20)),
+    Attribute(ERROR_CODE, "ERROR-CODE", _pack_error, _unpack_error, Size(least=4)),
+    Attribute(UNKNOWN_ATTRIBUTES, "UNKNOWN-ATTRIBUTES", _pack_types, _unpack_types, Size(step=2)),
+    Attribute(CHANNEL_NUMBER, "CHANNEL-NUMBER", _pack_channel, _unpack_channel, U32_SIZE),
+    Attribute(LIFETIME, "LIFETIME", _pack_u32, _unpack_u32, U32_SIZE),
+    Attribute(XOR_PEER_ADDRESS, "XOR-PEER-ADDRESS", _pack_xor_address, _unpack_xor_address, ADDRESS_SIZE),
+    Attribute(DATA_ATTR, "DATA", _pack_bytes, _unpack_bytes),
+    Attribute(REALM, "REALM", _pack_text, _unpack_text, Size(most=MAX_REALM)),
+    Attribute(NONCE, "NONCE", _pack_text, _unpack_text, Size(most=MAX_NONCE)),
+    Attribute(XOR_RELAYED_ADDRESS, "XOR-RELAYED-ADDRESS", _pack_xor_address, _unpack_xor_address, ADDRESS_SIZE),
+    Attribute(REQUESTED_ADDRESS_FAMILY, "REQUESTED-ADDRESS-FAMILY", _pack_byte, _unpack_byte, U32_SIZE),
+    Attribute(EVEN_PORT, "EVEN-PORT", _pack_even_port, _unpack_even_port, exactly(1)),
+    Attribute(REQUESTED_TRANSPORT, "REQUESTED-TRANSPORT", _pack_byte, _unpack_byte, U32_SIZE),
+    Attribute(DONT_FRAGMENT, "DONT-FRAGMENT", _pack_flag, _unpack_flag, FLAG_SIZE),
+    Attribute(MESSAGE_INTEGRITY_SHA256, "MESSAGE-INTEGRITY-SHA256", _pack_bytes, _unpack_bytes, Size(16, 32)),
+    Attribute(XOR_MAPPED_ADDRESS, "XOR-MAPPED-ADDRESS", _pack_xor_address, _unpack_xor_address, ADDRESS_SIZE),
+    Attribute(PRIORITY, "PRIORITY", _pack_u32, _unpack_u32, U32_SIZE),
+    Attribute(USE_CANDIDATE, "USE-CANDIDATE", _pack_flag, _unpack_flag, FLAG_SIZE),
+    Attribute(SOFTWARE, "SOFTWARE", _pack_text, _unpack_text, Size(most=MAX_SOFTWARE)),
+    Attribute(FINGERPRINT, "FINGERPRINT", _pack_u32, _unpack_u32, U32_SIZE),
+)
+ATTRIBUTES_BY_TYPE = {attribute.type: attribute for attribute in ATTRIBUTES}
+ATTRIBUTES_BY_NAME = {attribute.name: attribute for attribute in ATTRIBUTES}
+
+# Comprehension-required attributes (type < 0x8000) this server understands; any other one in a
+# request is answered with 420 (RESERVATION-TOKEN, CONNECTION-ID, USERHASH, ... are not supported).
+UNDERSTOOD = frozenset(attribute.type for attribute in ATTRIBUTES if attribute.type < 0x8000)
+
+
+def _decoded(size: Size, unpack: Unpack, value: bytes, transaction_id: bytes, name: str) -> Any:
+    size.check(value, name)
+    try:
+        return unpack(value, transaction_id)
+    except _Malformed as exc:
+        raise BadRequest(f"{name} {exc}") from None
+
+
+def decode(attr_type: int, value: bytes, transaction_id: bytes = b"") -> Any:
+    """An attribute's value as the table reads it; :class:`BadRequest` when it is malformed."""
+    attribute = ATTRIBUTES_BY_TYPE[attr_type]
+    return _decoded(attribute.size, attribute.unpack, value, transaction_id, attribute.name)
+
+
+def pack(attr_type: int, value: Any, transaction_id: bytes = b"") -> bytes:
+    """An attribute's value as bytes, as the table writes it."""
+    return ATTRIBUTES_BY_TYPE[attr_type].pack(value, transaction_id)
+
+
+def fits(attr_type: int, value: bytes) -> bool:
+    return ATTRIBUTES_BY_TYPE[attr_type].size.fits(len(value))
+
+
 @dataclass(slots=True)
 class Message:
     method: int
@@ -141,6 +355,11 @@ class Message:
 
     def all(self, attr_type: int) -> list[bytes]:
         return [value for kind, value in self.attributes if kind == attr_type]
+
+    def value(self, attr_type: int) -> Any:
+        """The first attribute of this type decoded (:func:`decode`), or None when absent."""
+        raw = self.get(attr_type)
+        return None if raw is None else decode(attr_type, raw, self.transaction_id)
 
     def unknown_required(self) -> list[int]:
         seen: list[int] = []
@@ -196,8 +415,7 @@ def parse(data: bytes) -> Message:
             raise StunError("attribute runs past the end of the message")
         value = bytes(data[start:stop])
         if kind == FINGERPRINT:
-            if size != 4:
-                raise StunError("FINGERPRINT has the wrong size")
+            _check_framing(kind, size)
             if stop + padding(size) != end:
                 raise StunError("FINGERPRINT is not the last attribute")
             expected = (binascii.crc32(data[:pos]) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
@@ -207,8 +425,7 @@ def parse(data: bytes) -> Message:
             message.has_fingerprint = True
         elif kind in (MESSAGE_INTEGRITY, MESSAGE_INTEGRITY_SHA256):
             if not after_integrity:
-                if (kind == MESSAGE_INTEGRITY and size != 20) or (kind == MESSAGE_INTEGRITY_SHA256 and not 16 <= size <= 32):
-                    raise StunError("MESSAGE-INTEGRITY has the wrong size")
+                _check_framing(kind, size)
                 message.integrity_offset = pos
                 message.integrity_type = kind
                 after_integrity = True
@@ -219,6 +436,13 @@ def parse(data: bytes) -> Message:
         if pos > end:
             raise StunError("attribute padding runs past the end of the message")
     return message
+
+
+def _check_framing(kind: int, size: int) -> None:
+    """FINGERPRINT and MESSAGE-INTEGRITY(-SHA256) of a size the table refuses are bad framing."""
+    attribute = ATTRIBUTES_BY_TYPE[kind]
+    if not attribute.size.fits(size):
+        raise StunError(f"{attribute.name} has the wrong size")
 
 
 # Encoding -----------------------------------------------------------------------------------
@@ -273,42 +497,24 @@ def u32(value: int) -> bytes:
     return struct.pack("!I", value)
 
 
-# Decoding attribute values (BadRequest -> 400) -----------------------------------------------
+# Decoding values outside a message (BadRequest -> 400) ------------------------------------------
 
 
 def xor_address_value(value: bytes, transaction_id: bytes) -> tuple[str, int]:
-    if len(value) not in (8, 20):
-        raise BadRequest("address attribute has the wrong size")
-    family = value[1]
-    port = struct.unpack_from("!H", value, 2)[0] ^ (MAGIC_COOKIE >> 16)
-    if family == 1 and len(value) == 8:
-        return str(ipaddress.IPv4Address(struct.unpack_from("!I", value, 4)[0] ^ MAGIC_COOKIE)), port
-    if family == 2 and len(value) == 20:
-        mask = int.from_bytes(MAGIC_BYTES + transaction_id, "big")
-        return str(ipaddress.IPv6Address(int.from_bytes(value[4:20], "big") ^ mask)), port
-    raise BadRequest("address attribute has an unknown family")
+    """The address in any XOR-*-ADDRESS value (they share one layout)."""
+    return _decoded(ADDRESS_SIZE, _unpack_xor_address, value, transaction_id, "address attribute")
 
 
 def u32_value(value: bytes, name: str) -> int:
-    if len(value) != 4:
-        raise BadRequest(f"{name} has the wrong size")
-    return struct.unpack("!I", value)[0]
+    return _decoded(U32_SIZE, _unpack_u32, value, b"", name)
 
 
 def text_value(value: bytes, name: str, limit: int) -> str:
-    if len(value) > limit:
-        raise BadRequest(f"{name} is too long")
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest(f"{name} is not UTF-8") from None
+    return _decoded(Size(most=limit), _unpack_text, value, b"", name)
 
 
 def error_value(value: bytes) -> tuple[int, str]:
-    if len(value) < 4:
-        raise BadRequest("ERROR-CODE is too short")
-    code = (value[2] & 0x07) * 100 + value[3]
-    return code, value[4:].decode("utf-8", "replace")
+    return decode(ERROR_CODE, value)
 
 
 # Long-term credentials -----------------------------------------------------------------------

@@ -120,14 +120,14 @@ class RelayPool:
     def __call__(self, family: int, even_port: bool, dont_fragment: bool, on_data: Callable[[bytes, tuple], None]) -> UdpRelay:
         host = self.hosts.get(family)
         if host is None:
-            raise NoRelay("address family not configured")
+            raise NoRelay("address family not configured", code=440)
         for port in self._candidate_ports(even_port):
             try:
                 sock = _udp_socket(host, port)
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     continue
-                raise NoRelay(str(exc)) from exc
+                raise NoRelay(str(exc), code=508) from exc
             bound = sock.getsockname()[1]
             if even_port and bound & 1:
                 sock.close()
@@ -137,7 +137,7 @@ class RelayPool:
                     sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
             announced = self.external if self.external and family == FAMILY_IPV4 else host
             return UdpRelay(self.loop, sock, (announced, bound), on_data, self.stats)
-        raise NoRelay("no free relay port")
+        raise NoRelay("no free relay port", code=508)
 
 
 class UdpListener:

@@ -44,9 +44,9 @@ class FakeRelays:
     def __call__(self, family, even_port, dont_fragment, on_data):
         self.calls.append((family, even_port, dont_fragment))
         if self.exhausted:
-            raise NoRelay("no free relay port")
+            raise NoRelay("no free relay port", code=508)
         if family not in self.families:
-            raise NoRelay("address family not configured")
+            raise NoRelay("address family not configured", code=440)
         relay = FakeRelay((self.families[family], 50000 + 2 * len(self.opened)), on_data)
         self.opened.append(relay)
         return relay

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from tests.turn.harness import Peer, make_server, time_limited
 from turn import stun
 from turn.peers import PeerPolicy, networks
+from turn.server import NoRelay
 
 CLIENT_PEER = ("192.0.2.200", 7000)  # a documentation address, allowed by the test policy below
 
@@ -164,6 +165,17 @@ def test_address_family_and_port_options(turn):
     assert Peer(server, addr=("203.0.113.5", 4)).allocate((stun.EVEN_PORT, b"\x00"), (stun.DONT_FRAGMENT, b"")).cls == stun.SUCCESS
     assert relays.calls[-1] == (1, True, True)
     assert Peer.error(Peer(server, addr=("203.0.113.5", 5)).allocate((stun.EVEN_PORT, b"\x80"))) == 508
+
+
+def test_the_relay_factory_says_which_error_to_answer(turn):
+    """``NoRelay`` carries its code; the server never reads it from the message's words."""
+    server, relays, _ = turn
+
+    def refuse(family, even_port, dont_fragment, on_data):
+        raise NoRelay("this address family is fine, its ports are not", code=508)
+
+    server.open_relay = refuse
+    assert Peer.error(Peer(server).allocate()) == 508
 
 
 def test_unknown_comprehension_required_attributes_get_420(turn):

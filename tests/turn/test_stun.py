@@ -151,6 +151,68 @@ def test_value_decoders_reject_bad_sizes_and_encodings():
     assert stun.error_value(stun.error_code(438)) == (438, "Stale Nonce")
 
 
+# One value of every attribute in the table, as the table reads it.
+EXAMPLES = {
+    "MAPPED-ADDRESS": ("192.0.2.1", 32853),
+    "USERNAME": "evtj:h6vY",
+    "MESSAGE-INTEGRITY": bytes(range(20)),
+    "ERROR-CODE": (438, "Stale Nonce"),
+    "UNKNOWN-ATTRIBUTES": [0x0022, 0x7FFF],
+    "CHANNEL-NUMBER": 0x4001,
+    "LIFETIME": 600,
+    "XOR-PEER-ADDRESS": ("2001:db8:1234:5678:11:2233:4455:6677", 32853),
+    "DATA": b"payload",
+    "REALM": "example.org",
+    "NONCE": "f//499k954d6OL34oL9FSTvy64sA",
+    "XOR-RELAYED-ADDRESS": ("198.51.100.7", 50000),
+    "REQUESTED-ADDRESS-FAMILY": 2,
+    "EVEN-PORT": True,
+    "REQUESTED-TRANSPORT": 17,
+    "DONT-FRAGMENT": True,
+    "MESSAGE-INTEGRITY-SHA256": bytes(range(32)),
+    "XOR-MAPPED-ADDRESS": ("192.0.2.1", 32853),
+    "PRIORITY": 0x6E0001FF,
+    "USE-CANDIDATE": True,
+    "SOFTWARE": "VideoConf TURN",
+    "FINGERPRINT": 0xE57A3BCF,
+}
+
+
+def test_the_attribute_table_has_one_row_per_type_and_per_name():
+    assert len(stun.ATTRIBUTES_BY_TYPE) == len(stun.ATTRIBUTES_BY_NAME) == len(stun.ATTRIBUTES) == len(EXAMPLES)
+    assert stun.UNDERSTOOD == {a.type for a in stun.ATTRIBUTES} - {stun.SOFTWARE, stun.FINGERPRINT}
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_every_attribute_round_trips_through_the_table(name):
+    attribute = stun.ATTRIBUTES_BY_NAME[name]
+    packed = stun.pack(attribute.type, EXAMPLES[name], b"t" * 12)
+    assert attribute.size.fits(len(packed))
+    assert stun.decode(attribute.type, packed, b"t" * 12) == EXAMPLES[name]
+
+
+@pytest.mark.parametrize("name, value, reason", [
+    ("LIFETIME", b"\0\0\0", "LIFETIME has the wrong size"),
+    ("REQUESTED-TRANSPORT", b"\x11", "REQUESTED-TRANSPORT has the wrong size"),
+    ("EVEN-PORT", b"\0\0", "EVEN-PORT has the wrong size"),
+    ("USERNAME", b"a" * 514, "USERNAME is too long"),
+    ("NONCE", b"\xff", "NONCE is not UTF-8"),
+    ("ERROR-CODE", b"\0\0\4", "ERROR-CODE is too short"),
+    ("UNKNOWN-ATTRIBUTES", b"\0\0\0", "UNKNOWN-ATTRIBUTES has the wrong size"),
+    ("XOR-PEER-ADDRESS", b"\0\x01" + b"\0" * 18, "XOR-PEER-ADDRESS has an unknown family"),
+])
+def test_the_table_refuses_malformed_values_by_the_attribute_s_name(name, value, reason):
+    with pytest.raises(BadRequest, match=f"^{reason}$"):
+        stun.decode(stun.ATTRIBUTES_BY_NAME[name].type, value, b"t" * 12)
+
+
+@pytest.mark.parametrize("kind, size", [(stun.FINGERPRINT, 8), (stun.MESSAGE_INTEGRITY, 16), (stun.MESSAGE_INTEGRITY_SHA256, 36)])
+def test_integrity_and_fingerprint_of_a_size_the_table_refuses_are_bad_framing(kind, size):
+    body = struct.pack("!HH", kind, size) + bytes(size)
+    with pytest.raises(StunError, match="wrong size"):
+        stun.parse(struct.pack("!HHI", 0x0001, len(body), stun.MAGIC_COOKIE) + b"x" * 12 + body)
+
+
 @settings(max_examples=2000, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_never_raise_anything_but_stun_error(data):
