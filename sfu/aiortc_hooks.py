@@ -542,13 +542,6 @@ class ReceiverTap:
     def codecs(self) -> dict[int, RTCRtpCodecParameters]:
         return getattr(self.receiver, f"{_R}codecs")
 
-    def media_codec(self) -> RTCRtpCodecParameters | None:
-        """The negotiated media codec (not RTX), once the receiver has started."""
-        for codec in self.codecs.values():
-            if not is_rtx(codec):
-                return codec
-        return None
-
     def stop_decoder(self) -> None:
         """The receiver starts a decoder thread that the SFU never feeds: stop it."""
         if getattr(self.receiver, f"{_R}decoder_thread") is not None:

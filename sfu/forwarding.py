@@ -164,9 +164,6 @@ class UpTrack:
             "simulcast": self.is_simulcast,
         }
 
-    def index_of(self, layer: Layer | None) -> int | None:
-        return None if layer is None else self.order.index(layer)
-
     def _reorder(self) -> None:
         """Lowest first by measured height once every layer's size is known, else as declared."""
         if all(layer.height is not None for layer in self.layers):

@@ -40,10 +40,6 @@ class Munger:
     def started(self) -> bool:
         return self._start_seq is not None
 
-    @property
-    def last_timestamp(self) -> int:
-        return self._last_out_ts
-
     def start(self, sequence: int, timestamp: int, ts_gap: int = 0, layer: int = 0, skip: int = 0) -> None:
         """Begin (or resume, e.g. after a layer switch) at this input packet of ``layer``: it
         becomes the next output number (after ``skip`` numbers left out, so that a receiver sees
@@ -109,9 +105,6 @@ class Munger:
     def timestamp_for(self, timestamp: int) -> int:
         """The output timestamp of an input timestamp of the current layer."""
         return (timestamp + self._ts_offset) & 0xFFFFFFFF
-
-    def was_dropped(self, sequence: int) -> bool:
-        return sequence in self._dropped
 
     def unmap(self, out_sequence16: int) -> tuple[int, int] | None:
         """(layer, input sequence) behind an output number a subscriber NACKed."""

@@ -68,7 +68,6 @@ SPEAKER_INTERVAL = 0.25
 ALLOCATE_INTERVAL = 0.5
 DYNACAST_INTERVAL = 1.0
 DEFAULT_LAST_N = 16
-SOURCES = ("camera", "microphone", "screen", "screen_audio")
 
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
 
