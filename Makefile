@@ -38,7 +38,8 @@ TEST_PACKAGES := chromium fonts-liberation coturn openssl python3 redis-server p
   gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0
 
 test-packages:
-	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(TEST_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages for the tests:" $$missing; \

@@ -71,6 +71,13 @@ def test_the_readme_test_command_installs_every_debian_tool_the_suite_runs() -> 
     assert not missing, f"tools the tests run that `make test` does not install (tool: package, test): {missing}"
 
 
+def test_a_removed_package_counts_as_missing() -> None:
+    """`apt-get remove` leaves a package's configuration, and `dpkg -s` still answers 0 for it:
+    the test command must ask for the installed state, or it skips installing what is gone."""
+    recipe = (ROOT / "Makefile").read_text().split("test-packages:", 1)[1].split("\n\n", 1)[0]
+    assert "install ok installed" in recipe and "dpkg -s " not in recipe, recipe
+
+
 def test_ci_installs_nothing_beyond_the_readme_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     commands = [line for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
