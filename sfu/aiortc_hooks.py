@@ -33,6 +33,7 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import struct
 import types
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -102,6 +103,7 @@ REQUIRED_HOOKS: list[tuple[str, str]] = [
     ("ice_connection", "_nominated"),
     ("aiortc.rtcdtlstransport", "State"),
     ("RTCDtlsTransport", "_handle_rtp_data"),
+    ("RTCDtlsTransport", "_handle_rtcp_data"),
     ("HeaderExtensionsMap", f"{_H}ids"),
     ("aioice.ice", "get_host_addresses"),
     ("aioice.ice", "asyncio"),
@@ -438,7 +440,32 @@ def guard_datagrams() -> None:
 
     protocol_class.datagram_received = datagram_received  # type: ignore[method-assign]
     aioice.ice.Connection.data_received = data_received  # type: ignore[method-assign]
+    _guard_parsing()
     _guard_installed = True
+
+
+def _guard_parsing() -> None:
+    """aiortc parses decrypted RTP and RTCP catching only ValueError, but its parsers also raise
+    struct.error (a header extension element of the wrong size), which ended the transport:
+    such a packet is dropped and counted instead."""
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    rtp, rtcp = RTCDtlsTransport._handle_rtp_data, RTCDtlsTransport._handle_rtcp_data
+
+    async def _handle_rtp_data(self: Any, data: bytes, arrival_time_ms: int) -> None:
+        try:
+            await rtp(self, data, arrival_time_ms)
+        except struct.error:
+            GUARD.drop("malformed_rtp")
+
+    async def _handle_rtcp_data(self: Any, data: bytes) -> None:
+        try:
+            await rtcp(self, data)
+        except struct.error:
+            GUARD.drop("malformed_rtcp")
+
+    RTCDtlsTransport._handle_rtp_data = _handle_rtp_data  # type: ignore[method-assign]
+    RTCDtlsTransport._handle_rtcp_data = _handle_rtcp_data  # type: ignore[method-assign]
 
 
 # Codec use counters: the proof that the forwarding path never decodes or encodes -------------
@@ -609,7 +636,10 @@ class ReceiverTap:
         return getattr(self.receiver, f"{_R}rtx_ssrc").get(rtx_ssrc)
 
     async def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
-        await self.receiver._send_rtcp_nack(media_ssrc, [seq & 0xFFFF for seq in lost])
+        """NACK unwrapped sequence numbers: one packet per run that does not cross the 16-bit
+        wrap (aiortc packs a NACK from its first number up, and [65535, 0] would go backwards)."""
+        for run in nack_runs(lost):
+            await self.receiver._send_rtcp_nack(media_ssrc, run)
 
     async def send_pli(self, media_ssrc: int) -> None:
         await self.receiver._send_rtcp_pli(media_ssrc)
@@ -720,6 +750,14 @@ class SenderTap:
             if await interceptor.incoming_rtcp(packet):
                 return
         await self._original_rtcp(packet)
+
+
+def nack_runs(lost: Iterable[int]) -> list[list[int]]:
+    """Unwrapped sequence numbers as 16-bit runs, ascending, none crossing the wrap."""
+    runs: dict[int, list[int]] = {}
+    for sequence in sorted(set(lost)):
+        runs.setdefault(sequence >> 16, []).append(sequence & 0xFFFF)
+    return list(runs.values())
 
 
 def remb_bitrate(packet: RtcpPsfbPacket) -> int | None:

@@ -16,6 +16,9 @@ import random
 HISTORY = 1024
 SEGMENTS = 64
 DROPPED = 256
+# The sender's SRTP refuses a sequence number more than its replay window (1,024 packets, as
+# aiortc sets it) behind the highest it protected: later than this, a packet is not forwarded.
+MAX_LATE = 1000
 
 
 class Munger:
@@ -70,10 +73,12 @@ class Munger:
 
     def map(self, sequence: int, timestamp: int) -> tuple[int, int] | None:
         """Output (sequence16, timestamp32) for an input packet, or None for packets from before
-        the start point and packets dropped earlier."""
+        the start point, packets dropped earlier, and packets later than ``MAX_LATE``."""
         if self._start_seq is None or sequence < self._start_seq or sequence in self._dropped:
             return None
         out_seq = sequence + self._offset(sequence)
+        if self._last_out_seq is not None and out_seq < self._last_out_seq - MAX_LATE:
+            return None
         out_ts = timestamp + self._ts_offset
         if self._highest_in is None or sequence > self._highest_in:
             self._highest_in = sequence
@@ -111,6 +116,8 @@ class Munger:
         if self._last_out_seq is None:
             return None
         delta = ((out_sequence16 - self._last_out_seq + 0x8000) & 0xFFFF) - 0x8000
+        if delta < -MAX_LATE:
+            return None  # too late to send again under the same numbers
         out_seq = self._last_out_seq + delta
         entry = self._history[out_seq % HISTORY]
         if entry is not None and entry[0] == out_seq:

@@ -481,7 +481,10 @@ class Participant:
         self.room.speakers.remove(self.identity)
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
-                await pc.close()
+                try:
+                    await pc.close()
+                except Exception:  # aiortc left half-negotiated: closing must still finish here
+                    log.exception("closing a peer connection of %s failed", self.identity)
         self.publisher = self.subscriber = None
 
 

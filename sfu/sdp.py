@@ -68,6 +68,9 @@ def check_description(sdp: str, max_media: int = MAX_MEDIA_SECTIONS) -> None:
         kind = line[2:].split(" ", 1)[0]
         if kind not in ("audio", "video", "application"):
             raise ValueError(f"unsupported media section {kind[:20]!r}")
+    mids = [line[6:] for line in lines if line.startswith("a=mid:")]
+    if len(set(mids)) != len(mids):
+        raise ValueError("two media sections have the same mid")
     candidates = [line[2:] for line in lines if line.startswith("a=candidate:")]
     if len(candidates) > MAX_CANDIDATES:
         raise ValueError(f"the description has more than {MAX_CANDIDATES} ICE candidates")
