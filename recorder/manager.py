@@ -36,6 +36,7 @@ from sfu.forwarding import UpTrack
 from sfu.layer import Layer
 from sfu.packet_cache import CachedPacket
 from sfu.room import Participant, Room, SfuNode
+from sfu.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class RoomRecorder:
         self._pending: list[bytes] = []
         self._backlogged = False
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, "recording %s: a task failed", recording_id)
         self._stderr: list[str] = []
 
     # Process -----------------------------------------------------------------------------------
@@ -168,29 +169,19 @@ class RoomRecorder:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             cwd=str(PROJECT_ROOT), env=env,
         )
-        self._spawn(self._read_stdout())
-        self._spawn(self._read_stderr())
-        self._spawn(self._watch())
+        self._tasks.spawn(self._read_stdout())
+        self._tasks.spawn(self._read_stderr())
+        self._tasks.spawn(self._watch())
         self.participants_changed()
         for participant in list(self.room.participants.values()):
             for up in list(participant.uptracks.values()):
                 self.track_added(participant, up)
         self.room.observers.append(self)
-        self._spawn(self._choose_layers())
+        self._tasks.spawn(self._choose_layers())
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("recording %s: a task failed", self.recording_id, exc_info=task.exception())
 
     def send(self, data: bytes) -> None:
         if self.stopping:
@@ -351,7 +342,7 @@ class RoomRecorder:
                 log.error("recording %s: the recorder did not finish in %.0f s; killing it", self.recording_id, FINISH_TIMEOUT)
                 process.kill()
                 await process.wait()
-        for task in list(self._tasks):
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5.0)
         return self.result
@@ -375,7 +366,7 @@ class RecorderManager:
         self.store = store
         self.config = config
         self.recorders: dict[str, RoomRecorder] = {}
-        self._finishing: set[asyncio.Task[Any]] = set()
+        self._finishing = TaskSet(log, "finishing a recording failed")
 
     def status(self, room_id: str) -> dict[str, Any] | None:
         recorder = self.recorders.get(room_id)
@@ -421,9 +412,7 @@ class RecorderManager:
         await recorder.stop()
         await self.store.mark_processing(recorder.recording_id)
         await room.broadcast({"type": "recording-stopped", "recording_id": str(recorder.recording_id), "reason": reason})
-        task = asyncio.ensure_future(self._finish(recorder))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+        self._finishing.spawn(self._finish(recorder))
 
     async def _finish(self, recorder: RoomRecorder) -> None:
         try:
@@ -469,5 +458,4 @@ class RecorderManager:
         for recorder in list(self.recorders.values()):
             if not recorder.stopping:
                 await self.stop_room(recorder.room, "server_shutdown")
-        if self._finishing:
-            await asyncio.gather(*self._finishing, return_exceptions=True)
+        await self._finishing.wait()

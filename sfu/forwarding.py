@@ -17,7 +17,6 @@ Nothing here decodes or encodes media.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -40,11 +39,17 @@ from sfu.metrics import SfuMetrics
 from sfu.packet_cache import CachedPacket, PacketCache
 from sfu.rtp import HEADER, abs_send_time, audio_level, build_packet, extension_block, rtx_payload
 from sfu.sdp import SimulcastOffer
+from sfu.tasks import TaskSet
 from sfu.vp8 import Vp8Descriptor, parse_vp8
 
 log = logging.getLogger(__name__)
 
 KEYFRAME_REQUEST_INTERVAL = 0.5  # seconds between PLIs sent upstream for one layer
+
+
+def _lost_connection(error: BaseException) -> bool:
+    """A PLI that failed because the publisher's connection went away: nothing to log."""
+    return isinstance(error, ConnectionError)
 
 
 class MediaTap(Protocol):
@@ -99,7 +104,7 @@ class UpTrack:
         self.audio_level: tuple[bool, int] | None = None
         self.tap: ReceiverTap | None = None
         self.packets = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._plis = TaskSet(log, "PLI for %s failed", track_id, expected=_lost_connection)
         self.remb_hold = RembHold(self.layers, clock)
         self.on_layers_changed: Callable[[UpTrack], None] | None = None
         self.taps: list[MediaTap] = []
@@ -348,14 +353,7 @@ class UpTrack:
     def request_keyframe_soon(self, layer: Layer) -> None:
         """The same from the synchronous packet path: the PLI goes out in a task of its own."""
         if self._keyframe_due(layer) and self.tap is not None and layer.ssrc is not None:
-            task = asyncio.get_running_loop().create_task(self.tap.send_pli(layer.ssrc))
-            self._tasks.add(task)
-            task.add_done_callback(self._pli_sent)
-
-    def _pli_sent(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), ConnectionError):
-            log.error("PLI for %s failed", self.track_id, exc_info=task.exception())
+            self._plis.spawn(self.tap.send_pli(layer.ssrc))
 
     def add(self, downtrack: DownTrack) -> None:
         self.downtracks.append(downtrack)

@@ -59,6 +59,7 @@ from sfu.sdp import (
 )
 from sfu.selector import Allocator, Choice, Demand, priority, wanted_layer, wanted_with_cause
 from sfu.speaker import ActiveSpeakerDetector
+from sfu.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -495,7 +496,7 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.banned: set[str] = set()
         self.closed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, "room %s task failed", room_id)
         self.on_empty: Callable[[Room], Awaitable[None]] | None = None
         self.last_n = DEFAULT_LAST_N
         self.speakers = ActiveSpeakerDetector()
@@ -506,14 +507,7 @@ class Room:
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run a background step of this room; errors are logged, never lost."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("room %s task failed", self.room_id, exc_info=task.exception())
+        self._tasks.spawn(coro)
 
     def visible(self) -> list[Participant]:
         return [p for p in self.participants.values() if not p.hidden and not p.waiting]
@@ -693,10 +687,7 @@ class Room:
             await observer.room_closing()
         for participant in list(self.participants.values()):
             await self.remove(participant, "room_closed", keep_room=True)
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
+        self._tasks.cancel()
         self.node.rooms.pop(self.room_id, None)
         if self.on_empty is not None:
             await self.on_empty(self)

@@ -35,6 +35,7 @@ from control_api.services.registry import Services
 from control_api.storage.database import DatabaseUnavailable
 from recorder.manager import RecorderManager
 from sfu.room import Participant, Room, SfuNode, SignalError
+from sfu.tasks import TaskSet
 from signaling import protocol as p
 
 log = logging.getLogger(__name__)
@@ -291,7 +292,7 @@ class SignalingServer:
         self.join_timeout = join_timeout
         self.sessions: dict[str, Session] = {}
         self._room_watchers: dict[str, asyncio.Task[None]] = {}
-        self._closing: set[asyncio.Task[Any]] = set()
+        self._closing = TaskSet(log, "closing a signaling connection failed")
         self.recorder: RecorderManager | None = None  # the node's recorder manager, when it has one
         node.removal_listeners.append(self._participant_removed)
         services.meetings.occupancy = lambda meeting_id, identity: seats_taken(node.rooms.get(str(meeting_id)), identity)
@@ -393,9 +394,7 @@ class SignalingServer:
                     self.spawn_close(outbox, WSCloseCode.OK, reason.encode()[:100])
 
     def spawn_close(self, outbox: Outbox, code: int, reason: bytes) -> None:
-        task = asyncio.ensure_future(outbox.close_connection(code, reason))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._closing.spawn(outbox.close_connection(code, reason))
 
     # Room events from the bus (chat, meeting status) -----------------------------------------
 
@@ -529,8 +528,7 @@ class SignalingServer:
         return target
 
     async def close(self) -> None:
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._closing.wait()
         for task in list(self._room_watchers.values()):
             task.cancel()
         for task in list(self._room_watchers.values()):

@@ -52,6 +52,7 @@ from aiortc.mediastreams import MediaStreamError
 from clients.sdk.media import FrameVerifier, tone_strength
 from sfu.aiortc_client import cname_of, layer_sender, sender_ssrcs, start_layer_sender
 from sfu.sdp import offer_ssrc_simulcast
+from sfu.tasks import TaskSet
 from signaling.protocol import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class Participant:
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, "SDK task failed", expected=self._cut_short)
         self._waiters: list[tuple[Callable[[dict[str, Any]], bool], asyncio.Future[dict[str, Any]]]] = []
         self._mid_tracks: dict[str, str] = {}
         self._incoming_tap: Callable[[RTCPeerConnection], None] | None = None
@@ -285,16 +286,8 @@ class Participant:
 
     async def _reset_media(self) -> None:
         """Drop the dead session's peer connections and remote tracks (not the local tracks)."""
-        for task in list(self._tasks):  # answers to the old session's offers, old tracks' readers
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for senders in self._layer_senders.values():
-            for sender in senders:
-                await sender.stop()
-        self._layer_senders.clear()
-        for pc in (self.publisher, self.subscriber):
-            if pc is not None:
-                await pc.close()
+        await self._tasks.cancel_and_wait()  # answers to the old session's offers, old tracks' readers
+        await self._close_connections()
         self.publisher = self.subscriber = None
         for remote in self.remote.values():
             remote.ended = True
@@ -337,14 +330,14 @@ class Participant:
         kind = message.get("type")
         self.history.append(message)
         if kind == "subscriber-offer":
-            self._spawn(self._answer(message))
+            self._tasks.spawn(self._answer(message))
         elif kind == "track-published":
             self._remember(message["track"])
         elif kind == "track-unpublished":
             remote = self.remote.get(message["track_id"])
             if remote is not None:
                 remote.ended = True
-                self._spawn(self._stop_receiving(message["track_id"]))
+                self._tasks.spawn(self._stop_receiving(message["track_id"]))
         elif kind == "chat":
             self.chat_messages.append(message["message"])
         elif kind == "set-layers":
@@ -404,17 +397,19 @@ class Participant:
             raise SignalingError(message["code"], message["message"])
         return message
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+    def _cut_short(self, error: BaseException) -> bool:
+        """An answer cut short by leaving: no failure to log."""
+        return self.closed and isinstance(error, ConnectionError)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            if self.closed and isinstance(task.exception(), ConnectionError):
-                return  # an answer cut short by leaving
-            log.error("SDK task failed", exc_info=task.exception())
+    async def _close_connections(self) -> None:
+        """Stop the simulcast layers' senders and close both peer connections."""
+        for senders in self._layer_senders.values():
+            for sender in senders:
+                await sender.stop()
+        self._layer_senders.clear()
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                await pc.close()
 
     def _peer_connection(self) -> RTCPeerConnection:
         # max-bundle, as the SFU's side: under aiortc's default (balanced) a second m-section of
@@ -565,7 +560,7 @@ class Participant:
         remote.track = track
         if track.kind == "video":
             remote.verifier = FrameVerifier(clock=self.clock)
-        self._spawn(self._consume(remote, track))
+        self._tasks.spawn(self._consume(remote, track))
 
     async def _consume(self, remote: RemoteTrack, track: MediaStreamTrack) -> None:
         while True:
@@ -642,16 +637,8 @@ class Participant:
             await self._ws.close()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
-        for senders in self._layer_senders.values():
-            for sender in senders:
-                await sender.stop()
-        self._layer_senders.clear()
-        for pc in (self.publisher, self.subscriber):
-            if pc is not None:
-                await pc.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_connections()
+        await self._tasks.cancel_and_wait()
         for track in self.published.values():
             if track is not None:
                 track.stop()
