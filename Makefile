@@ -52,7 +52,7 @@ test: $(VENV)/.installed-test test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-api: $(VENV)/.installed-test
-	$(BIN)/python benchmarks/api_bench.py
+	$(BIN)/python -m benchmarks.api_bench
 
 # The load tester against a throw-away local node (SQLite, pinned to core 0); see the README for
 # scenarios, a remote node and the capacity search (LOADTEST_ARGS="--capacity").
@@ -73,7 +73,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 # This SFU, Janus VideoRoom and aiortc's MediaRelay side by side (as root: it makes a network
 # namespace); SIDE_BY_SIDE_ARGS="--quick" for a short run.
 bench-side-by-side: $(VENV)/.installed-bench janus
-	$(BIN)/python benchmarks/side_by_side.py $(SIDE_BY_SIDE_ARGS)
+	$(BIN)/python -m benchmarks.side_by_side $(SIDE_BY_SIDE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,7 +7,7 @@ times each request from its scheduled send time, so a stalled server cannot hide
 ``GET /healthz`` runs in the same session as the baseline: the ratio join/healthz says how much
 of aiohttp's floor the join path keeps, whatever the machine is doing.
 
-    python benchmarks/api_bench.py [--backend sqlite|postgres] [--duration 10] [--trials 3]
+    python -m benchmarks.api_bench [--backend sqlite|postgres] [--duration 10] [--trials 3]
 
 Writes ``benchmarks/results/api-<backend>.json``.
 """
@@ -21,8 +21,6 @@ import os
 import platform
 import re
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,23 +31,14 @@ from typing import Any
 
 import aiohttp
 
+from clients.loadtest.process import ChildProcess, cpu_seconds, free_port, listening, pinned
+from clients.loadtest.stats import median
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "benchmark password"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def pinned(core: int, command: list[str]) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", str(core), *command]
-    return command
 
 
 class Server:
@@ -80,32 +69,20 @@ class Server:
             self.env["VIDEOCONF_REDIS_URL"] = REDIS_URL
             self.env["VIDEOCONF_REDIS_PREFIX"] = f"vcbench:{uuid.uuid4().hex[:8]}:"
             subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", f'CREATE SCHEMA "{self.schema}"'], check=True)
-        self.process: subprocess.Popen[bytes] | None = None
+        self.cli = [sys.executable, "-m", "videoconf.cli"]
+        self.child = ChildProcess(pinned(0, [*self.cli, "run"]), env=self.env, output=workdir / "server.log")
 
     def start(self) -> None:
-        cli = [sys.executable, "-m", "videoconf.cli"]
-        subprocess.run([*cli, "migrate"], env=self.env, check=True, capture_output=True)
-        self.process = subprocess.Popen(pinned(0, [*cli, "run"]), env=self.env, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("the server did not start")
+        subprocess.run([*self.cli, "migrate"], env=self.env, check=True, capture_output=True)
+        self.child.start(lambda: listening(self.port), 30, "the server")
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
+        self.child.stop()
         if self.schema:
             subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", f'SET client_min_messages = warning; DROP SCHEMA "{self.schema}" CASCADE'], check=True)
 
     def cpu_seconds(self) -> float:
-        assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.child.pid)
 
 
 async def seed(base: str, users: int) -> dict[str, Any]:
@@ -219,7 +196,7 @@ async def fixed_rate(base: str, method: str, path: str, tokens: list[str], body:
 
 def median_of(trials: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k, v in trials[0].items() if isinstance(v, (int, float))]
-    result = {k: round(statistics.median(t[k] for t in trials), 3) for k in keys}
+    result = {k: median([t[k] for t in trials], 3) for k in keys}
     result["trials"] = trials
     return result
 
@@ -229,8 +206,9 @@ def run_fixed_rate_pinned(args: argparse.Namespace, base: str, path: str, tokens
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump({"base": base, "path": path, "tokens": tokens}, handle)
     out = subprocess.run(
-        pinned(1, [sys.executable, __file__, "--fixed-rate-worker", handle.name, "--rate", str(args.rate), "--duration", str(args.duration)]),
-        capture_output=True, text=True, check=True,
+        pinned(1, [sys.executable, "-m", "benchmarks.api_bench", "--fixed-rate-worker", handle.name,
+                   "--rate", str(args.rate), "--duration", str(args.duration)]),
+        capture_output=True, text=True, check=True, cwd=ROOT,
     ).stdout
     os.unlink(handle.name)
     return json.loads(out)

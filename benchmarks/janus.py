@@ -1,7 +1,7 @@
 """Debian's Janus with only its VideoRoom plugin and its HTTP API, driven by aiortc peers: the
-independent SFU of ``benchmarks/side_by_side.py``.
+independent SFU of ``benchmarks.side_by_side``.
 
-Run inside the namespace of ``benchmarks/netns.py``: Janus gathers ICE candidates only on the
+Run inside the namespace of ``benchmarks.netns``: Janus gathers ICE candidates only on the
 veth carrying 127.0.0.2 (it skips loopback interfaces), has no STUN or TURN server, and serves
 its HTTP API on 127.0.0.1.  aiortc does not trickle, so every jsep sent to Janus says
 ``"trickle": false`` and carries all candidates; Janus waits for its own gathering to finish
@@ -9,27 +9,29 @@ before it answers, so its SDPs carry its candidates too.  Janus's peers must off
 127.0.0.2 as well (``configure_ice([JANUS_ADDRESS])``): with theirs on 127.0.0.1, Janus's
 connectivity checks from the veth never completed.
 
-    python benchmarks/janus.py      # self-check: one publisher, three subscribers, 5 s
+    python -m benchmarks.janus      # self-check: one publisher, three subscribers, 5 s
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import random
 import shutil
 import subprocess
 import sys
-import time
+import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from netns import JANUS_ADDRESS, JANUS_INTERFACE  # noqa: E402
+from benchmarks.media import peer, vp8_only
+from benchmarks.netns import JANUS_ADDRESS, JANUS_INTERFACE, confine
+from clients.loadtest.polling import until
+from clients.loadtest.process import ChildProcess, ChildProcessFailed, cpu_seconds, free_port, pinned
 
 LIBDIR = Path("/usr/lib/x86_64-linux-gnu/janus")
 KEEP_PLUGINS = {"libjanus_videoroom.so"}
@@ -40,22 +42,14 @@ class JanusError(Exception):
     pass
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Janus:
     def __init__(self, workdir: Path, core: int | None = 0, interface: str = JANUS_INTERFACE) -> None:
         self.workdir = workdir
         self.core = core
         self.interface = interface
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/janus"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child: ChildProcess | None = None
         self._http: aiohttp.ClientSession | None = None
         self._session: int | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -125,42 +119,29 @@ admin: {{
         if shutil.which("janus") is None:
             raise JanusError("Debian's janus is not installed (apt-get install janus)")
         config = self._write_config()
-        command = ["janus", "-C", str(config / "janus.jcfg"), "-F", str(config), "-o", "-N", "-L", str(self.workdir / "janus.log")]
-        if self.core is not None and shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-            command = ["taskset", "-c", str(self.core), *command]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        import urllib.request
+        log = self.workdir / "janus.log"
+        command = ["janus", "-C", str(config / "janus.jcfg"), "-F", str(config), "-o", "-N", "-L", str(log)]
+        self.child = ChildProcess(pinned(self.core, command), output=subprocess.DEVNULL, log=log)
+        try:
+            self.child.start(self._answers, timeout, f"janus on {self.base}")
+        except ChildProcessFailed as error:
+            raise JanusError(str(error)) from None
 
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise JanusError(f"janus exited: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.base + "/info", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise JanusError(f"janus did not answer on {self.base}: {self.log_tail()}")
-
-    def log_tail(self) -> str:
-        path = self.workdir / "janus.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.base + "/info", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
 
     @property
     def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+        assert self.child is not None
+        return self.child.pid
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.child is not None:
+            self.child.stop(timeout=15)
 
     # The HTTP API ------------------------------------------------------------------------------
 
@@ -247,11 +228,10 @@ admin: {{
             raise JanusError(f"publish: no answer in {event}")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="answer"))
         # Janus offers a feed to subscribers only once its PeerConnection is up.
-        deadline = time.monotonic() + 20
-        while pc.connectionState != "connected":
-            if time.monotonic() > deadline or pc.connectionState in ("failed", "closed"):
-                raise JanusError(f"the publisher's connection to Janus is {pc.connectionState}")
-            await asyncio.sleep(0.05)
+        await until(lambda: pc.connectionState in ("connected", "failed", "closed"), 20,
+                    lambda: f"the publisher's connection to Janus: it is {pc.connectionState}", interval=0.05, error=JanusError)
+        if pc.connectionState != "connected":
+            raise JanusError(f"the publisher's connection to Janus is {pc.connectionState}")
         return feed
 
     async def subscribe(self, pc: RTCPeerConnection, room: int, feed: int) -> None:
@@ -303,11 +283,6 @@ admin: {{
 
 
 async def _self_check() -> int:
-    import tempfile
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from aiortc import RTCConfiguration, RTCRtpSender
-
     from clients.loadtest.stats import RtpCounter, tap_counter
     from clients.sdk.replay import replay_audio, replay_video
     from sfu.aiortc_hooks import configure_ice
@@ -320,15 +295,14 @@ async def _self_check() -> int:
         try:
             await janus.open()
             room = await janus.create_room()
-            publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            publisher = peer()
             pcs.append(publisher)
-            vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name in ("VP8", "rtx")]
-            publisher.addTransceiver(replay_video(), direction="sendonly").setCodecPreferences(vp8)
+            publisher.addTransceiver(replay_video(), direction="sendonly").setCodecPreferences(vp8_only())
             publisher.addTransceiver(replay_audio(), direction="sendonly")
             feed = await janus.publish(publisher, room)
             counters = []
             for _ in range(3):
-                pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                pc = peer()
                 pcs.append(pc)
                 await janus.subscribe(pc, room, feed)
                 counters.append(tap_counter(pc, RtpCounter()))
@@ -349,14 +323,6 @@ async def _self_check() -> int:
             janus.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its threads, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 if __name__ == "__main__":
-    from netns import confine
-
     confine()
     sys.exit(asyncio.run(_self_check()))

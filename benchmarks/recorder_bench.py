@@ -15,7 +15,7 @@ Content: "camera" (a still room, a moving, talking head, faint noise: what meeti
 and, with ``--content pattern``, the SDK's numbered pattern, which changes every block of every
 frame: a worst case.
 
-    python benchmarks/recorder_bench.py [--quick] [--participants 4 9] [--trials 3] [--seconds 20]
+    python -m benchmarks.recorder_bench [--quick] [--participants 4 9] [--trials 3] [--seconds 20]
 
 Writes ``benchmarks/results/recorder.json``.
 """
@@ -27,7 +27,6 @@ import fractions
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,19 +36,14 @@ from typing import Any
 
 import av
 
+from benchmarks.media import cpu_model
+from clients.loadtest.process import cpu_seconds
+from clients.loadtest.stats import median
+from clients.sdk.media import draw_pattern
+from recorder import wire
+from recorder.synthetic import Clip, Replay, encode_clip
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from clients.sdk.media import draw_pattern  # noqa: E402
-from recorder import wire  # noqa: E402
-from recorder.synthetic import Clip, Replay, encode_clip  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def record(clip: Clip, participants: int, seconds: float, output: Path, preset: str) -> dict[str, Any]:
@@ -69,11 +63,11 @@ def record(clip: Clip, participants: int, seconds: float, output: Path, preset: 
     cpu_from = None
     while (now := time.monotonic()) < end:
         if cpu_from is None and now >= measure_from:
-            cpu_from, measure_from = process_cpu(worker.pid), now
+            cpu_from, measure_from = cpu_seconds(worker.pid), now
         worker.stdin.write(b"".join(m for r in replays for m in r.due(now)))
         worker.stdin.flush()
         time.sleep(0.005)
-    cpu_to, measured_to = process_cpu(worker.pid), time.monotonic()
+    cpu_to, measured_to = cpu_seconds(worker.pid), time.monotonic()
     worker.stdin.write(wire.encode_event({"type": "stop", "at": end}))
     worker.stdin.close()
     lines = worker.stdout.read().decode().splitlines()
@@ -131,14 +125,14 @@ def main() -> None:
                 baselines[n].append(encoder_only(path, args.preset))
                 print(f"trial {trial + 1}: {n} participants: {run['cpu_per_output_second']:.3f} CPU-s/s (encoder alone {baselines[n][-1]:.3f})", flush=True)
         for n in args.participants:
-            cpu = statistics.median(r["cpu_per_output_second"] for r in runs[n])
-            base = statistics.median(baselines[n])
+            cpu = median([r["cpu_per_output_second"] for r in runs[n]], None)
+            base = median(baselines[n], None)
             results[str(n)] = {
                 "cpu_per_output_second": round(cpu, 3),
                 "trials": [round(r["cpu_per_output_second"], 3) for r in runs[n]],
                 "encoder_alone": round(base, 3),
                 "ratio_to_encoder_alone": round(cpu / base, 2),
-                "output_kbit_per_s": round(statistics.median(r["bytes"] for r in runs[n]) * 8 / args.seconds / 1000),
+                "output_kbit_per_s": round(median([r["bytes"] for r in runs[n]], None) * 8 / args.seconds / 1000),
                 "late_audio_samples": max(r["late_audio_samples"] for r in runs[n]),
             }
     report = {
@@ -146,7 +140,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
             "cpus": os.cpu_count(),
-            "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()),
+            "cpu": cpu_model(),
             "python": platform.python_version(),
             "av": av.__version__,
         },

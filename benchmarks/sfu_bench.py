@@ -1,7 +1,7 @@
 """SFU benchmark: server CPU per forwarded RTP packet, 1 publisher to N subscribers, against
 stock aiortc's ``MediaRelay`` (decode once, encode per subscriber) measured in the same run.
 
-The server under test (``videoconf run``, or ``benchmarks/relay_baseline.py``) is pinned to
+The server under test (``videoconf run``, or ``benchmarks.relay_baseline``) is pinned to
 core 0; this process (the publisher and every subscriber) to core 1.  The publisher sends a
 640x360 VP8 pattern at 30 fps and an Opus tone.  Subscribers do not decode: they count every
 RTP packet after SRTP decryption and drop it, so the load side stays light and both systems are
@@ -17,7 +17,7 @@ small tiles the SFU forwards only the low layer and dynacast pauses the others a
 publishers.  The layers are 160x90, 320x180 and 640x360 at 15 fps: ten publishers encoding 720p
 would saturate the load core, not the SFU.
 
-    python benchmarks/sfu_bench.py [--quick] [--trials 3] [--window 10] [--scenario all|fanout|simulcast]
+    python -m benchmarks.sfu_bench [--quick] [--trials 3] [--window 10] [--scenario all|fanout|simulcast]
 
 Writes ``benchmarks/results/sfu.json``.
 """
@@ -28,30 +28,26 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import aiortc
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from benchmarks.api_bench import PASSWORD, Server
+from benchmarks.media import cpu_window, machine, marginal_us
+from benchmarks.relay_baseline import RelayBaseline
+from clients.loadtest.polling import until
+from clients.loadtest.process import cpu_seconds
+from clients.loadtest.stats import median
+from clients.sdk.media import PatternVideoTrack, SimulcastPattern, ToneAudioTrack
+from clients.sdk.participant import Participant
+from sfu.aiortc_client import LossStats, drop_incoming_rtp
+from sfu.aiortc_hooks import configure_ice
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from api_bench import PASSWORD, Server, free_port, pinned  # noqa: E402
-
-from clients.sdk.media import PatternVideoTrack, SimulcastPattern, ToneAudioTrack  # noqa: E402
-from clients.sdk.participant import Participant  # noqa: E402
-from sfu.aiortc_client import LossStats, drop_incoming_rtp  # noqa: E402
-from sfu.aiortc_hooks import configure_ice  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WIDTH, HEIGHT, FPS = 640, 360, 30
@@ -60,34 +56,18 @@ GRID_LAYERS = ((160, 90), (320, 180), (640, 360))
 GRID_FPS = 15
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def wait_receiving(counters: list[LossStats], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(c.seen > 0 for c in counters):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {sum(c.seen > 0 for c in counters)} of {len(counters)} subscribers receive")
-        await asyncio.sleep(0.2)
+    def receiving() -> str:
+        return f"every subscriber to receive: only {sum(c.seen > 0 for c in counters)} of {len(counters)} do"
+
+    await until(lambda: all(c.seen > 0 for c in counters), timeout, receiving, interval=0.2, error=RuntimeError)
 
 
-async def measure(pid: int, counters: list[LossStats], warmup: float, window: float) -> dict[str, float]:
+async def measure(pid: int, counters: list[LossStats], warmup: float, window: float) -> dict[str, Any]:
     await wait_receiving(counters)
     await asyncio.sleep(warmup)
-    cpu0, packets0, t0 = cpu_seconds(pid), sum(c.seen for c in counters), time.monotonic()
-    await asyncio.sleep(window)
-    cpu1, packets1, t1 = cpu_seconds(pid), sum(c.seen for c in counters), time.monotonic()
-    cpu, packets, wall = cpu1 - cpu0, packets1 - packets0, t1 - t0
-    return {
-        "cpu_seconds": round(cpu, 3),
-        "packets": packets,
-        "wall_seconds": round(wall, 3),
-        "packets_per_second": round(packets / wall, 1),
-        "cpu_share": round(cpu / wall, 4),
-        "us_per_packet": round(cpu * 1e6 / packets, 2) if packets else None,
-    }
+    result, _ = await cpu_window(pid, lambda: {"packets": sum(c.seen for c in counters)}, window)
+    return result
 
 
 # The SFU ------------------------------------------------------------------------------------
@@ -110,8 +90,7 @@ class SfuUnderTest:
 
     @property
     def pid(self) -> int:
-        assert self.server.process is not None
-        return self.server.process.pid
+        return self.server.child.pid
 
     async def joins(self, people: int, settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """A new meeting and room tokens for its first ``people`` accounts."""
@@ -176,11 +155,8 @@ class SfuUnderTest:
                 clients.append(client)
                 await client.connect()
                 await client.publish([(SimulcastPattern(GRID_LAYERS, fps=GRID_FPS), "camera"), (ToneAudioTrack(), "microphone")])
-            deadline = time.monotonic() + 60
-            while not all(sum(r.kind == "video" for r in c.remote.values()) == GRID_PEOPLE - 1 for c in clients):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("not every participant learned of every video track")
-                await asyncio.sleep(0.2)
+            await until(lambda: all(sum(r.kind == "video" for r in c.remote.values()) == GRID_PEOPLE - 1 for c in clients),
+                        60, "every participant to learn of every video track", interval=0.2, error=RuntimeError)
             for trial in range(trials):
                 for name, ask in tiles.items():
                     for client in clients:
@@ -227,55 +203,18 @@ class SfuUnderTest:
 # The MediaRelay baseline ----------------------------------------------------------------------
 
 
-async def relay_trial(subscribers: int, warmup: float, window: float) -> dict[str, float]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(pinned(0, [sys.executable, str(ROOT / "benchmarks" / "relay_baseline.py"), "--port", str(port)]))
-    pcs: list[RTCPeerConnection] = []
-    counters: list[LossStats] = []
+async def relay_trial(subscribers: int, warmup: float, window: float) -> dict[str, Any]:
+    relay = RelayBaseline()
     rng = random.Random(1)
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(100):
-                try:
-                    async with http.get(base + "/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-
-            async def exchange(path: str, pc: RTCPeerConnection) -> None:
-                await pc.setLocalDescription(await pc.createOffer())
-                async with http.post(base + path, json={"sdp": pc.localDescription.sdp}) as response:
-                    answer = await response.json()
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-
-            vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name in ("VP8", "rtx")]
-            publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            pcs.append(publisher)
-            video = publisher.addTransceiver(PatternVideoTrack(WIDTH, HEIGHT, fps=FPS), direction="sendonly")
-            video.setCodecPreferences(vp8)
-            publisher.addTransceiver(ToneAudioTrack(), direction="sendonly")
-            await exchange("/publish", publisher)
-            for _ in range(subscribers):
-                pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-                pcs.append(pc)
-                pc.addTransceiver("video", direction="recvonly").setCodecPreferences(vp8)
-                pc.addTransceiver("audio", direction="recvonly")
-                await exchange("/subscribe", pc)
-                counters.append(drop_incoming_rtp(pc, 1.0, rng, LossStats()))
-        return await measure(process.pid, counters, warmup, window)
+        counters = await relay.connect(PatternVideoTrack(WIDTH, HEIGHT, fps=FPS), ToneAudioTrack(), subscribers,
+                                       lambda pc: drop_incoming_rtp(pc, 1.0, rng, LossStats()))
+        return await measure(relay.pid, counters, warmup, window)
     finally:
-        await asyncio.gather(*(pc.close() for pc in pcs))
-        process.terminate()
-        process.wait(timeout=20)
+        await relay.close()
 
 
 # Driver ---------------------------------------------------------------------------------------
-
-
-def median(values: list[float], digits: int = 2) -> float | None:
-    return round(statistics.median(values), digits) if values else None
 
 
 def grid_summary(raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -310,18 +249,6 @@ def summarize(raw: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]
     }
 
 
-def marginal(trials: list[dict[str, Any]]) -> float | None:
-    """Least-squares slope of server CPU over forwarded packets across N: the cost of one
-    more forwarded packet, without what the server spends anyway (ticks, RTCP, ICE)."""
-    points = [(t["packets_per_second"], t["cpu_share"]) for t in trials]
-    if len({x for x, _ in points}) < 2:
-        return None
-    mean_x = statistics.fmean(x for x, _ in points)
-    mean_y = statistics.fmean(y for _, y in points)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
-    return round(slope * 1e6, 2)
-
-
 def relay_ratios(summary: dict[str, Any]) -> dict[str, float]:
     """MediaRelay's CPU per packet over the SFU's, at each count where both were measured."""
     sfu, relay = summary.get("sfu", {}), summary.get("relay", {})
@@ -353,17 +280,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             sfu.stop()
     summary = summarize(raw)
-    marginals = {system: marginal([t for trials in by_n.values() for t in trials]) for system, by_n in raw.items()}
+    marginals = {system: marginal_us([t for trials in by_n.values() for t in trials]) for system, by_n in raw.items()}
     ratios = relay_ratios(summary)
     return {
         "benchmark": "sfu",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "aiortc": aiortc.__version__,
-        },
+        "machine": machine(),
         "setup": {
             "video": f"{WIDTH}x{HEIGHT} VP8 {FPS} fps pattern", "audio": "Opus tone", "trials": args.trials,
             "warmup_seconds": args.warmup, "window_seconds": args.window,

@@ -2,9 +2,9 @@
 Janus's VideoRoom plugin (Debian's ``janus``) and through aiortc's ``MediaRelay``, measuring each
 server process's CPU per forwarded packet; then a capacity search of this SFU.
 
-    python benchmarks/side_by_side.py [--quick] [--trials 3] [--counts 1,5,10,20,50]
+    python -m benchmarks.side_by_side [--quick] [--trials 3] [--counts 1,5,10,20,50]
 
-The whole benchmark runs in a network namespace it makes (``benchmarks/netns.py``): nothing in
+The whole benchmark runs in a network namespace it makes (``benchmarks.netns``): nothing in
 it can reach beyond this machine, and Janus, which skips loopback interfaces when it gathers
 candidates, gets 127.0.0.2 on a veth of its own.  Each server is pinned to core 0, this process
 (the publisher and every subscriber) to core 1.
@@ -31,35 +31,30 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import aiortc
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCPeerConnection
+
+from benchmarks.janus import Janus
+from benchmarks.media import cpu_window, machine, marginal_us, peer, vp8_only
+from benchmarks.netns import JANUS_ADDRESS, confine
+from benchmarks.relay_baseline import RelayBaseline
+from clients.loadtest.local import LocalNode
+from clients.loadtest.polling import until
+from clients.loadtest.runner import Meeting, QualityBar, Target, capacity_search
+from clients.loadtest.scenarios import SINGLE_LAYER, scenario
+from clients.loadtest.stats import RtpCounter, histogram_quantile, median, tap_counter
+from clients.sdk.replay import ReplayTrack, encoded_audio, encoded_video
+from control_api.app import token_codecs
+from control_api.services.context import utc_now
+from sfu.aiortc_hooks import configure_ice
+from videoconf.config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from janus import Janus, cpu_seconds  # noqa: E402
-from netns import JANUS_ADDRESS, confine  # noqa: E402
-
-from clients.loadtest.local import LocalNode, free_port, pinned  # noqa: E402
-from clients.loadtest.runner import Meeting, QualityBar, Target, capacity_search  # noqa: E402
-from clients.loadtest.scenarios import SINGLE_LAYER, scenario  # noqa: E402
-from clients.loadtest.stats import RtpCounter, histogram_quantile, tap_counter  # noqa: E402
-from clients.sdk.replay import ReplayTrack, encoded_audio, encoded_video  # noqa: E402
-from control_api.app import token_codecs  # noqa: E402
-from control_api.services.context import utc_now  # noqa: E402
-from sfu.aiortc_hooks import configure_ice  # noqa: E402
-from videoconf.config import load_settings  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 WIDTH, HEIGHT, FPS, BITRATE = 640, 360, 30, 1_000_000
@@ -72,47 +67,34 @@ def publisher_tracks() -> tuple[ReplayTrack, ReplayTrack]:
     return ReplayTrack(encoded_video(WIDTH, HEIGHT, FPS, BITRATE)), ReplayTrack(encoded_audio())
 
 
-def vp8_only() -> list[Any]:
-    return [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name in ("VP8", "rtx")]
-
-
-def peer() -> RTCPeerConnection:
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
-
-
 async def wait_receiving(counters: list[RtpCounter], timeout: float = 60.0) -> None:
     """Every subscriber gets both audio and video."""
-    deadline = time.monotonic() + timeout
-    while not all(c.media("video") and c.media("audio") for c in counters):
-        if time.monotonic() > deadline:
-            ready = sum(bool(c.media("video") and c.media("audio")) for c in counters)
-            raise RuntimeError(f"only {ready} of {len(counters)} subscribers receive audio and video")
-        await asyncio.sleep(0.2)
+
+    def receiving() -> bool:
+        return all(c.media("video") and c.media("audio") for c in counters)
+
+    def who() -> str:
+        ready = sum(bool(c.media("video") and c.media("audio")) for c in counters)
+        return f"every subscriber to receive audio and video: only {ready} of {len(counters)} do"
+
+    await until(receiving, timeout, who, interval=0.2, error=RuntimeError)
 
 
 async def window(pid: int, counters: list[RtpCounter], warmup: float, seconds: float) -> dict[str, Any]:
     await wait_receiving(counters)
     await asyncio.sleep(warmup)
 
-    def books() -> tuple[int, int, int]:
+    def books() -> dict[str, int]:
         totals = [c.totals() for c in counters]
-        return sum(t["packets"] for t in totals), sum(t["expected"] for t in totals), sum(t["video_frames"] for t in totals)
+        return {key: sum(t[key] for t in totals) for key in ("packets", "expected", "video_frames")}
 
-    cpu0, (packets0, expected0, frames0), t0 = cpu_seconds(pid), books(), time.monotonic()
-    await asyncio.sleep(seconds)
-    cpu1, (packets1, expected1, frames1), t1 = cpu_seconds(pid), books(), time.monotonic()
-    cpu, packets, wall = cpu1 - cpu0, packets1 - packets0, t1 - t0
-    expected = expected1 - expected0
+    result, grown = await cpu_window(pid, books, seconds)
+    expected, wall = grown["expected"], grown["seconds"]
     return {
         "subscribers": len(counters),
-        "cpu_seconds": round(cpu, 3),
-        "packets": packets,
-        "wall_seconds": round(wall, 3),
-        "packets_per_second": round(packets / wall, 1),
-        "cpu_share": round(cpu / wall, 4),
-        "us_per_packet": round(cpu * 1e6 / packets, 2) if packets else None,
-        "loss": round(max(0, expected - packets) / expected, 5) if expected else None,
-        "fps_per_subscriber": round((frames1 - frames0) / wall / len(counters), 2),
+        **result,
+        "loss": round(max(0, expected - grown["packets"]) / expected, 5) if expected else None,
+        "fps_per_subscriber": round(grown["video_frames"] / wall / len(counters), 2),
     }
 
 
@@ -168,70 +150,18 @@ async def janus_trial(janus: Janus, subscribers: int, warmup: float, seconds: fl
 
 
 async def relay_trial(subscribers: int, warmup: float, seconds: float) -> dict[str, Any]:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(pinned(0, [sys.executable, str(ROOT / "benchmarks" / "relay_baseline.py"), "--port", str(port)]))
-    pcs: list[RTCPeerConnection] = []
-    counters: list[RtpCounter] = []
     video, audio = publisher_tracks()
+    relay = RelayBaseline()
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-            for _ in range(100):
-                try:
-                    async with http.get(base + "/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-
-            async def exchange(path: str, pc: RTCPeerConnection) -> None:
-                await pc.setLocalDescription(await pc.createOffer())
-                async with http.post(base + path, json={"sdp": pc.localDescription.sdp}) as response:
-                    answer = await response.json()
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-
-            publisher = peer()
-            pcs.append(publisher)
-            publisher.addTransceiver(video, direction="sendonly").setCodecPreferences(vp8_only())
-            publisher.addTransceiver(audio, direction="sendonly")
-            await exchange("/publish", publisher)
-            for _ in range(subscribers):
-                pc = peer()
-                pcs.append(pc)
-                pc.addTransceiver("video", direction="recvonly").setCodecPreferences(vp8_only())
-                pc.addTransceiver("audio", direction="recvonly")
-                await exchange("/subscribe", pc)
-                counters.append(tap_counter(pc, RtpCounter()))
-        return await window(process.pid, counters, warmup, seconds)
+        counters = await relay.connect(video, audio, subscribers, lambda pc: tap_counter(pc, RtpCounter()))
+        return await window(relay.pid, counters, warmup, seconds)
     finally:
-        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+        await relay.close()
         video.stop()
         audio.stop()
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 # Summaries ------------------------------------------------------------------------------------
-
-
-def median(values: list[float], digits: int = 2) -> float | None:
-    return round(statistics.median(values), digits) if values else None
-
-
-def marginal_us(trials: list[dict[str, Any]]) -> float | None:
-    """Least-squares slope of server CPU over forwarded packets/s across subscriber counts: the
-    cost of one more forwarded packet, without what a server spends anyway."""
-    points = [(t["packets_per_second"], t["cpu_share"]) for t in trials]
-    if len({x for x, _ in points}) < 2:
-        return None
-    mean_x = statistics.fmean(x for x, _ in points)
-    mean_y = statistics.fmean(y for _, y in points)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x, _ in points)
-    return round(slope * 1e6, 2)
 
 
 def summarize(raw: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]:
@@ -447,14 +377,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def machine_of(systems: list[str]) -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    return {
-        "cpu": next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor()),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "aiortc": aiortc.__version__,
-        "janus": Janus.version() if "janus" in systems else None,
-    }
+    return machine(janus=Janus.version() if "janus" in systems else None)
 
 
 def setup_of(args: argparse.Namespace, counts: list[int]) -> dict[str, Any]:

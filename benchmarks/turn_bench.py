@@ -1,6 +1,6 @@
 """The TURN relay's CPU cost per relayed packet, against coturn in the same run.
 
-    python benchmarks/turn_bench.py [--trials 3] [--processes 4] [--clients 50] [--messages 1000] [--interval 1]
+    python -m benchmarks.turn_bench [--trials 3] [--processes 4] [--clients 50] [--messages 1000] [--interval 1]
 
 Each trial starts one server (``videoconf turn`` with uvloop, or Debian's coturn with one relay
 thread) pinned to CPU 1, with turnutils_peer and turnutils_uclient (Debian's coturn package)
@@ -25,7 +25,6 @@ import platform
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,39 +32,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clients.loadtest.process import ChildProcess, cpu_seconds, free_port, udp_answers
+from clients.loadtest.stats import median
+
 ROOT = Path(__file__).resolve().parent.parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 USER, PASSWORD, REALM = "bench", "bench-password", "videoconf"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime of all threads
-
-
-def wait_for_stun(port: int, timeout: float = 15.0) -> None:
-    """Until a STUN Binding request on the UDP port is answered."""
+def stun_answers(port: int) -> bool:
+    """Whether a STUN Binding request to the UDP port gets a success response."""
     request = bytes.fromhex("000100002112a442") + os.urandom(12)
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        while time.monotonic() < deadline:
-            sock.sendto(request, ("127.0.0.1", port))
-            try:
-                if sock.recv(2048)[:2] == b"\x01\x01":
-                    return
-            except OSError:
-                pass
-    raise RuntimeError(f"no TURN server answered on UDP port {port}")
+    return udp_answers(port, request, lambda answer: answer[:2] == b"\x01\x01")
 
 
-def start_ours(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start_ours(port: int, workdir: Path) -> ChildProcess:
     config = workdir / "turn.toml"
     config.write_text(
         f'data_dir = "{workdir}"\nlog_level = "WARNING"\n[turn]\nlisten = "127.0.0.1"\nudp_port = {port}\n'
@@ -73,19 +53,17 @@ def start_ours(port: int, workdir: Path) -> subprocess.Popen[bytes]:
         f'total_quota = 0\nunauthorized_burst = 100000\n[turn.users]\n{USER} = "{PASSWORD}"\n'
     )
     videoconf = Path(sys.executable).with_name("videoconf")
-    return subprocess.Popen(
-        ["taskset", "-c", "1", str(videoconf), "--config", str(config), "turn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir,
-    )
+    command = ["taskset", "-c", "1", str(videoconf), "--config", str(config), "turn"]
+    return ChildProcess(command, cwd=workdir, output=subprocess.DEVNULL)
 
 
-def start_coturn(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+def start_coturn(port: int, workdir: Path) -> ChildProcess:
+    return ChildProcess(
         ["taskset", "-c", "1", "turnserver", "-n", "--listening-ip", "127.0.0.1", "--relay-ip", "127.0.0.1",
          "-p", str(port), "--allow-loopback-peers", "--no-tls", "--no-dtls", "--no-cli", "-a",
          "-u", f"{USER}:{PASSWORD}", "-r", REALM, "-m", "1", "--min-port", "40000", "--max-port", "49999",
          "--log-file", str(workdir / "coturn.log"), "--no-stdout-log", "--pidfile", str(workdir / "coturn.pid")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir,
+        cwd=workdir, output=subprocess.DEVNULL, log=workdir / "coturn.log",
     )
 
 
@@ -112,23 +90,18 @@ def run_load(port: int, peer_port: int, args: argparse.Namespace) -> dict[str, A
 
 
 def trial(name: str, args: argparse.Namespace, peer_port: int) -> dict[str, Any]:
-    port = free_port()
+    port = free_port(socket.SOCK_DGRAM)
     with tempfile.TemporaryDirectory(prefix=f"turnbench-{name}-") as tmp:
         workdir = Path(tmp)
-        process = (start_ours if name == "videoconf" else start_coturn)(port, workdir)
+        server = (start_ours if name == "videoconf" else start_coturn)(port, workdir)
         try:
-            wait_for_stun(port)
+            server.start(lambda: stun_answers(port), 15, f"the {name} TURN server")
             time.sleep(0.5)
-            before, started = cpu_seconds(process.pid), time.monotonic()
+            before, started = cpu_seconds(server.pid), time.monotonic()
             load = run_load(port, peer_port, args)
-            after, elapsed = cpu_seconds(process.pid), time.monotonic() - started
+            after, elapsed = cpu_seconds(server.pid), time.monotonic() - started
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            server.stop(timeout=10)
     relayed = load["sent"] + load["received"]
     cpu = after - before
     return {
@@ -142,19 +115,18 @@ def trial(name: str, args: argparse.Namespace, peer_port: int) -> dict[str, Any]
     }
 
 
-def median(runs: list[dict[str, Any]], key: str) -> float | None:
+def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     """The median of ``key`` over the runs that measured it (None when none did: a server that
     relayed nothing in every trial)."""
-    values = [r[key] for r in runs if r.get(key) is not None]
-    return statistics.median(values) if values else None
+    return median([r[key] for r in runs if r.get(key) is not None], None)
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     return {
         name: {
-            "cpu_us_per_packet": median(trials, "cpu_us_per_packet"),
-            "packets_per_cpu_second": median(trials, "packets_per_cpu_second"),
-            "packets_per_second": median(trials, "packets_per_second"),
+            "cpu_us_per_packet": median_of(trials, "cpu_us_per_packet"),
+            "packets_per_cpu_second": median_of(trials, "packets_per_cpu_second"),
+            "packets_per_second": median_of(trials, "packets_per_second"),
             "lost": sum(r.get("lost") or 0 for r in trials),
         }
         for name, trials in runs.items()
@@ -181,12 +153,11 @@ def main() -> int:
         if shutil.which(tool) is None:
             parser.error(f"{tool} is missing (apt-get install coturn util-linux)")
 
-    peer_port = free_port()
-    peer = subprocess.Popen(["taskset", "-c", "0", "turnutils_peer", "-L", "127.0.0.1", "-p", str(peer_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peer_port = free_port(socket.SOCK_DGRAM)
+    peer = ChildProcess(["taskset", "-c", "0", "turnutils_peer", "-L", "127.0.0.1", "-p", str(peer_port)], output=subprocess.DEVNULL)
     runs: dict[str, list[dict[str, Any]]] = {"videoconf": [], "coturn": []}
     try:
-        time.sleep(0.3)
+        peer.start(lambda: udp_answers(peer_port, b"ping", b"ping".__eq__), 10, "turnutils_peer")
         for index in range(args.trials):
             for name in ("videoconf", "coturn") if index % 2 == 0 else ("coturn", "videoconf"):
                 result = trial(name, args, peer_port)
@@ -194,7 +165,6 @@ def main() -> int:
                 print(f"trial {index + 1} {name}: {result}", flush=True)
     finally:
         peer.kill()
-        peer.wait()
 
     summary = summarize(runs)
     ratio = cost_ratio(summary)

@@ -25,6 +25,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 from sqlalchemy import text
 
+from clients.loadtest.polling import until
+from control_api.pubsub import RedisPubSub
 from control_api.storage.database import Database
 from control_api.storage.migrate import upgrade
 from control_api.storage.tables import metadata
@@ -171,6 +173,20 @@ def make_settings(tmp_path: Path, backend: Backend | None = None, **overrides: A
         values["database_schema"] = backend.search_path
     values.update(overrides)
     return load_settings(**values)
+
+
+async def subscribed(bus: Any, channel: str, count: int = 1) -> None:
+    """Until Redis has taken ``count`` subscriptions of ``channel``, so that what is published
+    from now on reaches them (``subscribe()`` sends SUBSCRIBE without waiting for Redis to take
+    it; in-process pub/sub delivers from the moment one subscribes)."""
+    if isinstance(bus, RedisPubSub):
+        name = bus._prefix + channel
+
+        async def taken() -> bool:
+            ((_, subscriptions),) = await bus._redis.pubsub_numsub(name)
+            return subscriptions >= count
+
+        await until(taken, 5, f"Redis to take {count} subscription(s) of {channel}", interval=0.01)
 
 
 @dataclass

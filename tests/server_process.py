@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from clients.loadtest.process import ChildProcess, free_port
 
 
 def request(url: str, body: dict | None = None, token: str | None = None) -> tuple[int, Any]:
@@ -36,14 +31,20 @@ def request(url: str, body: dict | None = None, token: str | None = None) -> tup
 
 class ServerProcess:
     def __init__(self, data_dir: Path, *, log: Path | None = None, **env: str) -> None:
-        """``log``: write the server's stderr to this file (appending across restarts) instead of
-        a pipe, for servers that run long or log much (a full pipe would block the server)."""
-        self.log = log
+        """``log``: the file the server's standard error goes to (appended across restarts; by
+        default ``<data_dir>-server.log`` beside it), never a pipe that a long run could fill."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "VIDEOCONF_DATA_DIR": str(data_dir), "VIDEOCONF_PORT": str(self.port), **env}
         self.env.pop("VIDEOCONF_CONFIG", None)
-        self.process: subprocess.Popen[str] | None = None
+        self.log = log or data_dir.with_name(f"{data_dir.name}-server.log")
+        self.child = ChildProcess(
+            [sys.executable, "-m", "videoconf.cli", "run"], env=self.env, output=self.log, stdout_pipe=True
+        )
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.child.process
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -52,45 +53,27 @@ class ServerProcess:
 
     def start(self) -> str:
         """Start the server and wait until it is ready; returns its first line of output."""
-        stderr = open(self.log, "a") if self.log is not None else subprocess.PIPE  # noqa: SIM115
+        self.child.launch()
+        assert self.process is not None and self.process.stdout is not None
+        first_line = self.process.stdout.readline().decode()
+        self.child.wait_ready(self.ready, 20, "the server")
+        return first_line
+
+    def ready(self) -> bool:
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "videoconf.cli", "run"],
-                env=self.env, stdout=subprocess.PIPE, stderr=stderr, text=True,
-            )
-        finally:
-            if self.log is not None:
-                stderr.close()
-        first_line = self.process.stdout.readline()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                status, _ = request(self.base + "/readyz")
-                if status == 200:
-                    return first_line
-            except OSError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"server did not start: {self._output() if self.process.poll() is not None else ''}")
-            time.sleep(0.1)
+            return request(self.base + "/readyz")[0] == 200
+        except OSError:
+            return False
 
     def stop(self) -> tuple[int, str]:
         """Interrupt the server as Ctrl+C does; returns its exit code and its log."""
-        assert self.process is not None
-        self.process.send_signal(2)
-        code = self.process.wait(timeout=20)
+        code = self.child.stop(signal.SIGINT)
+        assert code is not None
         return code, self._output()
 
     def kill(self) -> None:
         """Crash the server (SIGKILL): no goodbye to anyone, as when its host fails."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=20)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        self.child.kill()
 
     def _output(self) -> str:
-        assert self.process is not None
-        if self.log is not None:
-            return self.log.read_text(errors="replace")
-        return self.process.stderr.read() if self.process.stderr is not None else ""
+        return self.child.logged()

@@ -8,16 +8,14 @@ The node's settings are read by the loader its creator passes in (``videoconf.co
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Protocol
 
 from pydantic import SecretStr
 
+from clients.loadtest.process import ChildProcess, free_port, listening, pinned
 from control_api.config import TokenSettings
 
 
@@ -32,19 +30,6 @@ class SettingsLoader(Protocol):
     """Reads a node's settings as ``videoconf run`` would, with this process's environment."""
 
     def __call__(self, config_file: str | None = None) -> NodeSettings: ...
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(core: int | None, command: list[str]) -> list[str]:
-    """``command`` under ``taskset -c core`` when there is a core to spare."""
-    if core is not None and shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", str(core), *command]
-    return command
 
 
 class LocalNode:
@@ -67,7 +52,8 @@ class LocalNode:
         self.core = core
         self.workdir = workdir
         self.load_settings = load_settings
-        self.process: subprocess.Popen[bytes] | None = None
+        self.cli = [sys.executable, "-m", "videoconf.cli"]
+        self.child = ChildProcess(pinned(core, [*self.cli, "run"]), env=self.env, output=workdir / "node.log")
 
     def settings(self) -> NodeSettings:
         """The node's settings as it loads them (its development secrets are generated into the
@@ -85,33 +71,12 @@ class LocalNode:
 
     def start(self, timeout: float = 60.0) -> None:
         self.settings()  # generate the secrets before the node reads them
-        cli = [sys.executable, "-m", "videoconf.cli"]
-        subprocess.run([*cli, "migrate"], env=self.env, check=True, capture_output=True, timeout=timeout)
-        log = open(self.workdir / "node.log", "wb")  # noqa: SIM115 - the node writes to it until stop()
-        self.process = subprocess.Popen(pinned(self.core, [*cli, "run"]), env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the node exited: {(self.workdir / 'node.log').read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("the node did not start listening")
+        subprocess.run([*self.cli, "migrate"], env=self.env, check=True, capture_output=True, timeout=timeout)
+        self.child.start(lambda: listening(self.port), timeout, "the node")
 
     @property
     def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+        return self.child.pid
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        self.child.stop()

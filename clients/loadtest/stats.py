@@ -221,3 +221,12 @@ def percentile(values: list[float], q: float) -> float | None:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
+
+
+def median(values: list[float], digits: int | None = 2) -> float | None:
+    """The median, rounded to ``digits`` (None: not rounded); None for no values (every trial
+    failed, or none measured it)."""
+    if not values:
+        return None
+    middle = statistics.median(values)
+    return middle if digits is None else round(middle, digits)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from control_api.services.meetings import meeting_channel
-from tests.conftest import Api
+from tests.conftest import Api, subscribed
 
 
 async def test_chat_history_pages_newest_first_and_hides_others_private_messages(api: Api) -> None:
@@ -61,7 +61,7 @@ async def test_posted_messages_are_published_on_the_meeting_channel(api: Api) ->
     host = await api.register("Hedy Lamarr")
     meeting = await api.meeting(host["token"])
     async with api.services.ctx.bus.subscribe(meeting_channel(meeting["id"])) as subscription:
-        await asyncio.sleep(0.05)  # Redis needs the SUBSCRIBE to land first
+        await subscribed(api.services.ctx.bus, meeting_channel(meeting["id"]))
         _, sent = await api.call("POST", f"/api/meetings/{meeting['id']}/messages", host["token"], json={"body": "hello all"}, expect=201)
         event = await asyncio.wait_for(subscription.get(), 5)
     assert event == {"type": "chat.message", "message": sent}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.conftest import Api
+from control_api.services.notifications import user_channel
+from tests.conftest import Api, subscribed
 
 
 async def test_meeting_start_and_cancel_notify_the_invited(api: Api) -> None:
@@ -58,7 +59,7 @@ async def test_notification_stream_delivers_new_notifications(api: Api) -> None:
     async with api.client.get("/api/notifications/stream", headers={"Authorization": f"Bearer {ina['token']}"}) as stream:
         assert stream.status == 200 and stream.headers["Content-Type"] == "text/event-stream"
         assert await stream.content.readline() == b": connected\n"
-        await asyncio.sleep(0.05)
+        await subscribed(api.services.ctx.bus, user_channel(ina["user"]["id"]))
         await api.call("POST", f"/api/meetings/{meeting['id']}/invitations", host["token"], json={"emails": [ina["email"]]}, expect=200)
         lines = []
         while len(lines) < 3:

@@ -3,7 +3,6 @@ SQLite, real aiortc peers over loopback, ICE on 127.0.0.1 only, no ICE servers."
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from clients.loadtest.polling import until
 from clients.sdk.participant import Participant
 from tests.conftest import Api, Backend, FakeClock, make_settings, start_api
 
@@ -76,15 +76,6 @@ async def open_meeting(backend: Backend, tmp_path: Path, **settings_overrides: A
             await client.close()
         await api.client.close()
         gc.collect()
-
-
-async def until(predicate: Any, timeout: float = 20.0, interval: float = 0.1) -> None:
-    """Wait for ``predicate()`` to hold, failing the test after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {getattr(predicate, '__name__', predicate)}")
-        await asyncio.sleep(interval)
 
 
 __all__ = ["Meeting", "until", "FakeClock", "open_meeting"]

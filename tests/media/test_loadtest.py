@@ -100,7 +100,7 @@ def test_videoconf_loadtest_command_on_a_local_node(tmp_path: Path) -> None:
 
 
 def test_videoconf_loadtest_says_why_when_the_node_is_unreachable(tmp_path: Path) -> None:
-    from clients.loadtest.local import free_port
+    from clients.loadtest.process import free_port
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VIDEOCONF_DATA_DIR": str(tmp_path)}
     done = subprocess.run(

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.loadtest.process import ChildProcess
 from tests.server_process import ServerProcess, request
 
 PASSWORD = "correct horse battery"
@@ -54,15 +54,12 @@ def test_bots_through_a_server_process(tmp_path: Path) -> None:
         before = scrape(server.base)
         assert before[("videoconf_sfu_codec_instances_total", (("kind", "decoder"),))] == 0
 
-        publisher = subprocess.Popen(
+        publisher = ChildProcess(
             bot(server, "host@example.com", meeting["code"], "--publish", "--duration", "25", "--codec", "VP8"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=server.env,
+            env=server.env, output=tmp_path / "publisher.log",
         )
-        deadline = time.monotonic() + 20
-        while scrape(server.base).get(("videoconf_sfu_tracks", (("kind", "video"),)), 0) < 1:
-            assert publisher.poll() is None, publisher.stderr.read() if publisher.stderr else ""
-            assert time.monotonic() < deadline, "the publishing bot's track never appeared"
-            time.sleep(0.2)
+        publisher.start(lambda: scrape(server.base).get(("videoconf_sfu_tracks", (("kind", "video"),)), 0) >= 1, 20,
+                        "the publishing bot's track")
 
         subscriber = subprocess.run(
             bot(server, "guest@example.com", meeting["id"], "--duration", "6", "--name", "Watcher"),
@@ -87,8 +84,7 @@ def test_bots_through_a_server_process(tmp_path: Path) -> None:
         assert metrics[("videoconf_sfu_codec_instances_total", (("kind", "decoder"),))] == 0
         assert metrics[("videoconf_sfu_codec_instances_total", (("kind", "encoder"),))] == 0
     finally:
-        if publisher is not None and publisher.poll() is None:
+        if publisher is not None and publisher.running:
             publisher.kill()
-            publisher.wait(timeout=10)
         code, log = server.stop()
     assert code == 0, log

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from aiortc import RTCIceServer
 
+from clients.loadtest.process import free_port
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
 from clients.sdk.participant import Participant
 from tests.conftest import Backend
 from tests.media.conftest import open_meeting, until
-from tests.turn.conftest import free_port
 from turn.auth import rest_password
 from turn.config import TurnSettings
 from videoconf.app import TURN
@@ -36,7 +36,7 @@ def selected_types(pc) -> set[str]:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_relay_only_participant_joins_through_the_turn_server(sqlite_backend: Backend, tmp_path: Path, transport: str):
-    udp, tcp = free_port(), free_port(socket.SOCK_STREAM)
+    udp, tcp = free_port(socket.SOCK_DGRAM), free_port()
     turn = TurnSettings(enabled=True, listen="127.0.0.1", udp_port=udp, tcp_port=tcp, relay_ports=None,
                         sfu_only=True)  # relays may reach the SFU's media address (127.0.0.1) and nothing else
     async with open_meeting(sqlite_backend, tmp_path, turn=turn) as meeting:

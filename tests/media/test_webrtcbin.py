@@ -231,14 +231,6 @@ def departures(client: Any) -> list[str]:
     return [m["reason"] for m in client.history if m.get("type") == "participant-left"]
 
 
-async def until_or_report(predicate: Callable[[], bool], report: Callable[[], str], timeout: float) -> None:
-    """``until``, failing with what ``report`` says about the state of things."""
-    try:
-        await until(predicate, timeout)
-    except AssertionError:
-        raise AssertionError(f"{predicate.__name__} did not hold within {timeout} s: {report()}") from None
-
-
 def packet_errors(meeting: Meeting) -> dict[str, float]:
     metrics = meeting.api.app[SFU].metrics
     counter = metrics.packet_errors
@@ -266,7 +258,7 @@ async def test_webrtcbin_publisher_with_1400_byte_packets_reaches_an_aiortc_subs
                 f"departures {departures(subscriber)}; SFU packet errors {packet_errors(meeting)}; {peer.describe()}"
             )
 
-        await until_or_report(decoded_or_gone, status, timeout=40)
+        await until(decoded_or_gone, 40, lambda: f"decoded_or_gone: {status()}")
         video = video_of(subscriber)
         assert video is not None and video.frames >= 60 and not departures(subscriber), status()
         assert peer.stats["big_packets"] > 0 and peer.stats["max_rtp_size"] >= 1350, status()
@@ -286,7 +278,7 @@ async def webrtcbin_decodes(
     def status() -> str:
         return f"{context()}subscriber {channel.describe()}; {peer.describe()}"
 
-    await until_or_report(decoded_or_refused, status, timeout=40)
+    await until(decoded_or_refused, 40, lambda: f"decoded_or_refused: {status()}")
     assert peer.stats["frames_decoded"] >= 30 and not channel.of_type("error"), status()
     assert (peer.stats["width"], peer.stats["height"]) == size, status()
     (answer,) = channel.answers

@@ -11,17 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from clients.loadtest.polling import until
+from clients.loadtest.process import free_port, udp_answers
 from turn.config import TurnSettings
 from turn.transport import TurnService
 
 SECRET = "interop-secret-for-tests-0123456789abcdef"
 USERS = {"alice": "wonderland"}
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def coturn_tool(name: str) -> str:
@@ -66,12 +62,12 @@ async def turn_service(tls_files) -> AsyncIterator[TurnService]:
 @pytest.fixture
 async def udp_peer() -> AsyncIterator[int]:
     """Debian's turnutils_peer: a UDP echo server on loopback."""
-    port = free_port()
+    port = free_port(socket.SOCK_DGRAM)
     process = await asyncio.create_subprocess_exec(
         coturn_tool("turnutils_peer"), "-L", "127.0.0.1", "-p", str(port),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
-    await asyncio.sleep(0.3)
+    await until(lambda: udp_answers(port, b"ping", b"ping".__eq__), 10, "turnutils_peer to echo")
     try:
         yield port
     finally:

@@ -10,6 +10,8 @@ import ssl
 import aioice.turn
 import pytest
 
+from clients.loadtest.polling import until
+from clients.loadtest.process import free_port
 from tests.turn.conftest import SECRET, coturn_tool
 
 MESSAGES, CLIENTS = 40, 3
@@ -57,8 +59,7 @@ async def test_turnutils_uclient_relays_without_loss(turn_service, udp_peer, opt
     assert (succeeded.get("ChannelBind", 0) >= CLIENTS) == uses_channels, succeeded
     assert succeeded.get("CreatePermission", 0) >= CLIENTS or uses_channels, succeeded
     if port_of != "udp":  # a closed connection takes its allocation along
-        await asyncio.sleep(0.2)
-        assert not turn_service.server.allocations
+        await until(lambda: not turn_service.server.allocations, 5, "the closed connections' allocations to go")
 
 
 async def test_turnutils_uclient_with_a_wrong_password_is_refused(turn_service, udp_peer):
@@ -111,8 +112,8 @@ async def test_aioice_turn_client_relays_through_channels(turn_service, transpor
     finally:
         client_transport.close()
         echo_transport.close()
-    await asyncio.sleep(0.3)
-    assert not turn_service.server.allocations  # deleted by the client (UDP) or its closed connection
+    # Deleted by the client (UDP) or its closed connection.
+    await until(lambda: not turn_service.server.allocations, 5, "the allocation to go")
 
 
 async def test_videoconf_turn_process_relays_over_tcp(udp_peer, tmp_path):
@@ -122,9 +123,7 @@ async def test_videoconf_turn_process_relays_over_tcp(udp_peer, tmp_path):
     import socket
     import sys
 
-    from tests.turn.conftest import free_port
-
-    udp_port, tcp_port = free_port(), free_port(socket.SOCK_STREAM)
+    udp_port, tcp_port = free_port(socket.SOCK_DGRAM), free_port()
     env = {
         **os.environ, "VIDEOCONF_DATA_DIR": str(tmp_path), "VIDEOCONF_TURN__LISTEN": "127.0.0.1",
         "VIDEOCONF_TURN__UDP_PORT": str(udp_port), "VIDEOCONF_TURN__TCP_PORT": str(tcp_port),

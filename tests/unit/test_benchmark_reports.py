@@ -3,29 +3,21 @@ measure, without measuring anything: a long run must never die at its last step.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import itertools
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 COST = {"sfu": 20.0, "janus": 15.0, "relay": 1000.0}  # µs per forwarded packet
 
 
 def load(name: str) -> ModuleType:
-    """A benchmark script as a module (the scripts are not a package)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """A benchmark of the ``benchmarks`` package."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def trial(n: int, us: float) -> dict[str, Any]:

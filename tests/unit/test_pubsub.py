@@ -9,8 +9,9 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
+from clients.loadtest.polling import until
 from control_api.pubsub import QUEUE_LIMIT, MemoryPubSub, RedisPubSub
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, subscribed
 from tests.services import PrivateRedis
 
 
@@ -23,7 +24,8 @@ def bus(request):
 
 async def test_events_reach_every_subscriber_of_their_channel_in_order(bus) -> None:
     async with bus.subscribe("room:1") as a, bus.subscribe("room:1") as b, bus.subscribe("room:2") as other:
-        await asyncio.sleep(0.05)
+        await subscribed(bus, "room:1", 2)
+        await subscribed(bus, "room:2")
         for i in range(5):
             await bus.publish("room:1", {"n": i, "when": "now"})
         for sub in (a, b):
@@ -57,17 +59,11 @@ async def test_a_lost_redis_connection_is_subscribed_again() -> None:
         for client_id in ours:
             await admin.client_kill_filter(_id=client_id)
         await until(lambda: sub.reconnects >= 1 and sub.connected, 10)
+        await subscribed(bus, "c")
         await bus.publish("c", {"n": 1})
         assert await asyncio.wait_for(sub.get(), 5) == {"n": 1}
     await client.aclose()
     await admin.aclose()
-
-
-async def until(predicate, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_subscriptions_outlive_a_redis_restart_and_deliver_locally_meanwhile() -> None:

@@ -213,7 +213,10 @@ class Parsed(Exception):
     pass
 
 
-@pytest.mark.parametrize("command", [c for c in commands("python") if c.startswith("python benchmarks/")])
+BENCHMARK_COMMANDS = [c for c in commands("python") if c.startswith(("python benchmarks/", "python -m benchmarks."))]
+
+
+@pytest.mark.parametrize("command", BENCHMARK_COMMANDS)
 def test_each_benchmark_command_line_parses(command: str, monkeypatch) -> None:
     real = argparse.ArgumentParser.parse_args
 
@@ -223,6 +226,8 @@ def test_each_benchmark_command_line_parses(command: str, monkeypatch) -> None:
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
     monkeypatch.setattr(sys, "path", list(sys.path))
     for argv in variants(command):
+        if argv[1] == "-m":  # the module's file, run as the command runs it
+            argv = [argv[0], argv[2].replace(".", "/") + ".py", *argv[3:]]
         monkeypatch.setattr(sys, "argv", argv[1:])
         with pytest.raises(Parsed):
             runpy.run_path(str(ROOT / argv[1]), run_name="__main__")
