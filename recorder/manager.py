@@ -31,7 +31,7 @@ from control_api.errors import conflict
 from recorder import wire
 from recorder.config import RecordingSettings, to_arguments
 from recorder.layout import arrange
-from sfu.forwarder import Drop, Forwarder
+from sfu.forwarder import Drop, Forwarder, ForwardsLayers
 from sfu.forwarding import UpTrack
 from sfu.layer import Layer
 from sfu.packet_cache import CachedPacket
@@ -79,7 +79,7 @@ def pick_layer(layers: list[Layer], wanted_height: int | None, now: float) -> La
     return available[-1]
 
 
-class RecorderTap:
+class RecorderTap(ForwardsLayers):
     """The recorder on one up-track: one layer at a time, switched on a keyframe of the layer
     the layout wants (the same rule, and the same ``Forwarder``, as a subscriber's)."""
 
@@ -90,14 +90,6 @@ class RecorderTap:
         self.forwarder = Forwarder(None)
         if up.kind == "audio" or not up.is_simulcast:
             self.retarget(up.layers[0])
-
-    @property
-    def current(self) -> Layer | None:
-        return self.forwarder.current
-
-    @property
-    def target(self) -> Layer | None:
-        return self.forwarder.target
 
     def wants(self, layer: Layer) -> bool:
         return self.forwarder.wants(layer)

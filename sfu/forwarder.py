@@ -230,3 +230,18 @@ class Forwarder:
         forward = tid is None or self.temporal is None or tid <= self.temporal
         self.vp8.decide(picture, forward)
         return forward
+
+
+class ForwardsLayers:
+    """The layer now forwarded and the one wanted, read from the ``forwarder`` of its user (a
+    down-track, the recorder's tap)."""
+
+    forwarder: Forwarder
+
+    @property
+    def current(self) -> Any:
+        return self.forwarder.current
+
+    @property
+    def target(self) -> Any:
+        return self.forwarder.target

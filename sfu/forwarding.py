@@ -30,7 +30,7 @@ from aiortc.rtp import RtpPacket
 
 from sfu.aiortc_hooks import ReceiverTap, SenderTap
 from sfu.bandwidth import RateMeter
-from sfu.forwarder import Drop, Forward, Forwarder
+from sfu.forwarder import Drop, Forward, Forwarder, ForwardsLayers
 from sfu.h264 import sps_dimensions
 from sfu.interceptors import NackResponder, RembHold, SenderReports, SubscriberFeedback
 from sfu.keyframe import h264_keyframe
@@ -364,7 +364,7 @@ class UpTrack:
         self._failures.pop(id(downtrack), None)
 
 
-class DownTrack:
+class DownTrack(ForwardsLayers):
     def __init__(
         self,
         up: UpTrack,
@@ -395,14 +395,6 @@ class DownTrack:
         self._levelled: tuple[int, tuple[bytes, ...], bool, bool] = (0x80, (b"",), False, False)
         self.packets = 0
         self.retransmitted = 0
-
-    @property
-    def current(self) -> Layer | None:
-        return self.forwarder.current
-
-    @property
-    def target(self) -> Layer | None:
-        return self.forwarder.target
 
     @property
     def switches(self) -> int:

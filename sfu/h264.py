@@ -4,6 +4,9 @@ layer's size this way without decoding.  Garbage gives None, never an exception.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+IDR = 5
 SPS = 7
 STAP_A = 24
 FU_A = 28
@@ -108,26 +111,31 @@ def _parse_sps(rbsp: bytes) -> tuple[int, int] | None:
     return width, height
 
 
-def _sps_nal(payload: bytes) -> bytes | None:
+def nal_units(payload: bytes) -> Iterator[bytes]:
+    """The NAL units whose start an RTP payload carries (RFC 6184): the payload itself (a single
+    NAL unit), each unit of a STAP-A aggregate up to a malformed one, or the first fragment of an
+    FU-A with the unit's own header put back; nothing for a later fragment or an empty payload."""
     if not payload:
-        return None
+        return
     kind = payload[0] & 0x1F
-    if kind == SPS:
-        return payload
     if kind == STAP_A:
         offset = 1
         while offset + 2 < len(payload):
             size = int.from_bytes(payload[offset : offset + 2], "big")
             offset += 2
             if size == 0 or offset + size > len(payload):
-                return None
-            if payload[offset] & 0x1F == SPS:
-                return payload[offset : offset + size]
+                return
+            yield payload[offset : offset + size]
             offset += size
-        return None
-    if kind == FU_A and len(payload) > 2 and payload[1] & 0x80 and payload[1] & 0x1F == SPS:
-        return bytes([(payload[0] & 0xE0) | SPS]) + payload[2:]
-    return None
+    elif kind == FU_A:
+        if len(payload) >= 2 and payload[1] & 0x80:  # S: the start of the fragmented unit
+            yield bytes([(payload[0] & 0xE0) | (payload[1] & 0x1F)]) + payload[2:]
+    else:
+        yield payload
+
+
+def _sps_nal(payload: bytes) -> bytes | None:
+    return next((unit for unit in nal_units(payload) if unit[0] & 0x1F == SPS), None)
 
 
 def sps_dimensions(payload: bytes) -> tuple[int, int] | None:

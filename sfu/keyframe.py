@@ -5,10 +5,7 @@ a new subscriber can begin there.  Malformed payloads answer False, never raise.
 
 from __future__ import annotations
 
-H264_IDR = 5
-H264_SPS = 7
-H264_STAP_A = 24
-H264_FU_A = 28
+from sfu.h264 import IDR, SPS, nal_units
 
 
 def vp8_keyframe_start(payload: bytes) -> bool:
@@ -42,28 +39,7 @@ def vp8_keyframe_start(payload: bytes) -> bool:
 def h264_keyframe(payload: bytes) -> bool:
     """True when the packet carries an IDR slice start or an SPS: single NAL units, STAP-A
     aggregates and the first fragment of an FU-A."""
-    if not payload:
-        return False
-    nal_type = payload[0] & 0x1F
-    if nal_type in (H264_IDR, H264_SPS):
-        return True
-    if nal_type == H264_STAP_A:
-        offset = 1
-        while offset + 2 < len(payload):
-            size = int.from_bytes(payload[offset : offset + 2], "big")
-            offset += 2
-            if size == 0 or offset + size > len(payload):
-                return False
-            if payload[offset] & 0x1F in (H264_IDR, H264_SPS):
-                return True
-            offset += size
-        return False
-    if nal_type == H264_FU_A:
-        if len(payload) < 2:
-            return False
-        header = payload[1]
-        return bool(header & 0x80) and header & 0x1F in (H264_IDR, H264_SPS)
-    return False
+    return any(unit[0] & 0x1F in (IDR, SPS) for unit in nal_units(payload))
 
 
 def is_keyframe(codec: str, payload: bytes) -> bool:

@@ -399,7 +399,32 @@ class FrameVerifier:
         }
 
 
-class PatternLayerTrack(MediaStreamTrack):
+class PausableTrack(MediaStreamTrack):
+    """A simulcast layer that dynacast may pause: paused, it produces nothing until resumed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._running = asyncio.Event()
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    async def _produce(self) -> None:
+        """Before each frame: end when the track has ended, wait while it is paused."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        await self._running.wait()
+
+
+class PatternLayerTrack(PausableTrack):
     """One encoding of a :class:`SimulcastPattern`: the same frame indices as its siblings at
     the same moments, at its own size.  A paused layer (dynacast) produces nothing until
     resumed, then continues at the current index."""
@@ -414,23 +439,9 @@ class PatternLayerTrack(MediaStreamTrack):
         self.height = height
         self.frames_sent = 0
         self._next = 0
-        self._running = asyncio.Event()
-        self._running.set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._running.is_set()
-
-    def pause(self) -> None:
-        self._running.clear()
-
-    def resume(self) -> None:
-        self._running.set()
 
     async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        await self._running.wait()
+        await self._produce()
         source = self.source
         start = source.start()
         now = source.clock()

@@ -30,14 +30,13 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 
 from clients.sdk.media import (
     AUDIO_SAMPLE_RATE,
     AUDIO_SAMPLES_PER_FRAME,
     VIDEO_CLOCK_RATE,
     Clock,
+    PausableTrack,
     draw_pattern,
 )
 
@@ -167,7 +166,7 @@ class _Timeline:
         return self._start
 
 
-class ReplayTrack(MediaStreamTrack):
+class ReplayTrack(PausableTrack):
     """Replays an :class:`EncodedLoop` as ``av.Packet`` objects in real time, forever.  Paused
     (dynacast), it yields nothing; resumed, it continues at the current position of the shared
     timeline, from the next keyframe so that the decoder can start again."""
@@ -182,20 +181,11 @@ class ReplayTrack(MediaStreamTrack):
         self.bytes_sent = 0
         self._next = 0
         self._need_keyframe = False
-        self._running = asyncio.Event()
-        self._running.set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._running.is_set()
-
-    def pause(self) -> None:
-        self._running.clear()
 
     def resume(self) -> None:
         if self.paused:
             self._need_keyframe = True
-        self._running.set()
+        super().resume()
 
     def position(self, now: float) -> int:
         """The index (on the unwrapped timeline) of the frame due at ``now``."""
@@ -203,9 +193,7 @@ class ReplayTrack(MediaStreamTrack):
         return int((now - self.timeline.start()) / period + 1e-6)  # 2.1 / 0.1 is 20.999...
 
     async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        await self._running.wait()
+        await self._produce()
         loop = self.loop
         start = self.timeline.start()
         period = loop.duration / loop.clock_rate

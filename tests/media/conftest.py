@@ -78,4 +78,13 @@ async def open_meeting(backend: Backend, tmp_path: Path, **settings_overrides: A
         gc.collect()
 
 
-__all__ = ["Meeting", "until", "FakeClock", "open_meeting"]
+def recorded_fragments(meeting: Meeting) -> int:
+    """The complete fragments written so far to the files of the recordings under way (the
+    recorder cuts a fragment at each keyframe, every two seconds; each is playable)."""
+    from videoconf.app import RECORDER
+
+    recorders = meeting.api.app[RECORDER].recorders.values()
+    return sum(r.path.read_bytes().count(b"moof") for r in recorders if r.path.is_file())
+
+
+__all__ = ["Meeting", "until", "FakeClock", "open_meeting", "recorded_fragments"]

@@ -3,7 +3,6 @@ checked against the pattern its publisher drew, audio carries the publisher's to
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import pytest
@@ -98,11 +97,7 @@ async def test_rtcp_sender_reports_down_receiver_reports_and_remb_up(meeting: Me
         return [s for s in report.values() if s.type == kind]
 
     # Sender reports from the SFU carry the counts of what it forwarded on this stream.
-    for _ in range(40):
-        if await stats_of(subscriber.subscriber, "remote-outbound-rtp"):
-            break
-        await asyncio.sleep(0.25)
-    (sent,) = await stats_of(subscriber.subscriber, "remote-outbound-rtp")
+    (sent,) = await until(lambda: stats_of(subscriber.subscriber, "remote-outbound-rtp"), 10, "a sender report", interval=0.25)
     (inbound,) = await stats_of(subscriber.subscriber, "inbound-rtp")
     assert 0 < sent.packetsSent <= inbound.packetsReceived + 50
     # The publisher hears receiver reports (it knows its RTT) and REMB from the SFU's own estimate.

@@ -14,7 +14,7 @@ import av
 import numpy as np
 
 from clients.sdk.media import FlashBeep, PatternVideoTrack, SolidVideoTrack, ToneAudioTrack
-from tests.media.conftest import Meeting, until
+from tests.media.conftest import Meeting, recorded_fragments, until
 from videoconf.app import RECORDER, SFU
 
 RED = (82, 90, 240)
@@ -80,13 +80,15 @@ async def live_uptracks(meeting: Meeting, count: int) -> None:
 
 
 async def recording_row(meeting: Meeting, recording_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The recording's row once it has ``status``."""
+    rows = []
+
+    async def reached() -> dict[str, Any] | None:
         _, row = await meeting.api.call("GET", f"/api/recordings/{recording_id}", meeting.host["token"], expect=200)
-        if row["status"] == status or time.monotonic() > deadline:
-            assert row["status"] == status, row
-            return row
-        await asyncio.sleep(0.2)
+        rows.append(row)
+        return row if row["status"] == status else None
+
+    return await until(reached, timeout, lambda: f"the recording to be {status}: {rows[-1]}", interval=0.2)
 
 
 async def download(meeting: Meeting, recording_id: str, target: Path) -> Path:
@@ -174,7 +176,7 @@ async def test_a_killed_recorder_leaves_a_playable_file_and_the_meeting_goes_on(
     recorders = meeting.api.app[RECORDER]
     pid = recorders.recorders[meeting.meeting["id"]].pid
     assert pid is not None
-    await asyncio.sleep(5.0)  # fragments are cut at keyframes, every two seconds
+    await until(lambda: recorded_fragments(meeting) >= 2, 30, "two fragments (cut at keyframes, every two seconds)")
 
     os.kill(pid, signal.SIGKILL)
     notice = await guest.wait_for("recording-stopped", timeout=10)

@@ -17,7 +17,7 @@ from clients.sdk.participant import Participant, SignalingError
 from signaling.protocol import PROTOCOL_VERSION, server_adapter
 from signaling.server import FLOOD_CLOSE_AFTER, MAX_FRAME
 from tests.media.conftest import Meeting, until
-from videoconf.app import SFU
+from videoconf.app import SFU, SIGNALING
 
 
 async def raw_socket(meeting: Meeting) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
@@ -176,8 +176,6 @@ async def test_chat_to_the_room_and_privately_is_stored(meeting: Meeting) -> Non
     private = await alice.wait_for("chat", lambda m: m["message"]["body"] == "just for you")
     assert private["message"]["private"] is True
     await bob.wait_for("chat", lambda m: m["message"]["body"] == "just for you")
-    await asyncio.sleep(0.3)
-    assert "just for you" not in [m["body"] for m in carol.chat_messages]
     await bob.chat("to nobody", to="no-such-person")
     assert (await bob.wait_for("error"))["code"] == "unknown_participant"
     # Stored through the control API's chat service: the history shows them.
@@ -186,6 +184,9 @@ async def test_chat_to_the_room_and_privately_is_stored(meeting: Meeting) -> Non
     # A message posted over HTTP reaches the room too.
     await meeting.api.call("POST", f"/api/meetings/{meeting.meeting['id']}/messages", meeting.people[1]["token"], json={"body": "from a bot"}, expect=201)
     await alice.wait_for("chat", lambda m: m["message"]["body"] == "from a bot")
+    # Carol gets the room's next message, and never got the private one before it.
+    await carol.wait_for("chat", lambda m: m["message"]["body"] == "from a bot")
+    assert "just for you" not in [m["body"] for m in carol.chat_messages]
 
 
 async def test_raise_hand_mute_and_screen_share(meeting: Meeting) -> None:
@@ -226,8 +227,8 @@ async def test_host_actions(meeting: Meeting) -> None:
     node = meeting.api.app[SFU]
     (room,) = node.rooms.values()
     up = room.participants[bob.identity].uptracks[mic]
-    forwarded = sum(d.packets for d in up.downtracks)
-    await asyncio.sleep(0.5)
+    forwarded, received = sum(d.packets for d in up.downtracks), up.packets
+    await until(lambda: up.packets >= received + 25, 5, "half a second more of bob's audio at the SFU")
     assert sum(d.packets for d in up.downtracks) == forwarded  # nothing forwarded while muted by the host
     await bob.mute(mic, False)
     await until(lambda: sum(d.packets for d in up.downtracks) > forwarded, timeout=5)
@@ -255,12 +256,20 @@ async def test_host_actions(meeting: Meeting) -> None:
     await until(lambda: not node.rooms, timeout=5)
 
 
+def waiting_for(meeting: Meeting, identity: str, text: str) -> bool:
+    """Whether the server's session of ``identity`` holds a message with ``text`` to replay."""
+    sessions = meeting.api.app[SIGNALING].sessions.values()
+    return any(
+        text in message for s in sessions if s.participant and s.participant.identity == identity for _, message in s.buffer
+    )
+
+
 async def test_resume_within_the_window_and_removal_after_it(meeting: Meeting) -> None:
     alice = await meeting.participant(meeting.host)
     bob = await meeting.participant(meeting.people[0])
     await bob.drop_connection()
     await alice.chat("while bob was away")
-    await asyncio.sleep(0.2)
+    await until(lambda: waiting_for(meeting, bob.identity, "while bob was away"), 5, "the chat in bob's session")
     resumed = await bob.resume()
     assert resumed["replayed"] >= 1
     await until(lambda: bob.chat_messages, timeout=5)

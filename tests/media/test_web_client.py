@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.media.browser import chromium
-from tests.media.conftest import Meeting
+from tests.media.conftest import Meeting, recorded_fragments, until
 
 PHONE = {"width": 360, "height": 740}
 PASSWORD = "correct horse battery"
@@ -64,14 +64,8 @@ async def playing_videos(page: Any) -> list[dict]:
 
 
 async def wait_until(check: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: {last}")
+    """The first true value of ``await check()``, polled every 0.3 s."""
+    return await until(check, timeout, what, interval=0.3)
 
 
 async def no_horizontal_scroll(page: Any) -> bool:
@@ -99,9 +93,7 @@ async def test_three_people_meet_in_the_web_client(meeting: Meeting, tmp_path: P
                 first = await wait_until(lambda p=page: _two_playing(p), timeout=45, what="two remote videos playing")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}; {await diagnose(meeting, page)}") from None
-            await asyncio.sleep(1.0)
-            later = {v["track"]: v["frames"] for v in await playing_videos(page)}
-            assert all(later[v["track"]] > v["frames"] for v in first), (first, later)
+            await wait_until(lambda p=page, f=first: _more_frames(p, f), 5, "both remote videos to keep playing")
         if SCREENSHOTS:
             await host.screenshot(path=str(shots / "meeting.png"))
 
@@ -149,7 +141,7 @@ async def test_three_people_meet_in_the_web_client(meeting: Meeting, tmp_path: P
         await host.get_by_role("button", name="Record", exact=True).click()
         await host.get_by_role("button", name="Stop recording").wait_for(timeout=15000)
         await bea.get_by_text("● Recording").wait_for(timeout=10000)
-        await asyncio.sleep(2)
+        await until(lambda: recorded_fragments(meeting) >= 1, 30, "a playable fragment of the recording")
         await host.get_by_role("button", name="Stop recording").click()
         await bea.get_by_text("● Recording").wait_for(state="hidden", timeout=10000)
 
@@ -200,6 +192,12 @@ async def diagnose(meeting: Meeting, page: Any) -> dict:
 async def _two_playing(page: Any) -> list[dict] | None:
     videos = [v for v in await playing_videos(page) if v["width"] > 0 and v["frames"] > 0]
     return videos if len({v["tile"] for v in videos}) >= 2 else None
+
+
+async def _more_frames(page: Any, first: list[dict]) -> bool:
+    """Whether each of the videos ``first`` saw has decoded more frames since."""
+    later = {v["track"]: v["frames"] for v in await playing_videos(page)}
+    return all(later.get(v["track"], 0) > v["frames"] for v in first)
 
 
 async def test_bad_states_are_shown_and_every_control_has_a_name(meeting: Meeting) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests import clock
 from turn import stun
 from turn.auth import Credentials, rest_credentials
 from turn.config import TurnSettings
@@ -9,15 +10,11 @@ from turn.peers import PeerPolicy
 from turn.server import FAMILY_IPV4, Client, NoRelay, TurnServer
 
 
-class FakeClock:
+class FakeClock(clock.FakeClock):
+    """The TURN tests' clock starts at 1,000,000 s: time-limited usernames carry it."""
+
     def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+        super().__init__(now)
 
 
 class FakeRelay:

@@ -14,6 +14,7 @@ from clients.loadtest.runner import QualityBar
 from clients.loadtest.scenarios import SCENARIOS, SIMULCAST_LAYERS, scenario
 from clients.loadtest.stats import RtpCounter, histogram_quantile, parse_metrics, percentile
 from clients.sdk.replay import ReplaySimulcast, ReplayTrack, encoded_audio, encoded_video
+from tests.clock import FakeClock
 
 VIDEO_PT, RTX_PT, AUDIO_PT = 97, 98, 111
 
@@ -179,16 +180,8 @@ def test_encoded_video_loops_whole_keyframe_intervals_and_is_cached() -> None:
     assert len(audio.frames) == 10 and audio.duration == 960
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_replay_track_paces_by_the_clock_and_wraps_the_loop() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     loop = encoded_video(320, 180, fps=10, bitrate=200_000, seconds=2.0, keyframe_interval=0.5)
     track = ReplayTrack(loop, clock=clock)
     first = await track.recv()
@@ -205,7 +198,7 @@ async def test_replay_track_paces_by_the_clock_and_wraps_the_loop() -> None:
 
 
 async def test_replay_layer_resumes_on_a_keyframe_of_the_shared_timeline() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     loops = [encoded_video(w, h, fps=10, bitrate=b, seconds=2.0, keyframe_interval=0.5) for w, h, b in ((320, 180, 200_000), (160, 90, 80_000))]
     simulcast = ReplaySimulcast(loops, clock=clock)
     low, high = simulcast.tracks

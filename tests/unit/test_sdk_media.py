@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from aiortc.codecs.opus import OpusDecoder, OpusEncoder
 from aiortc.jitterbuffer import JitterFrame
-from aiortc.mediastreams import MediaStreamError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from clients.sdk.media import (
     FrameVerifier,
@@ -22,21 +22,11 @@ from clients.sdk.media import (
     read_frame_index,
     tone_strength,
 )
+from tests.clock import FakeClock
 
 WIDTH, HEIGHT = 320, 240
 BITRATE = 300_000
 FPS = 15
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class RacingClock(FakeClock):
@@ -88,12 +78,16 @@ async def test_pattern_track_produces_timed_yuv_frames_in_index_order() -> None:
         await track.recv()
 
 
-async def test_pattern_track_paces_itself_in_real_time() -> None:
-    track = PatternVideoTrack(WIDTH, HEIGHT, fps=50)
+async def seconds_to_receive(track: MediaStreamTrack, frames: int) -> float:
+    """How long ``frames`` frames take to come out of ``track``."""
     start = time.monotonic()
-    for _ in range(6):
+    for _ in range(frames):
         await track.recv()
-    elapsed = time.monotonic() - start
+    return time.monotonic() - start
+
+
+async def test_pattern_track_paces_itself_in_real_time() -> None:
+    elapsed = await seconds_to_receive(PatternVideoTrack(WIDTH, HEIGHT, fps=50), 6)
     assert 0.095 <= elapsed < 0.5, elapsed  # five intervals of 20 ms
 
 
@@ -231,11 +225,7 @@ async def test_tone_track_produces_48khz_20ms_s16_frames() -> None:
 
 
 async def test_tone_track_paces_itself_in_real_time() -> None:
-    track = ToneAudioTrack()
-    start = time.monotonic()
-    for _ in range(4):
-        await track.recv()
-    elapsed = time.monotonic() - start
+    elapsed = await seconds_to_receive(ToneAudioTrack(), 4)
     assert 0.055 <= elapsed < 0.5, elapsed  # three intervals of 20 ms
 
 

@@ -17,6 +17,7 @@ from aiortc.rtp import RtpPacket
 from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client import CollectorRegistry
 
+from clients.loadtest.polling import until
 from sfu.aiortc_hooks import ReceiverTap, accept_rsa_peers, widen_srtp_buffers
 from sfu.forwarder import Forwarder
 from sfu.forwarding import UpTrack
@@ -96,16 +97,11 @@ async def test_packets_up_to_the_path_mtu_are_protected_after_the_sfus_extension
         assert len(packets[1]) > MTU
         for packet in packets:
             await client._send_rtp(packet)
-        await asyncio.wait_for(_arrived(received, len(packets)), 5)
+        await until(lambda: len(received) >= len(packets), 5, "every packet", interval=0.01)
         assert received == packets
     finally:
         await client.stop()
         await server.stop()
-
-
-async def _arrived(received: list[bytes], count: int) -> None:
-    while len(received) < count:
-        await asyncio.sleep(0.01)
 
 
 # Failures in the packet path stay where they happen ------------------------------------------
