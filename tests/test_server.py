@@ -10,7 +10,7 @@ from control_api.storage.migrate import head_revision
 from tests.server_process import ServerProcess, request
 
 
-def test_migrate_run_and_stop(tmp_path: Path) -> None:
+def test_the_command_migrates_serves_logs_each_request_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data")
     migrated = server.cli("migrate")
     assert migrated.returncode == 0, migrated.stderr

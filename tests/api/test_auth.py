@@ -124,7 +124,7 @@ async def test_logout_revokes_the_family(api: Api) -> None:
 
 
 @PROFILE_PATHS
-async def test_profile_get_and_put(api: Api, profile: str) -> None:
+async def test_a_profile_change_needs_a_valid_name_and_time_zone_and_is_kept(api: Api, profile: str) -> None:
     account = await api.register("Ada Lovelace")
     _, me = await api.call(
         "PUT", profile, account["token"], json={"display_name": "Ada King", "timezone": "Europe/London"}, expect=200

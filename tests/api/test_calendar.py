@@ -51,7 +51,7 @@ async def test_calendar_event_follows_changes_and_cancellation(api: Api) -> None
     assert str(event["STATUS"]) == "CANCELLED" and int(event["SEQUENCE"]) == 2
 
 
-async def test_feed_with_secret_token(api: Api) -> None:
+async def test_the_calendar_feed_answers_its_secret_or_a_bearer_until_renewed_or_revoked(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     ina = await api.register("Ina Invitee")
     hosted = await api.scheduled(host["token"], title="Hosted")

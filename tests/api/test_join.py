@@ -68,7 +68,7 @@ async def test_room_token_expiry_and_forgery_are_detected(api: Api) -> None:
     assert expired.value.code == "token_expired"
 
 
-async def test_passcode_rules(api: Api) -> None:
+async def test_strangers_need_the_passcode_and_hosts_and_invitees_do_not(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     invitee = await api.register("Ina Invitee")
     stranger = await api.register("Sam Stranger")
@@ -98,7 +98,7 @@ async def test_wrong_passcodes_are_rate_limited(api_factory) -> None:
     await api.call("POST", path, guesser["token"], json={"passcode": "246800"}, expect=429)
 
 
-async def test_joining_a_scheduled_meeting(api: Api) -> None:
+async def test_a_scheduled_meeting_starts_when_its_host_joins_unless_guests_may_join_first(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     guest = await api.register("Guy Guest")
     meeting = await api.scheduled(host["token"])

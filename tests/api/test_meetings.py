@@ -58,7 +58,7 @@ async def test_meeting_times_default_to_the_hosts_time_zone(api: Api) -> None:
     assert datetime.fromisoformat(meeting["start_time"]).hour == 13
 
 
-async def test_create_validation(api: Api) -> None:
+async def test_a_meeting_that_does_not_fit_is_refused_naming_the_field_and_nothing_is_stored(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     soon = (api.clock() + timedelta(days=1)).isoformat()
     later = (api.clock() + timedelta(days=1, hours=2)).isoformat()
@@ -224,7 +224,7 @@ async def test_moving_the_start_keeps_the_duration(api: Api) -> None:
     assert status == 422 and body["error"]["details"][0]["field"] == "body.end_time"
 
 
-async def test_status_machine(api: Api) -> None:
+async def test_meetings_go_scheduled_live_ended_or_scheduled_cancelled_and_nothing_else(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     meeting = await api.scheduled(host["token"])
     path = f"/api/meetings/{meeting['id']}"
@@ -261,7 +261,7 @@ async def test_only_admins_change_status(api: Api) -> None:
     assert still["status"] == "scheduled"
 
 
-async def test_delete_rules(api: Api) -> None:
+async def test_only_the_host_deletes_a_meeting_once_it_is_over_and_its_chat_and_invitations_go_with_it(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     cohost = await api.register("Carl Cohost")
     meeting = await api.meeting(host["token"])

@@ -9,7 +9,7 @@ from tests.conftest import Api
 from videoconf.app import WEB_PAGES
 
 
-async def test_health_and_readiness(api: Api) -> None:
+async def test_health_is_ok_and_readiness_checks_the_database_and_redis(api: Api) -> None:
     _, health = await api.call("GET", "/healthz", expect=200)
     assert health == {"status": "ok", "checks": {}}
     _, ready = await api.call("GET", "/readyz", expect=200)

@@ -23,7 +23,7 @@ async def _ready_recording(api: Api, host: dict, meeting: dict) -> dict:
     return done.model_dump(mode="json")
 
 
-async def test_list_get_and_download_with_range(api: Api) -> None:
+async def test_a_ready_recording_is_listed_downloaded_whole_or_by_range_and_announced(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     meeting = await api.meeting(host["token"], title="Recorded")
     recording = await _ready_recording(api, host, meeting)
@@ -56,7 +56,7 @@ async def test_list_get_and_download_with_range(api: Api) -> None:
     assert [n["kind"] for n in notes["items"]] == ["recording_ready"]
 
 
-async def test_visibility_and_deletion(api: Api) -> None:
+async def test_only_hosts_and_cohosts_see_a_recording_and_deleting_it_removes_the_file(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     cohost = await api.register("Carl Cohost")
     guest = await api.register("Guy Guest")
@@ -104,7 +104,7 @@ async def test_unfinished_and_failed_recordings_cannot_be_downloaded(api: Api) -
     await api.call("DELETE", f"/api/recordings/{running.id}", host["token"], expect=204)
 
 
-async def test_recorder_rules(api: Api) -> None:
+async def test_recordings_begin_only_in_live_meetings_that_allow_them_and_files_stay_in_their_folder(api: Api) -> None:
     host = await api.register("Hedy Lamarr")
     service = api.services.recordings
     closed = await api.meeting(host["token"], settings={"allow_recording": False})

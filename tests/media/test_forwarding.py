@@ -25,7 +25,7 @@ def audio_tracks(client):
 
 
 @pytest.mark.parametrize("codec", ["VP8", "H264"])
-async def test_one_publisher_three_subscribers(meeting: Meeting, codec: str) -> None:
+async def test_three_subscribers_get_every_frame_intact_and_the_sfu_codes_nothing(meeting: Meeting, codec: str) -> None:
     publisher = await meeting.participant(meeting.host, video_codec=codec)
     subscribers = [await meeting.participant(person) for person in meeting.people[:3]]
     await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(frequency=440), "microphone")])

@@ -35,7 +35,7 @@ def bot(server: ServerProcess, email: str, meeting: str, *extra: str) -> list[st
     ]
 
 
-def test_bots_through_a_server_process(tmp_path: Path) -> None:
+def test_bots_meet_through_a_server_process_that_decodes_and_encodes_nothing(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "data")
     assert server.cli("migrate").returncode == 0
     server.start()

@@ -100,7 +100,7 @@ async def download(meeting: Meeting, recording_id: str, target: Path) -> Path:
     return target
 
 
-async def test_recording_a_meeting(meeting: Meeting, tmp_path: Path) -> None:
+async def test_a_recording_follows_joins_and_leaves_with_its_flashes_and_beeps_in_sync(meeting: Meeting, tmp_path: Path) -> None:
     sync = FlashBeep(period=1.0, length=0.2, fps=30)
     host = await meeting.participant(meeting.host)
     red = await meeting.participant(meeting.people[0])

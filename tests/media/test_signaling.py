@@ -189,7 +189,7 @@ async def test_chat_to_the_room_and_privately_is_stored(meeting: Meeting) -> Non
     assert "just for you" not in [m["body"] for m in carol.chat_messages]
 
 
-async def test_raise_hand_mute_and_screen_share(meeting: Meeting) -> None:
+async def test_raised_hands_mutes_and_screen_shares_reach_the_others(meeting: Meeting) -> None:
     alice = await meeting.participant(meeting.host)
     bob = await meeting.participant(meeting.people[0])
     await bob.raise_hand(True)
@@ -213,7 +213,7 @@ async def test_raise_hand_mute_and_screen_share(meeting: Meeting) -> None:
     await alice.wait_for("track-unpublished", lambda m: m["track_id"] == screen)
 
 
-async def test_host_actions(meeting: Meeting) -> None:
+async def test_the_host_mutes_removes_for_good_and_ends_the_meeting_for_everyone(meeting: Meeting) -> None:
     host = await meeting.participant(meeting.host)
     bob = await meeting.participant(meeting.people[0])
     carol = await meeting.participant(meeting.people[1])
@@ -286,7 +286,7 @@ async def test_resume_within_the_window_and_removal_after_it(meeting: Meeting) -
     assert error.value.code == "resume_failed"
 
 
-async def test_waiting_room_admission(meeting: Meeting) -> None:
+async def test_a_waiting_guest_cannot_publish_until_the_host_admits_them(meeting: Meeting) -> None:
     await meeting.api.call("PATCH", f"/api/meetings/{meeting.meeting['id']}", meeting.host["token"], json={"settings": {"waiting_room": True}}, expect=200)
     host = await meeting.participant(meeting.host)
     guest = await meeting.participant(meeting.people[0])

@@ -86,7 +86,7 @@ async def test_constrained_bandwidth_steps_down_within_five_seconds_and_back_up(
     await until(lambda: remote.sizes.get(SIZES[1], 0) >= frames + 5, timeout=20)
 
 
-async def test_active_speaker_and_last_n(meeting: Meeting) -> None:
+async def test_last_n_forwards_the_dominant_speakers_video_and_a_pin_overrides_it(meeting: Meeting) -> None:
     await meeting.api.call("PATCH", f"/api/meetings/{meeting.meeting['id']}", meeting.host["token"], json={"settings": {"last_n": 1}}, expect=200)
     quiet = await meeting.participant(meeting.host)
     loud = await meeting.participant(meeting.people[0])

@@ -155,7 +155,7 @@ def test_requested_transport_must_be_udp(turn, transport, code):
     assert Peer.error(alice.request(stun.ALLOCATE, [])) == 400
 
 
-def test_address_family_and_port_options(turn):
+def test_an_address_family_the_relays_lack_gets_440_and_even_port_is_passed_on(turn):
     server, relays, _ = turn
     answer = Peer(server).allocate((stun.REQUESTED_ADDRESS_FAMILY, b"\x02\0\0\0"))
     assert stun.xor_address_value(answer.get(stun.XOR_RELAYED_ADDRESS), answer.transaction_id)[0] == "2001:db8::7"
@@ -202,7 +202,7 @@ def test_binding_requests_need_no_credentials(turn):
     assert stun.xor_address_value(answer.get(stun.XOR_MAPPED_ADDRESS), answer.transaction_id) == alice.addr
 
 
-def test_user_and_total_quotas(turn):
+def test_allocations_over_a_users_quota_get_486_and_over_the_total_508(turn):
     server, relays, _ = make_server(policy=open_policy(), user_quota=2, total_quota=3)
     for port in (1, 2):
         assert Peer(server, addr=("203.0.113.5", port)).allocate().cls == stun.SUCCESS
@@ -367,7 +367,7 @@ def test_public_peers_are_allowed_by_default(host):
     assert alice.permit(host).cls == stun.SUCCESS
 
 
-def test_allow_deny_and_only_lists():
+def test_a_peer_passes_the_allow_list_unless_denied_and_an_only_list_admits_nothing_else():
     policy = PeerPolicy(allow=networks(["10.5.0.0/16"]), deny=networks(["11.22.0.0/16", "10.5.5.0/24"]))
     assert policy.check("10.5.1.1") is None
     assert policy.check("10.5.5.1") == "denied by configuration"
@@ -382,7 +382,7 @@ def test_allow_deny_and_only_lists():
     assert PeerPolicy(allow_loopback=True).check("10.0.0.1") == "private"
 
 
-def test_bandwidth_cap_per_allocation():
+def test_an_allocation_relays_a_burst_then_its_rate_and_drops_the_rest():
     server, relays, clock = make_server(policy=open_policy(), max_bps=800_000)  # 100 kB/s, burst 100 kB
     alice = Peer(server)
     alice.allocate()
@@ -454,7 +454,7 @@ def test_authenticated_requests_with_random_attributes_get_well_formed_answers(a
     assert 500 not in server.stats.errors
 
 
-def test_channel_number_attribute_layout(turn):
+def test_channel_number_is_read_from_its_first_two_bytes_and_rffu_ignored(turn):
     server, _, _ = turn
     alice = Peer(server)
     alice.allocate()

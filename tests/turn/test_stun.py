@@ -34,7 +34,7 @@ SAMPLE_LONG_TERM = bytes.fromhex(
 SHORT_TERM_PASSWORD = b"VOkJxbRl1RmTxUk/WvJxBt"
 
 
-def test_rfc5769_sample_request():
+def test_the_rfc5769_sample_request_parses_and_checks_with_its_password_only():
     message = stun.parse(SAMPLE_REQUEST)
     assert (message.method, message.cls) == (stun.BINDING, stun.REQUEST)
     assert message.transaction_id == bytes.fromhex("b7e7a701bc34d686fa87dfae")
@@ -50,7 +50,7 @@ def test_rfc5769_sample_request():
     (SAMPLE_IPV4_RESPONSE, ("192.0.2.1", 32853)),
     (SAMPLE_IPV6_RESPONSE, ("2001:db8:1234:5678:11:2233:4455:6677", 32853)),
 ])
-def test_rfc5769_responses(vector, address):
+def test_rfc5769_responses_parse_check_and_encode_back_to_their_bytes(vector, address):
     message = stun.parse(vector)
     assert (message.method, message.cls) == (stun.BINDING, stun.SUCCESS)
     assert stun.xor_address_value(message.get(stun.XOR_MAPPED_ADDRESS), message.transaction_id) == address
@@ -65,7 +65,7 @@ def test_rfc5769_responses(vector, address):
     assert again.raw[:len(vector) - 36].replace(b"vector\x00", b"vector ") == vector[:len(vector) - 36]
 
 
-def test_rfc5769_long_term_authentication():
+def test_the_rfc5769_long_term_sample_checks_with_the_saslprepped_password_only():
     message = stun.parse(SAMPLE_LONG_TERM)
     username = message.get(stun.USERNAME).decode()
     assert username == "\u30de\u30c8\u30ea\u30c3\u30af\u30b9"

@@ -13,7 +13,7 @@ from videoconf.config import ConfigError, load_settings, masked, weakness
 STRONG = "Zq8m3Kp1Lx7Vb2Nc9Rt4Wy6Hs5Gd0Fa!Ju"
 
 
-def test_environment_and_toml_file(tmp_path, monkeypatch) -> None:
+def test_the_environment_overrides_the_toml_file_and_secrets_are_masked_when_shown(tmp_path, monkeypatch) -> None:
     config = tmp_path / "videoconf.toml"
     config.write_text(
         f'port = 9000\ndata_dir = "{tmp_path}"\nredis_url = "redis://:hunter2@127.0.0.1:6379/0"\n'

@@ -111,7 +111,7 @@ def test_parse_metrics_sums_labelled_samples_and_histogram_buckets() -> None:
     assert scrape.buckets("videoconf_sfu_forward_delay_seconds") == [(0.001, 3.0), (math.inf, 4.0)]
 
 
-def test_percentile() -> None:
+def test_percentiles_interpolate_between_values_and_need_at_least_one() -> None:
     assert percentile([], 0.5) is None
     assert percentile([4.0], 0.99) == 4.0
     values = [float(v) for v in range(1, 101)]
@@ -128,7 +128,7 @@ def result(**changes: object) -> dict[str, object]:
     return base
 
 
-def test_quality_bar() -> None:
+def test_the_quality_bar_fails_a_step_for_low_frame_rate_loss_freezes_or_failed_joins() -> None:
     bar = QualityBar(min_fps_ratio=0.9, max_loss=0.01)
     assert bar.verdict(result()) is None
     assert "frame rate" in (bar.verdict(result(frame_rate={"sent": 30, "median": 26.9})) or "")
@@ -140,7 +140,7 @@ def test_quality_bar() -> None:
     assert "joins failed" in (bar.verdict(result(failed_joins=1)) or "")
 
 
-def test_scenarios_and_overrides() -> None:
+def test_each_scenario_says_who_receives_what_and_overrides_change_only_what_they_name() -> None:
     assert set(SCENARIOS) == {"meeting", "livestream", "audio", "join-storm"}
     meeting = scenario("meeting", publishers=4, duration=None)
     assert meeting.publishers == 4 and meeting.receivers == 4  # everyone receives

@@ -29,7 +29,7 @@ from sfu.layer import Layer
 # Wire ------------------------------------------------------------------------------------------
 
 
-def test_wire_round_trip() -> None:
+def test_packets_reports_and_events_read_back_from_the_wire_fed_in_pieces() -> None:
     reader = wire.Reader()
     data = (
         wire.encode_packet(3, 1, True, False, 2**40 + 5, 2**32 + 7, 12.5, b"payload")

@@ -279,7 +279,7 @@ def feed(verifier: FrameVerifier, clock: FakeClock, indices: list[int | None], s
         verifier.add(uniform(128) if index is None else draw_pattern(index))
 
 
-def test_verifier_on_a_clean_stream() -> None:
+def test_a_clean_stream_verifies_every_frame_with_nothing_missing() -> None:
     clock = FakeClock()
     verifier = FrameVerifier(clock=clock)
     assert verifier.report()["frames_received"] == 0 and verifier.report()["fps"] == 0.0

@@ -26,7 +26,7 @@ def codec(clock: Clock, keys: KeySet | None = None, audience: str = "api") -> To
     return TokenCodec(keys or KeySet(KEY), "videoconf", audience, clock)
 
 
-def test_round_trip_and_expiry() -> None:
+def test_a_token_reads_back_until_its_ttl_runs_out() -> None:
     clock = Clock()
     tokens = codec(clock)
     token, expires = tokens.encode({"sub": "u1"}, ttl=60)
@@ -87,7 +87,7 @@ def test_key_rotation_accepts_previous_keys_and_signs_with_the_current() -> None
         codec(clock, KeySet(KEY)).decode(old_token)  # once the old key is dropped
 
 
-async def test_password_hashing() -> None:
+async def test_passwords_hash_with_argon2id_verify_exactly_and_weaker_hashes_need_a_rehash() -> None:
     hasher = PasswordHasher(PasswordHashing(time_cost=1, memory_kib=64, parallelism=1))
     stored = await hasher.hash("correct horse battery")
     assert stored.startswith("$argon2id$v=19$m=64,t=1,p=1$")

@@ -46,7 +46,7 @@ def test_built_packets_parse_back_with_aiortc() -> None:
         extension_block([(15, b"x")])
 
 
-def test_vp8_keyframe_detection() -> None:
+def test_a_vp8_keyframe_starts_at_partition_0_with_a_clear_p_bit_and_garbage_is_none() -> None:
     # descriptor with X, I (15-bit picture id), then the VP8 payload header (P bit = 0 => key)
     key = bytes([0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A])
     delta = bytes([0x90, 0x80, 0x81, 0x24, 0x11, 0x02, 0x00])
@@ -57,7 +57,7 @@ def test_vp8_keyframe_detection() -> None:
         assert vp8_keyframe_start(broken) is False
 
 
-def test_h264_keyframe_detection() -> None:
+def test_an_h264_idr_or_sps_alone_aggregated_or_in_a_first_fragment_is_a_keyframe() -> None:
     idr = bytes([0x65, 0x88])
     non_idr = bytes([0x41, 0x9A])
     stap_a = bytes([0x18, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xCE])

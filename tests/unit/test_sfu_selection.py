@@ -21,7 +21,7 @@ def demand(track_id: str, max_layer: int | None = 2, priority: int = 0, availabl
     return Demand(track_id, max_layer, RATES, available or [True, True, True], priority)
 
 
-def test_wanted_layer_by_size_quality_and_off() -> None:
+def test_the_wanted_layer_is_the_best_fit_for_the_tile_or_quality_and_none_when_off() -> None:
     assert wanted_layer(HEIGHTS, width=1280, height=720, widths=WIDTHS) == 2
     assert wanted_layer(HEIGHTS, width=700, height=400, widths=WIDTHS) == 1  # best at or under
     assert wanted_layer(HEIGHTS, width=320, height=180, widths=WIDTHS) == 0
@@ -90,7 +90,7 @@ def test_allocator_steps_down_at_once_and_up_with_hysteresis() -> None:
     assert allocator.current == {}
 
 
-def test_rate_meter_windows() -> None:
+def test_the_rate_meter_measures_over_its_window_and_forgets_what_left_it() -> None:
     meter = RateMeter(window=1.0, buckets=10)
     for i in range(100):
         meter.add(1250, i * 0.01)  # 125 kB/s = 1 Mbit/s for one second
