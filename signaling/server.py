@@ -33,6 +33,7 @@ from control_api.services.auth import Principal
 from control_api.services.meetings import meeting_channel
 from control_api.services.registry import Services
 from control_api.storage.database import DatabaseUnavailable
+from control_api.storage.tables import CLOSED, LIVE
 from recorder.manager import RecorderManager
 from sfu.room import Participant, Room, SfuNode, SignalError
 from sfu.tasks import TaskSet
@@ -329,7 +330,7 @@ class SignalingServer:
             raise  # a 503 to try again, not a bad token
         except (ValueError, ServiceError):
             raise p.ProtocolError("invalid_token", "the room token names no meeting") from None
-        if meeting.status != "live":
+        if meeting.status != LIVE:
             raise p.ProtocolError("meeting_not_live", f"the meeting is {meeting.status}")
         # The participants table decides (removed, waiting) and the room's size (meeting_full).
         entry = await self.services.meetings.enter_room(claims, meeting, seats_taken(self.node.rooms.get(room_id), identity))
@@ -418,7 +419,7 @@ class SignalingServer:
                     event = await events.get()
                     if event.get("type") == "chat.message":
                         await self._deliver_chat(room, event["message"])
-                    elif event.get("type") == "meeting.status" and event.get("status") in ("ended", "cancelled"):
+                    elif event.get("type") == "meeting.status" and event.get("status") in CLOSED:
                         await room.broadcast({"type": "meeting-ended"})
                         await room.close()
         except asyncio.CancelledError:

@@ -17,7 +17,7 @@ from control_api.errors import unauthorized
 from control_api.schemas import CalendarTokenOut
 from control_api.security import new_opaque_token, token_digest
 from control_api.services.context import ServiceContext
-from control_api.storage.tables import calendar_events, invitations, meetings, users
+from control_api.storage.tables import CANCELLED, calendar_events, invitations, meetings, users
 
 PRODID = "-//VideoConf//Meetings//EN"
 FEED_HISTORY = timedelta(days=60)
@@ -41,7 +41,7 @@ class CalendarService:
             "starts_at": meeting.start_time,
             "ends_at": meeting.end_time,
             "timezone": meeting.timezone,
-            "status": "CANCELLED" if meeting.status == "cancelled" else "CONFIRMED",
+            "status": "CANCELLED" if meeting.status == CANCELLED else "CONFIRMED",
             "updated_at": now,
         }
         ce = calendar_events

@@ -15,7 +15,7 @@ from control_api.services.auth import Principal
 from control_api.services.context import Outbox, ServiceContext
 from control_api.services.meetings import MEMBER_ROLES, MeetingService, meeting_channel
 from control_api.services.pagination import decode_cursor, encode_cursor
-from control_api.storage.tables import messages
+from control_api.storage.tables import LIVE, messages
 from control_api.text import text_problem
 
 
@@ -51,7 +51,7 @@ class ChatService:
         outbox = Outbox()
         async with self.ctx.db.write() as conn:
             row, _ = await self.meetings.load_present_member(conn, meeting_id, user.id, MEMBER_ROLES)
-            if row.status != "live":
+            if row.status != LIVE:
                 raise conflict("meeting_not_live", "chat is open only while the meeting is live")
             await self._count(user.id, meeting_id)
             if recipient_id is not None:

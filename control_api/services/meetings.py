@@ -59,7 +59,17 @@ from control_api.services.calendar import CalendarService, join_url
 from control_api.services.context import Outbox, ServiceContext
 from control_api.services.notifications import NotificationService
 from control_api.services.pagination import aware_datetime, decode_cursor, encode_cursor
-from control_api.storage.tables import invitations, meetings, participants, users
+from control_api.storage.tables import (
+    CANCELLED,
+    CLOSED,
+    ENDED,
+    LIVE,
+    SCHEDULED,
+    invitations,
+    meetings,
+    participants,
+    users,
+)
 from turn.auth import rest_credentials
 
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz"  # no i, l, o: easy to read aloud and to type
@@ -70,9 +80,9 @@ GENERATED_PASSCODE_DIGITS = 8
 ADMIN_ROLES = ("host", "cohost")
 MEMBER_ROLES = ("host", "cohost", "guest", "participant")
 TRANSITIONS = {
-    "start": ("scheduled", "live"),
-    "end": ("live", "ended"),
-    "cancel": ("scheduled", "cancelled"),
+    "start": (SCHEDULED, LIVE),
+    "end": (LIVE, ENDED),
+    "cancel": (SCHEDULED, CANCELLED),
 }
 
 
@@ -152,12 +162,12 @@ def new_passcode() -> str:
 def join_refusal(row: Any, admin: bool, hidden: bool) -> ServiceError | None:
     """Why nobody in this position may join now, decided before any passcode is looked at (a
     meeting that has not started is no place to test guesses)."""
-    if row.status in ("ended", "cancelled"):
-        ended = row.status == "ended"
+    if row.status in CLOSED:
+        ended = row.status == ENDED
         return conflict(f"meeting_{row.status}", "the meeting has ended" if ended else "the meeting was cancelled")
     if hidden and not admin:
         return forbidden("only the host or a co-host may join hidden")
-    if row.status == "scheduled" and not (admin or row.settings.get("join_before_host")):
+    if row.status == SCHEDULED and not (admin or row.settings.get("join_before_host")):
         return conflict("meeting_not_started", "the host has not started the meeting yet")
     return None
 
@@ -367,8 +377,8 @@ class MeetingService:
         query = MEETING_WITH_ROLE.where(
             self._membership(user.id, participated=False),
             or_(
-                meetings.c.status == "live",
-                and_(meetings.c.status == "scheduled", meetings.c.end_time > self.ctx.now()),
+                meetings.c.status == LIVE,
+                and_(meetings.c.status == SCHEDULED, meetings.c.end_time > self.ctx.now()),
             ),
         )
         return await self._page(user.id, query, q.limit, q.cursor, newest_first=False)
@@ -407,7 +417,7 @@ class MeetingService:
             "title": body.title,
             "description": body.description,
             "kind": body.kind,
-            "status": "live" if live else "scheduled",
+            "status": LIVE if live else SCHEDULED,
             "start_time": start,
             "end_time": end,
             "timezone": tz_name,
@@ -440,7 +450,7 @@ class MeetingService:
         outbox = Outbox()
         async with self.ctx.db.write() as conn:
             row, role = await self.load_member(conn, meeting_id, user.id, ADMIN_ROLES)
-            if row.status in ("ended", "cancelled"):
+            if row.status in CLOSED:
                 raise conflict("meeting_closed", f"the meeting is {row.status} and cannot change")
             values: dict[str, Any] = {}
             for name in ("title", "description"):
@@ -469,7 +479,7 @@ class MeetingService:
                 zone = zoneinfo.ZoneInfo(tz_name)
                 start, end = row.start_time, row.end_time
                 if "start_time" in given:
-                    if row.status != "scheduled":
+                    if row.status != SCHEDULED:
                         raise conflict("meeting_live", "a live meeting's start time cannot change")
                     if body.start_time is None:
                         raise _field_error("start_time", "start_time cannot be null")
@@ -525,9 +535,9 @@ class MeetingService:
         expected, target = TRANSITIONS[action]
         now = self.ctx.now()
         values: dict[str, Any] = {"status": target, "updated_at": now}
-        if target == "live":
+        if target == LIVE:
             values["started_at"] = now
-        if target in ("ended", "cancelled"):
+        if target in CLOSED:
             values["ended_at"] = now
         result = await conn.execute(
             update(meetings)
@@ -543,13 +553,13 @@ class MeetingService:
                 f"cannot {action} a meeting that is {current}",
                 {"status": current, "action": action},
             )
-        if target == "ended":
+        if target == ENDED:
             await conn.execute(
                 update(participants)
                 .where(participants.c.meeting_id == row.id, participants.c.left_at.is_(None))
                 .values(left_at=now)
             )
-        kinds = {"live": "meeting_started", "cancelled": "meeting_cancelled"}
+        kinds = {LIVE: "meeting_started", CANCELLED: "meeting_cancelled"}
         if target in kinds:
             await self.notifications.create(
                 conn,
@@ -559,7 +569,7 @@ class MeetingService:
                 {"title": row.title, "code": row.code},
                 row.id,
             )
-        if target == "cancelled":
+        if target == CANCELLED:
             fresh = (await conn.execute(select(meetings).where(meetings.c.id == row.id))).one()
             await self.calendar.sync(conn, fresh)
         outbox.add(
@@ -581,7 +591,7 @@ class MeetingService:
             row, role = await self.load_member(conn, meeting_id, user.id, ADMIN_ROLES)
             if role != "host":
                 raise forbidden("only the host may delete a meeting", code="not_host")
-            if row.status == "live":
+            if row.status == LIVE:
                 raise conflict("meeting_live", "end the meeting before deleting it")
             await conn.execute(delete(meetings).where(meetings.c.id == meeting_id))
 
@@ -604,7 +614,7 @@ class MeetingService:
                 raise refusal
             if row.passcode is not None and role not in ("host", "cohost", "guest"):
                 await self._check_passcode(row, user.id, body.passcode)
-            started = row.status == "scheduled"
+            started = row.status == SCHEDULED
             if started:
                 await self._transition(conn, outbox, row, "start", user.id)
             display_name = body.display_name or user.display_name
@@ -814,7 +824,7 @@ class MeetingService:
             row, role = await self.load_member(conn, meeting_id, user.id, ADMIN_ROLES)
             if body.role == "cohost" and role != "host":
                 raise forbidden("only the host may appoint co-hosts", code="not_host")
-            if row.status in ("ended", "cancelled"):
+            if row.status in CLOSED:
                 raise conflict("meeting_closed", f"the meeting is {row.status}")
             found = (
                 await conn.execute(select(users.c.id, users.c.email).where(users.c.email.in_(emails)))

@@ -23,7 +23,7 @@ from control_api.services.auth import Principal
 from control_api.services.context import Outbox, ServiceContext
 from control_api.services.notifications import NotificationService
 from control_api.services.pagination import aware_datetime, decode_cursor, encode_cursor
-from control_api.storage.tables import invitations, meetings, recordings
+from control_api.storage.tables import LIVE, invitations, meetings, recordings
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class RecordingService:
             meeting = (await conn.execute(select(meetings).where(meetings.c.id == meeting_id))).first()
             if meeting is None:
                 raise not_found("meeting")
-            if meeting.status != "live":
+            if meeting.status != LIVE:
                 raise conflict("meeting_not_live", "only a live meeting can be recorded")
             if not meeting.settings.get("allow_recording", True):
                 raise conflict("recording_not_allowed", "this meeting does not allow recording")

@@ -68,9 +68,17 @@ NAMING = {
 metadata = MetaData(naming_convention=NAMING)
 
 MEETING_STATUSES = ("scheduled", "live", "ended", "cancelled")
+SCHEDULED, LIVE, ENDED, CANCELLED = MEETING_STATUSES
+CLOSED = (ENDED, CANCELLED)  # a meeting in either status is over for good
 RECORDING_STATUSES = ("recording", "processing", "ready", "failed")
 MEMBER_ROLES = ("cohost", "guest")
 ADMISSIONS = ("waiting", "admitted", "removed")
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """A check constraint's SQL: ``column`` holds one of ``values``."""
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
 
 users = Table(
     "users",
@@ -122,7 +130,7 @@ meetings = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("ended_at", UTCDateTime, nullable=True),
-    CheckConstraint("status IN ('scheduled', 'live', 'ended', 'cancelled')", name="status"),
+    CheckConstraint(one_of("status", MEETING_STATUSES), name="status"),
     CheckConstraint("kind IN ('instant', 'scheduled')", name="kind"),
     CheckConstraint("end_time > start_time", name="times"),
     Index("ix_meetings_host_start", "host_id", "start_time"),
@@ -137,7 +145,7 @@ invitations = Table(
     Column("role", String(16), nullable=False),
     Column("invited_by", Uuid, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
-    CheckConstraint("role IN ('cohost', 'guest')", name="role"),
+    CheckConstraint(one_of("role", MEMBER_ROLES), name="role"),
     Index("ix_invitations_user", "user_id"),
 )
 
@@ -157,7 +165,7 @@ participants = Table(
     # host (who alone can let a removed person back in).
     Column("admission", String(16), nullable=False, server_default="admitted"),
     Column("removed_at", UTCDateTime, nullable=True),
-    CheckConstraint("admission IN ('waiting', 'admitted', 'removed')", name="admission"),
+    CheckConstraint(one_of("admission", ADMISSIONS), name="admission"),
     UniqueConstraint("meeting_id", "user_id", name="uq_participants_meeting_user"),
     Index("ix_participants_user", "user_id"),
 )
@@ -192,9 +200,7 @@ recordings = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
-    CheckConstraint(
-        "status IN ('recording', 'processing', 'ready', 'failed')", name="status"
-    ),
+    CheckConstraint(one_of("status", RECORDING_STATUSES), name="status"),
     Index("ix_recordings_owner_started", "owner_id", "started_at"),
     Index("ix_recordings_meeting", "meeting_id"),
 )
@@ -237,5 +243,3 @@ notifications = Table(
     Column("read_at", UTCDateTime, nullable=True),
     Index("ix_notifications_user_created", "user_id", "created_at"),
 )
-
-ALL_TABLES = [t.name for t in metadata.sorted_tables]

@@ -121,6 +121,18 @@ def bounded(run: Callable[[Any], str], seconds: float) -> Runner:
     return runner
 
 
+def await_chain(task: asyncio.Task[Any]) -> str:
+    """Where a pending task waits: each coroutine it awaits, outermost first."""
+    places = []
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            places.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(places)
+
+
 class LoopRunner:
     """An event loop of the kind production runs (uvloop) driven from synchronous code: async
     harnesses are set up on it once, then each case runs to completion on it."""
@@ -140,8 +152,9 @@ class LoopRunner:
             task = asyncio.ensure_future(awaitable)
             done, _ = await asyncio.wait([task], timeout=seconds)
             if not done:
+                where = await_chain(task)
                 task.cancel()
-                raise Hang(f"the case ran longer than {seconds} s")
+                raise Hang(f"the case ran longer than {seconds} s, stuck in: {where}")
             return task.result()
 
         return self.loop.run_until_complete(bounded_case())

@@ -36,21 +36,6 @@ class Known:
 
 
 KNOWN = [
-    Known("rtp-extension-size", "rtp_rtcp_ingress", r"raised out of the receive path \(unpack requires a buffer of \d+ bytes\)",
-          "aiortc's RtpPacket.parse raises struct.error (not ValueError) for an abs-send-time, audio-level or "
-          "transport-cc element of the wrong size; RTCDtlsTransport._handle_rtp_data lets it out and the "
-          "publisher's transport closes (sfu/aiortc_hooks.py has no guard after SRTP)"),
-    Known("srtp-replay-window", "rtp_rtcp_ingress", r"replay check failed \(index too old\)",
-          "DownTrack.forward sends a packet whose rewritten sequence number is further behind than SRTP's "
-          "replay window: pylibsrtp refuses it, the packet path counts and logs an error per packet"),
-    Known("contained-repeat", "rtp_rtcp_ingress", r"^a failure in the SFU's packet path \(contained",
-          "repeats of the failure above: the packet path logs only the 1st, 2nd, 4th... of each subscriber"),
-    Known("nack-across-wrap", "rtp_rtcp_ingress", r"NACK tick failed .*negative shift count",
-          "ReceiverTap.send_nack hands aiortc sequence numbers cut to 16 bits across the wrap ([65535, 0]): "
-          "aiortc's NACK packing raises ValueError, every 20 ms tick logs it and no NACK goes out"),
-    Known("duplicate-mid", "sdp_offers", r"'NoneType' object has no attribute '(stop|transport)'",
-          "an offer with two m-sections of the same MID is refused, but the peer connection aiortc was left "
-          "with cannot close (AttributeError): Room.remove raises half-way"),
 ]
 
 
