@@ -557,6 +557,20 @@ class ReceiverTap:
         receiver._handle_rtp_packet = self._handle  # type: ignore[method-assign]
         self._handle_rtcp_stock = receiver._handle_rtcp_packet
         receiver._handle_rtcp_packet = self._handle_rtcp  # type: ignore[method-assign]
+        self._send_rtcp_stock = receiver._send_rtcp
+        receiver._send_rtcp = self._send_rtcp  # type: ignore[method-assign]
+        self.unsendable_rtcp = 0
+
+    async def _send_rtcp(self, packet: Any) -> None:
+        """aiortc's RTCP task ends, silently, on any error but a cancellation, and stopping the
+        receiver then waits for it forever.  A report that cannot be packed (its jitter comes
+        from the publisher's own timestamps and can pass 32 bits) is dropped and counted."""
+        try:
+            await self._send_rtcp_stock(packet)
+        except Exception as exc:  # struct.error for that jitter; whatever else, the same hang
+            self.unsendable_rtcp += 1
+            if self.unsendable_rtcp == 1:
+                log.warning("an RTCP packet for a publisher could not be packed: %s", exc)
 
     async def _handle_rtcp(self, packet: Any) -> None:
         """The publisher's RTCP: aiortc keeps its statistics, then the interceptors see it."""

@@ -69,6 +69,7 @@ SPEAKER_INTERVAL = 0.25
 ALLOCATE_INTERVAL = 0.5
 DYNACAST_INTERVAL = 1.0
 DEFAULT_LAST_N = 16
+PC_CLOSE_SECONDS = 10.0  # closing a peer connection that takes longer is abandoned (a hang in aiortc)
 
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -483,7 +484,9 @@ class Participant:
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
                 try:
-                    await pc.close()
+                    await asyncio.wait_for(pc.close(), PC_CLOSE_SECONDS)
+                except asyncio.TimeoutError:  # a task of aiortc's that never ends must not hold the removal
+                    log.error("closing a peer connection of %s took over %s s: abandoned", self.identity, PC_CLOSE_SECONDS)
                 except Exception:  # aiortc left half-negotiated: closing must still finish here
                     log.exception("closing a peer connection of %s failed", self.identity)
         self.publisher = self.subscriber = None

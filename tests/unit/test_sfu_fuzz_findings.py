@@ -61,3 +61,62 @@ async def test_rtp_with_a_header_extension_of_the_wrong_size_is_dropped_not_fata
     before = GUARD.dropped.get("malformed_rtp", 0)
     await dtls._handle_rtp_data(packet, 0)
     assert GUARD.dropped.get("malformed_rtp", 0) == before + 1
+
+
+class LoopbackRtpTransport:
+    """What an ``RTCRtpReceiver`` needs of its DTLS transport: registration, and somewhere its
+    RTCP goes (the bytes are packed for real)."""
+
+    state = "connected"
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def _register_rtp_receiver(self, receiver: object, parameters: object) -> None:
+        pass
+
+    def _unregister_rtp_receiver(self, receiver: object) -> None:
+        pass
+
+    async def _send_rtp(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+async def test_a_receiver_report_that_cannot_be_packed_does_not_stop_the_receiver_from_ever_stopping() -> None:
+    """RTP timestamps that swing between 0 and 2**32 - 1 push aiortc's interarrival jitter past
+    32 bits; packing the receiver report then raised struct.error, which ended aiortc's RTCP task
+    without it saying so, and stopping the receiver (so closing the publisher's peer connection,
+    so removing the publisher) waited for that task forever."""
+    import asyncio
+
+    from aiortc import RTCRtpReceiver
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
+    from aiortc.rtcrtpreceiver import RemoteStreamTrack
+    from aiortc.rtp import RtpPacket
+
+    from sfu.aiortc_hooks import ReceiverTap
+
+    vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+    transport = LoopbackRtpTransport()
+    receiver = RTCRtpReceiver("video", transport)  # type: ignore[arg-type]
+    receiver._track = RemoteStreamTrack(kind="video")  # as the peer connection sets it
+    received: list[int] = []
+
+    async def on_packet(packet: RtpPacket, *args: object) -> None:
+        received.append(packet.sequence_number)
+
+    ReceiverTap(receiver, on_packet)
+    await receiver.receive(RTCRtpReceiveParameters(codecs=[vp8]))
+    receiver._set_rtcp_ssrc(0xABCD)
+    for sequence in range(401):
+        timestamp = 0 if sequence % 2 == 0 else 0xFFFFFFFF
+        await receiver._handle_rtp_packet(
+            RtpPacket(payload_type=96, sequence_number=sequence, timestamp=timestamp, ssrc=0x1111, payload=b"\x10" * 20),
+            arrival_time_ms=sequence,
+        )
+        await asyncio.sleep(0.002)  # arrivals 2 ms apart: the jitter then ends past 2**32 - 1
+    stats = receiver._RTCRtpReceiver__remote_streams[0x1111]
+    assert stats.jitter > 0xFFFFFFFF  # the report cannot carry it
+    await asyncio.sleep(1.6)  # aiortc's RTCP task has tried to send a report by now
+    await asyncio.wait_for(receiver.stop(), 5)
+    assert len(received) == 401
