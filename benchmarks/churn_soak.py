@@ -18,7 +18,7 @@ descriptors, tasks and peer connections must come back exactly (at most their st
 at most ``--rss-tolerance-mib`` (default 16 MiB) above its start, since CPython's allocator keeps
 freed arenas.
 
-    python benchmarks/churn_soak.py [--minutes 30] [--participants 4] [--output benchmarks/results/churn_soak.json]
+    python -m benchmarks.churn_soak [--minutes 30] [--participants 4] [--output benchmarks/results/churn_soak.json]
 
 Exit status 0 when every figure came back, 1 otherwise.
 """
@@ -33,7 +33,7 @@ import logging
 import os
 import platform
 import random
-import socket
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,11 +45,11 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from clients.loadtest.process import ChildProcess, free_port, listening
+from clients.sdk.media import SimulcastPattern, ToneAudioTrack
+from clients.sdk.participant import Participant
 
-from clients.sdk.media import SimulcastPattern, ToneAudioTrack  # noqa: E402
-from clients.sdk.participant import Participant  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS = ROOT / "benchmarks" / "results"
 PASSWORD = "correct horse battery"
@@ -60,13 +60,8 @@ ASKS: tuple[dict[str, Any], ...] = (
     {"width": 160, "height": 90}, {"width": 320, "height": 180}, {"width": 640, "height": 360},
     {"quality": "low"}, {"quality": "medium"}, {"quality": "high"},
 )
+CYCLE_SLACK = 60.0  # seconds a cycle may take beyond its stay (joining, publishing, leaving)
 log = logging.getLogger("churn_soak")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # The node ---------------------------------------------------------------------------------------
@@ -98,35 +93,18 @@ class Node:
         for rule in ("login_per_ip", "login_per_account", "register_per_ip", "code_lookup_per_ip", "passcode_per_user"):
             self.env[f"VIDEOCONF_RATE_LIMITS__{rule.upper()}__LIMIT"] = "1000000"
             self.env[f"VIDEOCONF_RATE_LIMITS__{rule.upper()}__PERIOD"] = "1"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ChildProcess | None = None
 
     def start(self) -> None:
         cli = [sys.executable, "-m", "videoconf.cli"]
         subprocess.run([*cli, "migrate"], env=self.env, check=True, capture_output=True, timeout=60, cwd=ROOT)
-        with open(self.log_path, "ab") as log_file:
-            self.process = subprocess.Popen(
-                [*cli, "run"], env=self.env, stdout=subprocess.DEVNULL, stderr=log_file, cwd=ROOT
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the node exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("the node did not start")
+        self.process = ChildProcess([*cli, "run"], env=self.env, cwd=ROOT, output=self.log_path)
+        self.process.start(lambda: listening(self.port), 30, "the node")
 
     def stop(self) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(2)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(timeout=10)
+        if self.process is None:
+            return 0
+        return self.process.stop(signal.SIGINT, 30) or 0
 
     @property
     def pid(self) -> int:
@@ -265,24 +243,34 @@ class Load:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(index * 0.7)  # staggered
         while loop.time() < stop_at:
+            stay = self.rng.uniform(4.0, 12.0)
+            phase = ["starting"]
             try:
-                await self._cycle(index, min(stop_at, loop.time() + self.rng.uniform(4.0, 12.0)))
+                # Every cycle is bounded: a step that hangs is an error naming the step.
+                await asyncio.wait_for(self._cycle(index, min(stop_at, loop.time() + stay), phase), stay + CYCLE_SLACK)
+            except asyncio.TimeoutError:
+                self.counts.error(f"slot {index}: the cycle hung in {phase[0]}")
+                log.warning("slot %d: the cycle hung in %s", index, phase[0])
             except Exception as exc:  # counted, and the slot goes on
-                self.counts.error(f"slot {index}: {type(exc).__name__}: {exc}")
-                log.warning("slot %d: %s: %s", index, type(exc).__name__, exc)
+                self.counts.error(f"slot {index} in {phase[0]}: {type(exc).__name__}: {exc}")
+                log.warning("slot %d in %s: %s: %s", index, phase[0], type(exc).__name__, exc)
             await asyncio.sleep(self.rng.uniform(0.2, 1.5))
 
-    async def _cycle(self, index: int, leave_at: float) -> None:
+    async def _cycle(self, index: int, leave_at: float, phase: list[str]) -> None:
         assert self.meeting is not None
         loop = asyncio.get_running_loop()
+        phase[0] = "the join request"
         joined = await self.call(f"/api/meetings/{self.meeting['id']}/join", self.accounts[index], {})
         client = Participant(joined["signaling_url"], joined["token"], ice_servers=[], video_codec="VP8")
         try:
+            phase[0] = "connect"
             await client.connect()
             self.counts.joins += 1
+            phase[0] = "publish"
             await client.publish([(SimulcastPattern(LAYERS, fps=FPS), "camera"), (ToneAudioTrack(frequency=300 + 60 * index), "microphone")])
             self.counts.publishes += 1
             asks = 0
+            phase[0] = "layer switching"
             while loop.time() < leave_at:
                 await asyncio.sleep(min(self.switch_every, max(0.0, leave_at - loop.time())))
                 for remote in list(client.remote.values()):
@@ -290,6 +278,7 @@ class Load:
                         await client.track_settings(remote.track_id, **ASKS[(asks + index) % len(ASKS)])
                         self.counts.layer_requests += 1
                 asks += 1
+            phase[0] = "report"
             report = await client.report()
             videos = [t for t in report["tracks"] if t["kind"] == "video"]
             if any(t.get("frames_received", 0) > 0 for t in videos):
@@ -305,7 +294,11 @@ class Load:
                     layers[message["track_id"]] = message.get("layer")
             self.counts.cycles += 1
         finally:
-            await client.close()
+            phase[0] = "close"
+            try:
+                await asyncio.wait_for(client.close(), 30)
+            except asyncio.TimeoutError:
+                self.counts.error(f"slot {index}: leaving hung")
             self.counts.leaves += 1
 
 

@@ -118,6 +118,8 @@ class Munger:
         delta = ((out_sequence16 - self._last_out_seq + 0x8000) & 0xFFFF) - 0x8000
         if delta < -MAX_LATE:
             return None  # too late to send again under the same numbers
+        if delta > 0:
+            return None  # never sent: sending it would move SRTP's index past what comes next
         out_seq = self._last_out_seq + delta
         entry = self._history[out_seq % HISTORY]
         if entry is not None and entry[0] == out_seq:

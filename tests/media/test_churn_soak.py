@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 def test_a_minute_of_churn_leaves_nothing_behind(tmp_path: Path) -> None:
     output = tmp_path / "churn_soak.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "churn_soak.py"), "--minutes", "0.6", "--warmup", "15",
+        [sys.executable, "-m", "benchmarks.churn_soak", "--minutes", "0.6", "--warmup", "15",
          "--participants", "4", "--settle", "30", "--sample-every", "10", "--rss-tolerance-mib", "16",
          "--output", str(output)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -120,3 +120,18 @@ async def test_a_receiver_report_that_cannot_be_packed_does_not_stop_the_receive
     await asyncio.sleep(1.6)  # aiortc's RTCP task has tried to send a report by now
     await asyncio.wait_for(receiver.stop(), 5)
     assert len(received) == 401
+
+
+def test_a_nack_for_a_number_never_sent_yet_is_not_answered() -> None:
+    """A subscriber's NACK for an output number ahead of the newest sent mapped to an input the
+    cache held, and the packet went out under that future number: SRTP's highest index jumped
+    ahead, and every packet after it was refused as too old ("replay check failed")."""
+    munger = Munger(random.Random(1))
+    munger.start(10_000, 0)
+    sent = [munger.map(sequence, sequence * 10) for sequence in range(10_000, 10_020)]
+    newest = sent[-1]
+    assert newest is not None
+    assert munger.unmap((newest[0] + 5) & 0xFFFF) is None  # not sent yet: nothing to resend
+    assert munger.unmap((newest[0] + 20_000) & 0xFFFF) is None
+    assert munger.unmap(newest[0]) == (0, 10_019)
+    assert munger.unmap((newest[0] - 3) & 0xFFFF) == (0, 10_016)
