@@ -83,6 +83,12 @@ def check_description(sdp: str, max_media: int = MAX_MEDIA_SECTIONS) -> None:
     for section in parsed.media:
         if section.kind in ("audio", "video") and (section.dtls is None or section.ice is None):
             raise ValueError(f"media section {str(section.rtp.muxId)[:32]!r} lacks ICE or DTLS parameters")
+    present = {str(section.rtp.muxId) for section in parsed.media}
+    for group in parsed.group:
+        missing = [str(mid) for mid in group.items if str(mid) not in present]
+        if group.semantic == "BUNDLE" and missing:
+            # aiortc builds the group's transport on its first mid's section, and has none.
+            raise ValueError(f"the BUNDLE group names mid {missing[0][:32]!r}, which no media section has")
 
 
 # Simulcast ------------------------------------------------------------------------------------

@@ -4,10 +4,14 @@ the rule it broke."""
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
+
+import pytest
 
 from recorder import wire
 from recorder.worker import Options, Recording, run
+from sfu.room import SignalError
 from signaling.protocol import ERROR_CODES
 from tests.media.conftest import Meeting
 from tests.turn.harness import FakeClock, Peer, make_server
@@ -72,3 +76,25 @@ async def test_errors_the_control_api_passes_through_signaling_are_protocol_code
     await host.send({"type": "chat", "id": "c1", "text": "hello", "to": host.identity})
     error = await host.wait_for("error", lambda m: m.get("id") == "c1")
     assert error["code"] == "invalid_recipient" and error["code"] in ERROR_CODES
+
+
+
+async def test_an_offer_whose_bundle_group_names_a_missing_section_is_refused_before_aiortc(caplog: pytest.LogCaptureFixture) -> None:
+    """An offer whose first m= line is cut away still bundles mids 0 and 1: aiortc made the
+    group's transport from mid 0's section, found none, failed half-way (AttributeError), and
+    then failed again closing the peer connection it left."""
+    from tests.fuzz.media import Node, client_pc, publisher_offer
+    from tests.fuzz.sdp_cases import LineOp, SdpCase
+
+    node = Node("half-applied")
+    pc = client_pc()
+    sdp, tracks = await publisher_offer(pc, ("H264", "audio"))
+    await pc.close()
+    first_media_line = sdp.splitlines().index(next(line for line in sdp.splitlines() if line.startswith("m=")))
+    offer = SdpCase(base=0, ops=(LineOp(kind="drop", at=first_media_line, other=0, text=""),), newline="\r\n").apply(sdp)
+    participant, _ = await node.join("p")
+    with pytest.raises(SignalError, match="BUNDLE group names mid '0'"):
+        await participant.publish(offer, tracks)
+    await participant.room.remove(participant, "left")
+    await node.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith(("sfu", "aiortc"))]
