@@ -109,6 +109,13 @@ class Node:
         )
         return body
 
+    async def hosted_meeting(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
+        """Two accounts, a live meeting the first hosts, and that meeting's chat path."""
+        host = await self.register("Hedy Host")
+        guest = await self.register("Gus Guest")
+        meeting = await self.meeting(host)
+        return host, guest, meeting, f"/api/meetings/{meeting['id']}/messages"
+
     async def room_token(self, account: dict[str, Any], meeting: dict[str, Any]) -> str:
         _, body, _ = await self.call("POST", f"/api/meetings/{meeting['id']}/join", account["token"], {}, expect=200)
         return body["token"]

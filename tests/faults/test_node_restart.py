@@ -15,10 +15,7 @@ async def test_sdk_participants_rejoin_and_republish_after_the_node_restarts(tmp
     node = Node(tmp_path)  # SQLite in the node's data directory, as `make run` keeps it
     try:
         await node.start()
-        host = await node.register("Hedy Host")
-        guest = await node.register("Gus Guest")
-        meeting = await node.meeting(host)
-        chat = f"/api/meetings/{meeting['id']}/messages"
+        host, guest, meeting, chat = await node.hosted_meeting()
 
         publisher = await node.participant(host, meeting)
         await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])

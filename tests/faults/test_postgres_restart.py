@@ -25,10 +25,7 @@ async def test_postgresql_restarted_and_crashed_mid_meeting(tmp_path: Path) -> N
     node = Node(tmp_path, database_url=pg.url)
     try:
         await node.start()
-        host = await node.register("Hedy Host")
-        guest = await node.register("Gus Guest")
-        meeting = await node.meeting(host)
-        chat = f"/api/meetings/{meeting['id']}/messages"
+        host, guest, meeting, chat = await node.hosted_meeting()
         await node.call("POST", chat, host["token"], {"body": "before"}, expect=201)
 
         publisher = await node.participant(host, meeting)

@@ -56,11 +56,8 @@ async def test_redis_restarted_mid_meeting(tmp_path: Path) -> None:
     stream: asyncio.Task[None] | None = None
     try:
         await node.start()
-        host = await node.register("Hedy Host")
-        guest = await node.register("Gus Guest")
-        meeting = await node.meeting(host)
+        host, guest, meeting, chat = await node.hosted_meeting()
         other = await node.meeting(host, title="Later")
-        chat = f"/api/meetings/{meeting['id']}/messages"
         room_channel = f"{prefix}meeting:{meeting['id']}"
         user_channel = f"{prefix}user:{guest['user']['id']}"
 

@@ -40,14 +40,16 @@ async def test_the_web_client_rejoins_after_the_node_restarts(tmp_path: Path) ->
             (old_camera,) = browser_video(sdk)
 
             await node.kill()
-            await page.get_by_role("status").filter(has_text="reconnecting").wait_for(timeout=10000)
+            # The connection badge (the announcer, also a status, says "Reconnecting." too).
+            badge = page.locator("span.badge[role=status]")
+            await badge.filter(has_text="Connection: lost, reconnecting").wait_for(timeout=10000)
             await node.start(migrate=False)
 
             try:
                 await page.locator("#announcer").filter(has_text="Reconnected.").wait_for(timeout=30000)
             except Exception as exc:
                 raise AssertionError(f"the page did not reconnect: {await shown(page)}") from exc
-            await page.get_by_role("status").filter(has_text="Connection: good").wait_for(timeout=10000)
+            await badge.filter(has_text="Connection: good").wait_for(timeout=10000)
             try:
                 second = await wait_until(lambda: host_video(exclude=first["track"]), 30, "the host's new video in the page")
             except AssertionError as exc:
