@@ -19,6 +19,11 @@ DROPPED = 256
 # The sender's SRTP refuses a sequence number more than its replay window (1,024 packets, as
 # aiortc sets it) behind the highest it protected: later than this, a packet is not forwarded.
 MAX_LATE = 1000
+# RFC 3550's MAX_DROPOUT: an input step forward larger than this is a new numbering (an encoder
+# restart, or a peer that lies), not a loss.  The output goes on from its last number instead:
+# SRTP sees only 16 bits and guesses the rollover, so an output step of half the space or more
+# would read as a step back and everything after it as too old.
+MAX_DROPOUT = 3000
 
 
 class Munger:
@@ -77,8 +82,12 @@ class Munger:
         if self._start_seq is None or sequence < self._start_seq or sequence in self._dropped:
             return None
         out_seq = sequence + self._offset(sequence)
-        if self._last_out_seq is not None and out_seq < self._last_out_seq - MAX_LATE:
+        last = self._last_out_seq
+        if last is not None and out_seq < last - MAX_LATE:
             return None
+        if last is not None and out_seq > last + MAX_DROPOUT:
+            self._add_segment(sequence, last + 1 - sequence)
+            out_seq = last + 1
         out_ts = timestamp + self._ts_offset
         if self._highest_in is None or sequence > self._highest_in:
             self._highest_in = sequence
@@ -101,11 +110,14 @@ class Munger:
         if self._highest_in is not None and sequence > self._highest_in:
             # Inputs between the highest forwarded and this one are upstream losses: their
             # output slots stay for them.
-            offset = self._offset(sequence)
-            self._segments.append((sequence + 1, offset - 1))
-            if len(self._segments) > SEGMENTS:
-                del self._segments[0]
+            self._add_segment(sequence + 1, self._offset(sequence) - 1)
             self._highest_in = sequence
+
+    def _add_segment(self, first: int, offset: int) -> None:
+        """Inputs from ``first`` on map with ``offset``."""
+        self._segments.append((first, offset))
+        if len(self._segments) > SEGMENTS:
+            del self._segments[0]
 
     def timestamp_for(self, timestamp: int) -> int:
         """The output timestamp of an input timestamp of the current layer."""

@@ -82,13 +82,15 @@ class LoopbackRtpTransport:
         self.sent.append(data)
 
 
-async def test_a_receiver_report_that_cannot_be_packed_does_not_stop_the_receiver_from_ever_stopping() -> None:
+async def test_a_receiver_report_that_cannot_be_packed_does_not_stop_the_receiver_from_ever_stopping(monkeypatch: pytest.MonkeyPatch) -> None:
     """RTP timestamps that swing between 0 and 2**32 - 1 push aiortc's interarrival jitter past
     32 bits; packing the receiver report then raised struct.error, which ended aiortc's RTCP task
     without it saying so, and stopping the receiver (so closing the publisher's peer connection,
     so removing the publisher) waited for that task forever."""
     import asyncio
+    import types
 
+    import aiortc.rtcrtpreceiver
     from aiortc import RTCRtpReceiver
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
     from aiortc.rtcrtpreceiver import RemoteStreamTrack
@@ -108,13 +110,15 @@ async def test_a_receiver_report_that_cannot_be_packed_does_not_stop_the_receive
     ReceiverTap(receiver, on_packet)
     await receiver.receive(RTCRtpReceiveParameters(codecs=[vp8]))
     receiver._set_rtcp_ssrc(0xABCD)
-    for sequence in range(401):
-        timestamp = 0 if sequence % 2 == 0 else 0xFFFFFFFF
-        await receiver._handle_rtp_packet(
-            RtpPacket(payload_type=96, sequence_number=sequence, timestamp=timestamp, ssrc=0x1111, payload=b"\x10" * 20),
-            arrival_time_ms=sequence,
-        )
-        await asyncio.sleep(0.002)  # arrivals 2 ms apart: the jitter then ends past 2**32 - 1
+    arrivals = iter(1_000_000 + index * 0.01 for index in range(10_000))  # one packet every 10 ms
+    with monkeypatch.context() as patched:  # the clock aiortc's statistics read arrivals from
+        patched.setattr(aiortc.rtcrtpreceiver, "time", types.SimpleNamespace(time=lambda: next(arrivals)))
+        for sequence in range(401):
+            timestamp = 0 if sequence % 2 == 0 else 0xFFFFFFFF
+            await receiver._handle_rtp_packet(
+                RtpPacket(payload_type=96, sequence_number=sequence, timestamp=timestamp, ssrc=0x1111, payload=b"\x10" * 20),
+                arrival_time_ms=sequence,
+            )
     stats = receiver._RTCRtpReceiver__remote_streams[0x1111]
     assert stats.jitter > 0xFFFFFFFF  # the report cannot carry it
     await asyncio.sleep(1.6)  # aiortc's RTCP task has tried to send a report by now
@@ -135,3 +139,25 @@ def test_a_nack_for_a_number_never_sent_yet_is_not_answered() -> None:
     assert munger.unmap((newest[0] + 20_000) & 0xFFFF) is None
     assert munger.unmap(newest[0]) == (0, 10_019)
     assert munger.unmap((newest[0] - 3) & 0xFFFF) == (0, 10_016)
+
+
+def test_a_jump_in_a_publishers_numbering_does_not_jump_the_output() -> None:
+    """A publisher's sequence numbers may step forward by up to half the 16-bit space per packet,
+    and the packets in between need not be forwarded: the output then stepped by more than half,
+    which SRTP (it sees 16 bits and guesses the rollover) read as a step back, refusing that
+    packet and the ones after it as too old.  Past RFC 3550's MAX_DROPOUT the output goes on
+    from its last number instead; an ordinary loss keeps its gap."""
+    munger = Munger(random.Random(1))
+    munger.start(100, 0)
+    outs = [munger.map(sequence, 0) for sequence in range(100, 106)]
+    last = outs[-1]
+    assert last is not None
+    lost = munger.map(106 + 500, 0)  # 500 lost: the gap stays, NACKable
+    assert lost is not None and (lost[0] - last[0]) & 0xFFFF == 501
+    jumped = [munger.map(106 + 500 + 30_000 * step, 0) for step in (1, 2, 3)]  # each a forward step
+    assert all(out is not None for out in jumped)
+    steps = [(b[0] - a[0]) & 0xFFFF for a, b in zip([lost, *jumped], jumped, strict=False)]  # type: ignore[index]
+    assert steps == [1, 1, 1]
+    after = munger.map(106 + 500 + 90_001, 0)
+    assert after is not None and (after[0] - jumped[-1][0]) & 0xFFFF == 1  # type: ignore[index]
+    assert munger.unmap(jumped[0][0]) == (0, 106 + 500 + 30_000)  # type: ignore[index]
