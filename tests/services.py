@@ -27,22 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clients.loadtest.process import free_port, listening
+
 PG_BIN = Path(os.environ.get("VIDEOCONF_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _wait(predicate: Any, timeout: float, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -78,7 +66,7 @@ class _Service:
         return {}
 
     def _ready(self) -> bool:
-        return _accepts(self.port)
+        return listening(self.port)
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it answers.  A server that exits while starting (after
@@ -113,7 +101,7 @@ class _Service:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
-        _wait(lambda: not _accepts(self.port), 10, f"{self.name} on port {self.port} closed")
+        _wait(lambda: not listening(self.port), 10, f"{self.name} on port {self.port} closed")
 
     def kill(self) -> None:
         """Crash the server (SIGKILL), as a failed host would."""
