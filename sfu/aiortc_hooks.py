@@ -30,9 +30,11 @@ gone, and runs when the SFU starts and in the test suite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import logging
+import socket
 import struct
 import types
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -55,6 +57,8 @@ from aiortc.rtp import (
     unpack_remb_fci,
     unwrap_rtx,
 )
+
+from sfu.udp_mux import MuxTable
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,8 @@ REQUIRED_HOOKS: list[tuple[str, str]] = [
     ("ice_connection", "_queue"),
     ("ice_connection", "_check_list"),
     ("CandidatePair", "remote_addr"),
+    ("ice_connection", "local_username"),
+    ("aioice.ice", "get_host_addresses"),
 ]
 
 
@@ -800,6 +806,7 @@ class _IceSettings:
     def __init__(self) -> None:
         self.addresses: list[str] | None = None
         self.port_range: tuple[int, int] | None = None
+        self.udp_port: int | None = None
         self._ports: Iterator[int] | None = None
 
     def next_ports(self) -> Iterable[int]:
@@ -843,6 +850,9 @@ class _PortRangeLoop:
         return getattr(self._loop, name)
 
     async def create_datagram_endpoint(self, factory: Any, local_addr: Any = None, **kwargs: Any) -> Any:
+        if _ICE.udp_port is not None and local_addr is not None and local_addr[1] == 0 and not kwargs:
+            shared = await _shared_socket(self._loop, local_addr[0])
+            return shared.endpoint(factory)
         if _ICE.port_range is None or local_addr is None or local_addr[1] != 0:
             return await self._loop.create_datagram_endpoint(factory, local_addr=local_addr, **kwargs)
         for port in _ICE.next_ports():
@@ -851,6 +861,122 @@ class _PortRangeLoop:
             except OSError:
                 continue
         raise OSError(f"no free UDP port in {_ICE.port_range[0]}-{_ICE.port_range[1]} on {local_addr[0]}")
+
+
+# ICE on one UDP port (``udp_port``): one socket per local address, shared by every connection --
+
+SHARED_SOCKET_BUFFER = 4 * 1024 * 1024  # bytes asked of the kernel each way (it caps them)
+
+
+class _SharedSocket(asyncio.DatagramProtocol):
+    """The UDP socket on (address, ``udp_port``) that every ICE connection of the process uses
+    for its host candidate on that address; ``MuxTable`` says which connection a datagram is
+    for (a STUN request's USERNAME, then the source address)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.table = MuxTable()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, option, SHARED_SOCKET_BUFFER)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        address = (addr[0], addr[1])
+        endpoint = self.table.route(data, address)
+        if endpoint is None:
+            GUARD.drop("no_connection")
+            return
+        endpoint.protocol.datagram_received(data, address)  # type: ignore[attr-defined]
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # an ICMP error for one remote address: the connections' own checks notice
+
+    def endpoint(self, factory: Callable[[], Any]) -> tuple[_MuxedTransport, Any]:
+        """What ``create_datagram_endpoint`` returns to aioice: its protocol on this socket."""
+        protocol = factory()
+        transport = _MuxedTransport(self, protocol)
+        self.table.add(transport, protocol.receiver.local_username)
+        protocol.connection_made(transport)
+        return transport, protocol
+
+
+class _MuxedTransport(asyncio.DatagramTransport):
+    """One ICE connection's view of the shared socket."""
+
+    def __init__(self, shared: _SharedSocket, protocol: Any) -> None:
+        super().__init__()
+        self.shared = shared
+        self.protocol = protocol
+        self._closing = False
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if self._closing or self.shared.transport is None:
+            return
+        self.shared.table.sent(self, (addr[0], addr[1]))
+        self.shared.transport.sendto(data, addr)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname" and self.shared.transport is not None:
+            return self.shared.transport.get_extra_info("sockname")
+        return default  # no "socket": its options are the shared socket's, set once
+
+    def get_write_buffer_size(self) -> int:
+        return self.shared.transport.get_write_buffer_size() if self.shared.transport is not None else 0
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self.shared.table.remove(self)
+            self.shared.loop.call_soon(self.protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+_SHARED: dict[str, _SharedSocket] = {}
+
+
+async def _shared_socket(loop: asyncio.AbstractEventLoop, address: str) -> _SharedSocket:
+    shared = _SHARED.get(address)
+    if shared is None or shared.loop is not loop or shared.transport is None or shared.transport.is_closing():
+        assert _ICE.udp_port is not None
+        shared = _SharedSocket(loop)
+        await loop.create_datagram_endpoint(lambda: shared, local_addr=(address, _ICE.udp_port))
+        _SHARED[address] = shared
+    return shared
+
+
+async def bind_udp_port() -> list[tuple[str, int]]:
+    """Open the shared sockets of ``udp_port`` on every address host candidates use, now, so
+    that a port already taken stops the node at start rather than failing every connection;
+    the (address, port) pairs bound.  Nothing without ``udp_port``."""
+    if _ICE.udp_port is None:
+        return []
+    loop = asyncio.get_running_loop()
+    bound = []
+    for address in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True):
+        await _shared_socket(loop, address)
+        bound.append((address, _ICE.udp_port))
+    return bound
+
+
+def single_udp_port() -> bool:
+    """Whether host candidates share one UDP port (``configure_ice(udp_port=...)``)."""
+    return _ICE.udp_port is not None
+
+
+def shared_udp_connections() -> int:
+    """ICE connections on the shared sockets now (for tests and metrics)."""
+    return sum(len(shared.table) for shared in _SHARED.values())
 
 
 class _AsyncioForAioice(types.ModuleType):
@@ -864,10 +990,17 @@ class _AsyncioForAioice(types.ModuleType):
         return _PortRangeLoop(asyncio.get_running_loop())
 
 
-def configure_ice(addresses: list[str] | None = None, port_range: tuple[int, int] | None = None) -> None:
+def configure_ice(
+    addresses: list[str] | None = None, port_range: tuple[int, int] | None = None, udp_port: int | None = None
+) -> None:
     """Limit host candidates to ``addresses`` (IPs or interface names; None: every interface
-    aioice finds) and their UDP ports to ``port_range`` (inclusive; None: any port).  Applies
-    to every peer connection of this process."""
+    aioice finds) and their UDP ports to ``port_range`` (inclusive; None: any port), or put them
+    all on the one ``udp_port`` (one socket per address, shared).  Applies to every peer
+    connection of this process."""
+    if port_range is not None and udp_port is not None:
+        raise ValueError("choose a UDP port range or one UDP port, not both")
+    if udp_port is not None and not 1024 <= udp_port <= 65535:
+        raise ValueError("the UDP port must lie within 1024-65535")
     if port_range is not None:
         low, high = port_range
         if not 1024 <= low <= high <= 65535:
@@ -875,6 +1008,12 @@ def configure_ice(addresses: list[str] | None = None, port_range: tuple[int, int
         _ICE._ports = itertools.cycle(range(low, high + 1))
     _ICE.addresses = list(addresses) if addresses is not None else None
     _ICE.port_range = port_range
+    if udp_port != _ICE.udp_port:
+        for shared in _SHARED.values():
+            if shared.transport is not None:
+                shared.transport.close()
+        _SHARED.clear()
+    _ICE.udp_port = udp_port
     aioice.ice.get_host_addresses = _host_addresses
     if not isinstance(aioice.ice.asyncio, _AsyncioForAioice):
         aioice.ice.asyncio = _AsyncioForAioice("asyncio")

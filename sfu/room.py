@@ -42,6 +42,7 @@ from sfu.aiortc_hooks import (
     enable_simulcast,
     guard_datagrams,
     negotiated_codecs,
+    single_udp_port,
     widen_srtp_buffers,
 )
 from sfu.bandwidth import BandwidthEstimator
@@ -208,7 +209,7 @@ class Participant:
         if self.waiting:
             raise SignalError("waiting", "wait until a host admits you")
         try:
-            check_description(sdp)
+            check_description(sdp, bundled=single_udp_port())
         except ValueError as exc:
             raise SignalError("invalid_sdp", f"the offer could not be used: {exc}") from None
         meta = {t["mid"]: t for t in tracks}

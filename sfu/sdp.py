@@ -47,10 +47,12 @@ def check_candidate(candidate: str) -> None:
         raise ValueError("the ICE candidate does not parse") from None
 
 
-def check_description(sdp: str, max_media: int = MAX_MEDIA_SECTIONS) -> None:
+def check_description(sdp: str, max_media: int = MAX_MEDIA_SECTIONS, bundled: bool = False) -> None:
     """Refuse text that is not a usable session description, or is larger than a client needs,
     before aiortc sees it: aiortc takes almost anything (an offer of plain prose yields an empty
-    answer) and asserts on what it cannot read."""
+    answer) and asserts on what it cannot read.  ``bundled``: every active media section must be
+    in one BUNDLE group (on one UDP port, the transports of one peer connection would share a
+    username fragment, and only one transport can own it)."""
     from aiortc.sdp import SessionDescription
 
     lines = [line for line in sdp.splitlines() if line]
@@ -89,6 +91,11 @@ def check_description(sdp: str, max_media: int = MAX_MEDIA_SECTIONS) -> None:
         if group.semantic == "BUNDLE" and missing:
             # aiortc builds the group's transport on its first mid's section, and has none.
             raise ValueError(f"the BUNDLE group names mid {missing[0][:32]!r}, which no media section has")
+    if bundled:
+        active = {str(section.rtp.muxId) for section in parsed.media if section.port != 0}
+        groups = [{str(mid) for mid in group.items} for group in parsed.group if group.semantic == "BUNDLE"]
+        if not any(active <= group for group in groups):
+            raise ValueError("this node takes every connection on one UDP port: BUNDLE all media sections")
 
 
 # Simulcast ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from control_api.observability import METRICS
 from control_api.security import Clock
 from control_api.services.context import utc_now
 from recorder.manager import RecorderConfig, RecorderManager
-from sfu.aiortc_hooks import configure_ice, verify_hooks
+from sfu.aiortc_hooks import bind_udp_port, configure_ice, verify_hooks
 from sfu.metrics import SfuMetrics
 from sfu.room import NodeSettings, SfuNode
 from signaling.server import SignalingServer
@@ -69,7 +69,7 @@ def _is_ip(value: str) -> bool:
 
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     verify_hooks()
-    configure_ice(settings.ice_addresses, settings.ice_port_range)
+    configure_ice(settings.ice_addresses, settings.ice_port_range, settings.udp_port)
     app = create_api_app(settings, clock=clock)
     node = SfuNode(
         SfuMetrics(app[METRICS].registry),
@@ -106,6 +106,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
         else:
             if stale:
                 logging.getLogger(__name__).warning("%d recordings left unfinished by the last run are marked failed", stale)
+        bound = await bind_udp_port()  # a port already taken stops the node here
+        if bound:
+            logging.getLogger(__name__).info("ICE on one UDP port: %s", ", ".join(f"{a}:{p}" for a, p in bound))
         await node.start()
         if turn is not None:
             await turn.start()

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         description="IPs or interface names the SFU offers ICE candidates on; null: every interface",
     )
     ice_port_range: tuple[int, int] | None = Field(default=None, description="UDP ports for ICE, inclusive")
+    udp_port: int | None = Field(
+        default=None, ge=1024, le=65535,
+        description="One UDP port for every peer connection's ICE (one socket per address); instead of ice_port_range",
+    )
     announced_ip: str | None = Field(default=None, description="Public address of a 1:1 NAT in front of the SFU")
     sfu_ice_servers: list[IceServer] = Field(default=[], description="STUN/TURN servers the SFU itself uses")
     resume_seconds: int = Field(default=30, ge=1, le=600)
@@ -115,6 +119,12 @@ class Settings(BaseSettings):
             if isinstance(info.default, BaseModel) and isinstance(data.get(name), dict):
                 completed[name] = over_default(info.default, data[name])
         return completed
+
+    @model_validator(mode="after")
+    def _one_way_to_choose_ports(self) -> Settings:
+        if self.udp_port is not None and self.ice_port_range is not None:
+            raise ValueError("set udp_port or ice_port_range, not both")
+        return self
 
     @field_validator("log_level")
     @classmethod
