@@ -18,6 +18,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from control_api import web_headers
+from control_api.cluster import RedisCluster
 from control_api.config import ApiSettings, TokenSettings
 from control_api.handlers import SERVICES, api
 from control_api.handlers.notifications import STREAMS
@@ -80,6 +81,7 @@ def build_context(settings: ApiSettings, clock: Clock = utc_now, db: Database | 
         room_tokens=room,
         clock=clock,
         redis=redis,
+        cluster=RedisCluster(redis, prefix + "cluster:") if redis is not None and settings.cluster else None,
     )
 
 

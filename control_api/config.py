@@ -88,6 +88,7 @@ class ApiSettings(TokenSettings, Protocol):
     max_body_bytes: int
     metrics_token: SecretStr | None
     access_log: bool
+    cluster: bool  # place meetings' rooms on the cluster's nodes (control_api/cluster.py)
 
     @property
     def base_url(self) -> str: ...

@@ -442,3 +442,26 @@ class FeedQuery(Query):
 class HealthOut(Out):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = {}
+
+
+class NodeLoadOut(Out):
+    participants: int
+    tracks: int
+    rooms: int
+    cpu: float
+    packets_per_second: float
+
+
+class NodeOut(Out):
+    id: str
+    signaling_url: str
+    state: Literal["serving", "draining"]
+    load: NodeLoadOut
+    max_participants: int | None
+    heartbeat_at: float
+    heartbeat_age: float
+
+
+class NodesOut(Out):
+    cluster: bool
+    nodes: list[NodeOut]

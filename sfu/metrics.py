@@ -98,6 +98,10 @@ class SfuMetrics:
         self.peer_connections.set_function(node.peer_connection_count)
         self.registry.register(DroppedDatagrams(node))
 
+    def forwarded_total(self) -> float:
+        """RTP packets written to subscribers since the start, both kinds."""
+        return sum(child._value.get() for child in self._packets.values())
+
     def record_receive(self, kind: str) -> None:
         self._received[kind].inc()
 

@@ -430,6 +430,7 @@ ERROR_CODES = {
     "already_recording": "the meeting is being recorded already",
     "not_recording": "the meeting is not being recorded",
     "meeting_full": "the meeting has as many participants as it allows",
+    "wrong_node": "another node of the cluster hosts this meeting: join again through the API, which names it",
     "cannot_remove_host": "the meeting's host cannot be removed",
     "validation_error": "a value was refused (control characters, bidi overrides, or out of range)",
     # Passed through from the control API's services that these requests go through.

@@ -38,6 +38,7 @@ from recorder.manager import RecorderManager
 from sfu.room import Participant, Room, SfuNode, SignalError
 from sfu.tasks import TaskSet
 from signaling import protocol as p
+from signaling.cluster_member import ClusterMember
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,7 @@ class SignalingServer:
         self._room_watchers: dict[str, asyncio.Task[None]] = {}
         self._closing = TaskSet(log, "closing a signaling connection failed")
         self.recorder: RecorderManager | None = None  # the node's recorder manager, when it has one
+        self.member: ClusterMember | None = None  # this node in the cluster, when it is in one
         node.removal_listeners.append(self._participant_removed)
         services.meetings.occupancy = lambda meeting_id, identity: seats_taken(node.rooms.get(str(meeting_id)), identity)
 
@@ -332,6 +334,8 @@ class SignalingServer:
             raise p.ProtocolError("invalid_token", "the room token names no meeting") from None
         if meeting.status != LIVE:
             raise p.ProtocolError("meeting_not_live", f"the meeting is {meeting.status}")
+        if self.member is not None and not await self.member.admits(room_id, open_here=room_id in self.node.rooms):
+            raise p.ProtocolError("wrong_node", "another node hosts this meeting: join again through the API")
         # The participants table decides (removed, waiting) and the room's size (meeting_full).
         entry = await self.services.meetings.enter_room(claims, meeting, seats_taken(self.node.rooms.get(room_id), identity))
         room = self.node.room(room_id)
@@ -409,6 +413,8 @@ class SignalingServer:
             watcher = self._room_watchers.pop(closed.room_id, None)
             if watcher is not None and watcher is not asyncio.current_task():
                 watcher.cancel()
+            if self.member is not None:
+                self._closing.spawn(self.member.room_closed(closed.room_id))
 
         room.on_empty = stop_watching
 

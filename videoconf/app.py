@@ -20,6 +20,7 @@ from recorder.manager import RecorderConfig, RecorderManager
 from sfu.aiortc_hooks import bind_udp_port, configure_ice, verify_hooks
 from sfu.metrics import SfuMetrics
 from sfu.room import NodeSettings, SfuNode
+from signaling.cluster_member import ClusterMember
 from signaling.server import SignalingServer
 from turn.metrics import TurnCollector
 from turn.transport import TurnService
@@ -83,6 +84,13 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     )
     app[SERVICES].recordings.controller = recorder
     signaling.recorder = recorder
+    cluster = app[SERVICES].ctx.cluster
+    member = None
+    if cluster is not None:
+        member = ClusterMember(
+            cluster, node, settings.effective_node_id, settings.effective_signaling_url, settings.node_max_participants
+        )
+        signaling.member = member
     app[SFU] = node
     app[SIGNALING] = signaling
     app[RECORDER] = recorder
@@ -110,9 +118,13 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
         if bound:
             logging.getLogger(__name__).info("ICE on one UDP port: %s", ", ".join(f"{a}:{p}" for a, p in bound))
         await node.start()
+        if member is not None:
+            await member.start()
         if turn is not None:
             await turn.start()
         yield
+        if member is not None:
+            await member.stop()  # out of the registry first: no new rooms come here
         if turn is not None:
             await turn.stop()
         await recorder.close()

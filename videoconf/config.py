@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -89,6 +90,16 @@ class Settings(BaseSettings):
     )
     announced_ip: str | None = Field(default=None, description="Public address of a 1:1 NAT in front of the SFU")
     sfu_ice_servers: list[IceServer] = Field(default=[], description="STUN/TURN servers the SFU itself uses")
+    cluster: bool = Field(
+        default=False, description="Join the cluster in Redis: heartbeats, and rooms placed on its nodes (needs redis_url)"
+    )
+    node_id: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+        description="This node's id in the cluster; default <host name>:<port>",
+    )
+    node_max_participants: int | None = Field(
+        default=None, ge=1, description="Participants this node holds before new meetings go to other nodes"
+    )
     resume_seconds: int = Field(default=30, ge=1, le=600)
     join_timeout: float = Field(
         default=10.0, gt=0, le=300, description="seconds a signaling connection may stay open without joining"
@@ -121,10 +132,16 @@ class Settings(BaseSettings):
         return completed
 
     @model_validator(mode="after")
-    def _one_way_to_choose_ports(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.udp_port is not None and self.ice_port_range is not None:
             raise ValueError("set udp_port or ice_port_range, not both")
+        if self.cluster and not self.redis_url:
+            raise ValueError("cluster needs redis_url: the nodes find each other in Redis")
         return self
+
+    @property
+    def effective_node_id(self) -> str:
+        return self.node_id or f"{socket.gethostname()}:{self.port}"
 
     @field_validator("log_level")
     @classmethod

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import time
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from control_api.cluster import node_summary
 from control_api.errors import ServiceError, forbidden, unauthorized
 from control_api.handlers import api, client_ip, services
 from control_api.observability import METRICS
 from control_api.openapi import DOCS_HTML, DOCS_INIT_JS
-from control_api.schemas import HealthOut
+from control_api.schemas import HealthOut, NodeOut, NodesOut
 
 READY_TIMEOUT = 2.0
 SPEC: web.AppKey[dict[str, Any]] = web.AppKey("openapi_spec", dict)
@@ -86,6 +88,28 @@ async def metrics(request: web.Request) -> web.Response:
     response = web.Response(body=generate_latest(request.app[METRICS].registry))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
+
+
+@api.route(
+    "GET", "/api/nodes", summary="The cluster's living nodes: load, state, heartbeat age", tags="operations",
+    auth=False, response=NodesOut, errors=(401, 403),
+)
+async def nodes(request: web.Request) -> NodesOut:
+    """An operator endpoint, guarded as ``/metrics`` is (this machine only, or the metrics
+    token).  Without ``cluster``: no registry, no nodes."""
+    ctx = services(request).ctx
+    token = ctx.settings.metrics_token
+    refusal = metrics_refusal(
+        request.headers.get("Authorization"), client_ip(request), token.get_secret_value() if token else None
+    )
+    if refusal is not None:
+        raise refusal
+    if ctx.cluster is None:
+        return NodesOut(cluster=False, nodes=[])
+    now = time.time()
+    return NodesOut(
+        cluster=True, nodes=[NodeOut.model_validate(node_summary(node, now)) for node in await ctx.cluster.nodes()]
+    )
 
 
 @api.route(

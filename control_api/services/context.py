@@ -8,6 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from control_api.cluster import RedisCluster
 from control_api.config import ApiSettings
 from control_api.pubsub import PubSub
 from control_api.ratelimit import RateLimiter
@@ -30,6 +31,7 @@ class ServiceContext:
     room_tokens: TokenCodec
     clock: Clock = utc_now
     redis: Redis | None = None
+    cluster: RedisCluster | None = None  # None: one node, this one
 
     def now(self) -> datetime:
         return self.clock()

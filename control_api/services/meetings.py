@@ -22,7 +22,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from control_api.errors import ServiceError, conflict, forbidden, invalid, not_found, unauthorized
+from control_api.cluster import NoNodeAvailable
+from control_api.errors import (
+    ServiceError,
+    conflict,
+    forbidden,
+    invalid,
+    not_found,
+    unauthorized,
+    unavailable,
+)
 from control_api.schemas import (
     Grants,
     IceServerOut,
@@ -597,6 +606,16 @@ class MeetingService:
 
     # Joining -----------------------------------------------------------------------------------
 
+    async def _room_node(self, meeting_id: uuid.UUID) -> str:
+        """The signaling URL of the node that hosts the meeting's room (this one, alone)."""
+        if self.ctx.cluster is None:
+            return self.ctx.settings.effective_signaling_url
+        try:
+            node, _ = await self.ctx.cluster.place(str(meeting_id))
+        except NoNodeAvailable as exc:
+            raise unavailable("no_node_available", str(exc)) from None
+        return node.signaling_url
+
     async def join(
         self, user: Principal, meeting_id: uuid.UUID, body: JoinIn, client_ip: str
     ) -> JoinOut:
@@ -652,7 +671,7 @@ class MeetingService:
         return JoinOut(
             token=token,
             expires_at=expires_at,
-            signaling_url=self.ctx.settings.effective_signaling_url,
+            signaling_url=await self._room_node(meeting_id),
             ice_servers=self._ice_servers(identity),
             identity=identity,
             grants=grants,

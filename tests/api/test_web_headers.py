@@ -78,3 +78,16 @@ async def test_metrics_ask_for_the_metrics_token_when_one_is_set(api_factory) ->
         assert (status, body["error"]["code"]) == (401, "unauthorized"), headers
     async with api.client.get("/metrics", headers={**REMOTE, "Authorization": "Bearer a-long-random-metrics-token-0123456789"}) as response:
         assert response.status == 200 and "process_cpu_seconds_total" in await response.text()
+
+
+async def test_the_node_list_is_guarded_as_the_metrics_are(api_factory) -> None:
+    api = await api_factory(trusted_proxies=["127.0.0.1/32"])
+    status, body = await api.call("GET", "/api/nodes")
+    assert (status, body) == (200, {"cluster": False, "nodes": []})  # one node, no registry
+    status, body = await api.call("GET", "/api/nodes", headers=REMOTE)
+    assert (status, body["error"]["code"]) == (403, "metrics_forbidden")
+    api = await api_factory(metrics_token="a-long-random-metrics-token-0123456789")
+    status, body = await api.call("GET", "/api/nodes")
+    assert (status, body["error"]["code"]) == (401, "unauthorized")
+    status, _ = await api.call("GET", "/api/nodes", headers={"Authorization": "Bearer a-long-random-metrics-token-0123456789"})
+    assert status == 200

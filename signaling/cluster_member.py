@@ -1,0 +1,120 @@
+"""This node as a member of the cluster (``cluster = true``): its heartbeat every second, with its
+load read from the SFU, and the rooms the cluster has placed on it.
+
+A room is admitted here only while its placement in Redis names this node; its placement is
+released, by its fencing token, when the room closes.  Redis being away costs heartbeats (the
+node then drops out of the registry after 5 s and gets no new rooms) but never the rooms it
+already holds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from control_api.cluster import (
+    DRAINING,
+    HEARTBEAT_INTERVAL,
+    SERVING,
+    CpuMeter,
+    NodeInfo,
+    NodeLoad,
+    NoNodeAvailable,
+    Placement,
+    RedisCluster,
+)
+from sfu.room import SfuNode
+
+log = logging.getLogger(__name__)
+
+
+class ClusterMember:
+    def __init__(
+        self, cluster: RedisCluster, node: SfuNode, node_id: str, signaling_url: str,
+        max_participants: int | None = None, clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.node_id = node_id
+        self.signaling_url = signaling_url
+        self.max_participants = max_participants
+        self.clock = clock
+        self.state = SERVING
+        self.placements: dict[str, Placement] = {}
+        self._cpu = CpuMeter()
+        self._forwarded = (time.monotonic(), node.metrics.forwarded_total())
+        self._task: asyncio.Task[None] | None = None
+
+    def info(self) -> NodeInfo:
+        now, forwarded = time.monotonic(), self.node.metrics.forwarded_total()
+        elapsed = now - self._forwarded[0]
+        rate = (forwarded - self._forwarded[1]) / elapsed if elapsed > 0 else 0.0
+        self._forwarded = (now, forwarded)
+        load = NodeLoad(
+            participants=self.node.participant_count(),
+            tracks=self.node.track_count("audio") + self.node.track_count("video"),
+            rooms=self.node.room_count(),
+            cpu=self._cpu.share(),
+            packets_per_second=round(rate, 1),
+        )
+        return NodeInfo(self.node_id, self.signaling_url, self.state, load, self.max_participants, self.clock())
+
+    async def start(self) -> None:
+        await self.cluster.heartbeat(self.info())  # in the registry before the first request
+        self._task = asyncio.create_task(self._beat(), name="cluster-heartbeat")
+
+    async def _beat(self) -> None:
+        failed = False
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            try:
+                await self.cluster.heartbeat(self.info())
+                if failed:
+                    log.warning("cluster heartbeats reach Redis again")
+                failed = False
+            except Exception as exc:  # Redis away: keep serving what is here, say so once
+                if not failed:
+                    log.error("a cluster heartbeat failed: %s", exc)
+                failed = True
+
+    def drain(self) -> None:
+        """Take no new rooms (the registry says so at the next heartbeat)."""
+        self.state = DRAINING
+
+    async def admits(self, room_id: str, open_here: bool = False) -> bool:
+        """Whether this node hosts ``room_id``: its placement names this node (a room placed
+        nowhere yet, joined without the API, is placed now, and may land here).  With Redis
+        away, only a room already open here (``open_here``) is."""
+        try:
+            placement = await self.cluster.placement(room_id)
+            if placement is None:
+                _, placement = await self.cluster.place(room_id)
+        except NoNodeAvailable:
+            return False
+        except Exception as exc:
+            log.warning("cannot read room %s's placement: %s", room_id, exc)
+            return open_here
+        if placement.node != self.node_id:
+            return False
+        self.placements[room_id] = placement
+        return True
+
+    async def room_closed(self, room_id: str) -> None:
+        placement = self.placements.pop(room_id, None)
+        if placement is not None:
+            try:
+                await self.cluster.release(room_id, placement)
+            except Exception as exc:  # the placement then lasts until this node's heartbeat does
+                log.warning("could not release the placement of room %s: %s", room_id, exc)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for room_id in list(self.placements):
+            await self.room_closed(room_id)
+        try:
+            await self.cluster.leave(self.node_id)
+        except Exception as exc:
+            log.warning("could not leave the cluster registry: %s", exc)
