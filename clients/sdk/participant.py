@@ -9,7 +9,8 @@ receives everyone else's, chats, and reports what it received.
     await participant.close()
 
 Reconnecting: give a ``token_provider`` (an async function returning a fresh room token, e.g. from
-``POST /api/meetings/{id}/join``) and a lost signaling connection is repaired by itself.  First
+``POST /api/meetings/{id}/join``, or the pair (``signaling_url``, ``token``) of that answer when the
+node may change, as in a cluster) and a lost signaling connection is repaired by itself.  First
 the session is resumed (the node still holds it for its resume window, media never stopped);
 when the node no longer knows the session (it restarted, or the window passed) the participant
 joins again with a new token, on new peer connections, and publishes the same tracks again (new
@@ -58,6 +59,7 @@ from signaling.protocol import PROTOCOL_VERSION
 log = logging.getLogger(__name__)
 
 AUDIO_KEEP = 500  # audio frames kept per track for analysis (10 s)
+UNREACHABLE_BEFORE_REJOIN = 3  # resume attempts that cannot reach the node before joining anew
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 2.0  # seconds between reconnection attempts
 FINAL_MESSAGES = ("removed", "meeting-ended")  # after these the session is over for good
 
@@ -112,7 +114,7 @@ class Participant:
         video_codec: str | None = None,
         relay_only: bool = False,
         clock: Callable[[], float] = time.monotonic,
-        token_provider: Callable[[], Awaitable[str]] | None = None,
+        token_provider: Callable[[], Awaitable[str | tuple[str, str]]] | None = None,
         reconnect: bool | None = None,
         reconnect_timeout: float = 60.0,
     ) -> None:
@@ -224,6 +226,7 @@ class Participant:
         deadline = loop.time() + self.reconnect_timeout
         delay = RECONNECT_FIRST
         session_lost = self.session_id is None
+        unreachable = 0
         while not self.closed:
             try:
                 if not session_lost:
@@ -236,6 +239,13 @@ class Participant:
                         if exc.code != "resume_failed":
                             raise
                         session_lost = True  # the node no longer knows this session: join again
+                    except (OSError, aiohttp.ClientError, asyncio.TimeoutError):
+                        unreachable += 1
+                        # A node that stays out of reach may be gone (in a cluster, the API then
+                        # names another): join again through the token provider.
+                        if unreachable < UNREACHABLE_BEFORE_REJOIN or self.token_provider is None:
+                            raise
+                        session_lost = True
                 await self._rejoin()
                 self.rejoins += 1
                 log.info("joined again as %s after the session was lost", self.identity)
@@ -266,7 +276,11 @@ class Participant:
     async def _rejoin(self) -> None:
         """A new session: fresh token, new peer connections, the same tracks published again."""
         if self.token_provider is not None:
-            self.token = await self.token_provider()
+            issued = await self.token_provider()
+            if isinstance(issued, tuple):  # (signaling URL, token): the node may have changed
+                self.signaling_url, self.token = issued
+            else:
+                self.token = issued
         await self._close_signaling()
         await self._reset_media()
         self.session_id = self.resume_token = None

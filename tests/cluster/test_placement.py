@@ -7,8 +7,10 @@ stops leaves the registry at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,10 @@ async def join(node: Node, account: dict[str, Any], meeting: dict[str, Any]) -> 
     return body
 
 
-async def test_meetings_are_placed_on_the_least_loaded_node_and_joined_there(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node, str]]:
+    """Nodes ``node-a`` and ``node-b`` of one cluster (a private PostgreSQL, the machine's Redis
+    under a prefix of their own, the same secrets), both started; and that prefix."""
     pg = PrivatePostgres()
     await asyncio.to_thread(pg.start)
     prefix = f"vctest:cluster:{uuid.uuid4().hex[:8]}:"
@@ -44,66 +49,17 @@ async def test_meetings_are_placed_on_the_least_loaded_node_and_joined_there(tmp
         "VIDEOCONF_ACCESS_TOKEN_SECRET": secrets.token_urlsafe(32),
         "VIDEOCONF_ROOM_TOKEN_SECRET": secrets.token_urlsafe(32),
     }
-    a = Node(tmp_path / "a", database_url=pg.url, redis_url=REDIS_URL, VIDEOCONF_NODE_ID="node-a", **shared)
-    b = Node(tmp_path / "b", database_url=pg.url, redis_url=REDIS_URL, VIDEOCONF_NODE_ID="node-b", **shared)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    clients: list[Participant] = []
+    nodes = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        nodes.append(Node(tmp_path / name, database_url=pg.url, redis_url=REDIS_URL, VIDEOCONF_NODE_ID=f"node-{name}", **shared))
+    a, b = nodes
     redis = Redis.from_url(REDIS_URL)
     try:
         await a.start()
         await b.start(migrate=False)
-        assert set(await nodes_seen(a)) == {"node-a", "node-b"}
-        host, guest, first, _ = await a.hosted_meeting()
-        second = await a.meeting(host, title="Second")
-
-        # The first meeting goes to the least-loaded node (both empty: the id decides).
-        entry = await join(a, host, first)
-        assert entry["signaling_url"] == a.signaling_url
-        publisher = Participant(entry["signaling_url"], entry["token"], ice_servers=[])
-        clients.append(publisher)
-        await publisher.connect()
-        await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
-        async def a_counts_one() -> bool:
-            return (await nodes_seen(b))["node-a"]["load"]["participants"] == 1
-
-        await until(a_counts_one, 10, "node-a's heartbeat to count its participant")
-
-        # The second goes to the other node, now the less loaded one, whichever API is asked.
-        entry = await join(a, host, second)
-        assert entry["signaling_url"] == b.signaling_url
-
-        # Joining the first meeting through node b's API leads to node a, where its room is.
-        entry = await join(b, guest, first)
-        assert entry["signaling_url"] == a.signaling_url
-        viewer = Participant(entry["signaling_url"], entry["token"], ice_servers=[])
-        clients.append(viewer)
-        await viewer.connect()
-        await frames_advance(viewer, 15)
-
-        # Node b refuses the first meeting's room: it is not placed there.
-        entry = await join(a, guest, first)
-        stray = Participant(b.signaling_url, entry["token"], ice_servers=[])
-        with pytest.raises(SignalingError, match="wrong_node"):
-            await stray.connect()
-        await stray.close()
-
-        # The room closes on node a once everyone has left, and its placement goes with it.
-        cluster = RedisCluster(redis, prefix + "cluster:")
-        assert (await cluster.placement(first["id"])).node == "node-a"  # type: ignore[union-attr]
-        for client in clients:
-            await client.close()
-        async def released() -> bool:
-            return await cluster.placement(first["id"]) is None
-
-        await until(released, 10, "the placement's release")
-
-        # A node that stops leaves the registry at once, not 5 s later.
-        await a.stop()
-        assert set(await nodes_seen(b)) == {"node-b"}
+        yield a, b, prefix
     finally:
-        for client in clients:
-            await client.close()
         await a.close()
         await b.close()
         keys = [key async for key in redis.scan_iter(match=prefix + "*")]
@@ -112,3 +68,98 @@ async def test_meetings_are_placed_on_the_least_loaded_node_and_joined_there(tmp
         await redis.aclose()
         await asyncio.to_thread(pg.stop)
 
+
+async def test_meetings_are_placed_on_the_least_loaded_node_and_joined_there(tmp_path: Path) -> None:
+    clients: list[Participant] = []
+    async with two_nodes(tmp_path) as (a, b, prefix), Redis.from_url(REDIS_URL) as redis:
+        try:
+            assert set(await nodes_seen(a)) == {"node-a", "node-b"}
+            host, guest, first, _ = await a.hosted_meeting()
+            second = await a.meeting(host, title="Second")
+
+            # The first meeting goes to the least-loaded node (both empty: the id decides).
+            entry = await join(a, host, first)
+            assert entry["signaling_url"] == a.signaling_url
+            publisher = Participant(entry["signaling_url"], entry["token"], ice_servers=[])
+            clients.append(publisher)
+            await publisher.connect()
+            await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
+
+            async def a_counts_one() -> bool:
+                return (await nodes_seen(b))["node-a"]["load"]["participants"] == 1
+
+            await until(a_counts_one, 10, "node-a's heartbeat to count its participant")
+
+            # The second goes to the other node, now the less loaded one, whichever API is asked.
+            entry = await join(a, host, second)
+            assert entry["signaling_url"] == b.signaling_url
+
+            # Joining the first meeting through node b's API leads to node a, where its room is.
+            entry = await join(b, guest, first)
+            assert entry["signaling_url"] == a.signaling_url
+            viewer = Participant(entry["signaling_url"], entry["token"], ice_servers=[])
+            clients.append(viewer)
+            await viewer.connect()
+            await frames_advance(viewer, 15)
+
+            # Node b refuses the first meeting's room: it is not placed there.
+            entry = await join(a, guest, first)
+            stray = Participant(b.signaling_url, entry["token"], ice_servers=[])
+            with pytest.raises(SignalingError, match="wrong_node"):
+                await stray.connect()
+            await stray.close()
+
+            # The room closes on node a once everyone has left, and its placement goes with it.
+            cluster = RedisCluster(redis, prefix + "cluster:")
+            assert (await cluster.placement(first["id"])).node == "node-a"  # type: ignore[union-attr]
+            for client in clients:
+                await client.close()
+
+            async def released() -> bool:
+                return await cluster.placement(first["id"]) is None
+
+            await until(released, 10, "the placement's release")
+
+            # A node that stops leaves the registry at once, not 5 s later.
+            await a.stop()
+            assert set(await nodes_seen(b)) == {"node-b"}
+        finally:
+            for client in clients:
+                await client.close()
+
+
+async def test_participants_of_a_killed_node_join_again_on_another(tmp_path: Path) -> None:
+    """``kill -9`` of the node that hosts a meeting: its heartbeat runs out (5 s), the API places
+    the meeting on the living node, and SDK participants whose token provider asks the API join
+    there by themselves, publish again and receive each other again."""
+    async with two_nodes(tmp_path) as (a, b, _):
+        host, guest, meeting, _ = await a.hosted_meeting()
+
+        def ticket(account: dict[str, Any]) -> Any:
+            async def provide() -> tuple[str, str]:
+                entry = await join(b, account, meeting)  # any living node's API
+                return entry["signaling_url"], entry["token"]
+            return provide
+
+        people = []
+        for account in (host, guest):
+            url, token = await ticket(account)()
+            assert url == a.signaling_url
+            person = Participant(url, token, ice_servers=[], token_provider=ticket(account))
+            b.participants.append(person)
+            await person.connect()
+            await person.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
+            people.append(person)
+        for person in people:
+            await frames_advance(person, 10)
+
+        await a.kill()
+        killed = asyncio.get_running_loop().time()
+        await until(lambda: all(p.rejoins == 1 and p.state == "connected" for p in people), 20, "both to join again")
+        took = asyncio.get_running_loop().time() - killed
+        assert all(p.signaling_url == b.signaling_url for p in people)
+        for person in people:
+            await frames_advance(person, 10, timeout=20)
+        print(f"joined again {took:.1f} s after the kill")
+        assert took < 15, f"joined again {took:.1f} s after the kill"
+        assert set(await nodes_seen(b)) == {"node-b"}
