@@ -78,14 +78,23 @@ class ClusterMember:
                     log.error("a cluster heartbeat failed: %s", exc)
                 failed = True
 
-    def drain(self) -> None:
-        """Take no new rooms (the registry says so at the next heartbeat)."""
+    async def drain(self) -> None:
+        """Take no new rooms, and give up the ones here: the registry says so at once, and the
+        API places these meetings elsewhere from now on."""
         self.state = DRAINING
+        try:
+            await self.cluster.heartbeat(self.info())
+        except Exception as exc:
+            log.error("could not announce the drain: %s", exc)
+        for room_id in list(self.placements):
+            await self.room_closed(room_id)
 
     async def admits(self, room_id: str, open_here: bool = False) -> bool:
         """Whether this node hosts ``room_id``: its placement names this node (a room placed
         nowhere yet, joined without the API, is placed now, and may land here).  With Redis
         away, only a room already open here (``open_here``) is."""
+        if self.state != SERVING:
+            return False  # draining: its meetings are placed elsewhere now
         try:
             placement = await self.cluster.placement(room_id)
             if placement is None:

@@ -340,6 +340,15 @@ class MeetingEnded(ServerMessage):
     type: Literal["meeting-ended"]
 
 
+class Reconnect(ServerMessage):
+    """Join again through the API, which names another node, and publish the same tracks there:
+    this node is draining (it takes no new rooms and stops once everyone has moved).  The SDK
+    does it by itself when it has a token provider."""
+
+    type: Literal["reconnect"]
+    reason: Literal["node_draining"]
+
+
 class TrackForwarding(ServerMessage):
     """What the SFU now forwards to this subscriber for one remote video track."""
 
@@ -385,7 +394,7 @@ ServerMessages = Annotated[
     Union[
         Joined, Resumed, ParticipantJoined, ParticipantLeft, ParticipantUpdated, ParticipantWaiting, Admitted,
         PublishAnswer, SubscriberOffer, TrackPublished, TrackUnpublished, TrackMuted, ScreenShareStarted,
-        ScreenShareStopped, ChatReceived, MutedByHost, Removed, MeetingEnded, TrackForwarding, SetLayers,
+        ScreenShareStopped, ChatReceived, MutedByHost, Removed, MeetingEnded, Reconnect, TrackForwarding, SetLayers,
         ActiveSpeakers, RecordingStarted, RecordingStopped, Pong, Error,
     ],
     Field(discriminator="type"),

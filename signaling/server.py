@@ -534,6 +534,15 @@ class SignalingServer:
             raise SignalError("unknown_participant", f"nobody called {identity} is here")
         return target
 
+    async def ask_to_reconnect(self) -> int:
+        """Tell everyone on this node to join again through the API (the node is draining); how
+        many were told."""
+        told = 0
+        for room in list(self.node.rooms.values()):
+            told += len(room.participants)
+            await room.broadcast({"type": "reconnect", "reason": "node_draining"})
+        return told
+
     async def close(self) -> None:
         await self._closing.wait()
         for task in list(self._room_watchers.values()):

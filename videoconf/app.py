@@ -3,10 +3,13 @@ application (one process, one core)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiortc import RTCIceServer
@@ -68,6 +71,44 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+class Drain:
+    """SIGTERM on a cluster node: drain, then stop.  The node takes no new rooms and gives its
+    meetings' placements up, ``/readyz`` answers 503, everyone here is asked to join again
+    (elsewhere), and the process stops once nobody is left or after ``seconds``.  A second
+    SIGTERM (or SIGINT) stops it at once."""
+
+    def __init__(self, member: ClusterMember, signaling: SignalingServer, ctx: Any, seconds: float) -> None:
+        self.member, self.signaling, self.ctx, self.seconds = member, signaling, ctx, seconds
+        self.task: asyncio.Task[None] | None = None
+
+    def signalled(self) -> None:
+        if self.task is None:
+            self.task = asyncio.create_task(self.run(), name="drain")
+        else:
+            stop()
+
+    async def run(self) -> None:
+        log = logging.getLogger(__name__)
+        self.ctx.draining = True
+        await self.member.drain()
+        told = await self.signaling.ask_to_reconnect()
+        log.warning("draining: %d participants asked to move; stopping when none is left, or in %.0f s", told, self.seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        while self.member.node.participant_count() and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+        stop()
+
+
+def stop() -> None:
+    """Stop the server as its SIGINT does (aiohttp's run_app then cleans up)."""
+    asyncio.get_running_loop().call_soon(_graceful_exit)
+
+
+def _graceful_exit() -> None:
+    raise web.GracefulExit()
+
+
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
     verify_hooks()
     configure_ice(settings.ice_addresses, settings.ice_port_range, settings.udp_port)
@@ -120,6 +161,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
         await node.start()
         if member is not None:
             await member.start()
+            drain = Drain(member, signaling, app[SERVICES].ctx, settings.drain_seconds)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, drain.signalled)
         if turn is not None:
             await turn.start()
         yield

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     node_max_participants: int | None = Field(
         default=None, ge=1, description="Participants this node holds before new meetings go to other nodes"
     )
+    drain_seconds: float = Field(
+        default=300.0, ge=0, le=86400,
+        description="On SIGTERM, a cluster node drains: the longest it waits for its participants to move",
+    )
     resume_seconds: int = Field(default=30, ge=1, le=600)
     join_timeout: float = Field(
         default=10.0, gt=0, le=300, description="seconds a signaling connection may stay open without joining"

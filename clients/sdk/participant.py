@@ -14,7 +14,8 @@ node may change, as in a cluster) and a lost signaling connection is repaired by
 the session is resumed (the node still holds it for its resume window, media never stopped);
 when the node no longer knows the session (it restarted, or the window passed) the participant
 joins again with a new token, on new peer connections, and publishes the same tracks again (new
-track ids; mutes are kept).  ``state`` says where it is (``connected``, ``reconnecting``,
+track ids; mutes are kept).  A node that is draining asks everyone to join again (``reconnect``):
+the participant does so through the token provider, on the node it names.  ``state`` says where it is (``connected``, ``reconnecting``,
 ``failed`` after ``reconnect_timeout`` seconds of trying, ``ended`` when the server ended the
 session on purpose: removed, the meeting ended, close code 1000; ``disconnected`` without
 reconnection; ``closed``); ``resumes`` and ``rejoins`` count the repairs.
@@ -221,6 +222,16 @@ class Participant:
             self.state = "reconnecting"
             self._reconnector = asyncio.create_task(self._reconnect(), name="sdk-reconnect")
 
+    def _move(self) -> None:
+        """The node asks everyone to join again elsewhere (it is draining): a new join through
+        the token provider, which names the node to go to, with the same tracks."""
+        if self.closed or self.token_provider is None:
+            return
+        self.session_id = None  # not to be resumed: joined anew
+        if self._reconnector is None or self._reconnector.done():
+            self.state = "reconnecting"
+            self._reconnector = asyncio.create_task(self._reconnect(), name="sdk-reconnect")
+
     async def _reconnect(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.reconnect_timeout
@@ -366,6 +377,8 @@ class Participant:
             self.errors.append(message)
         elif kind in FINAL_MESSAGES:
             self._final = True
+        elif kind == "reconnect":
+            self._move()
         for predicate, future in list(self._waiters):
             if not future.done() and predicate(message):
                 self._consumed.add(len(self.history) - 1)

@@ -45,6 +45,8 @@ async def readyz(request: web.Request) -> web.Response:
     await check("database", ctx.db.ping())
     if ctx.redis is not None:
         await check("redis", ctx.redis.ping())
+    if ctx.draining:
+        checks["node"] = "draining"
     ok = all(v == "ok" for v in checks.values())
     body = HealthOut(status="ok" if ok else "unavailable", checks=checks)
     return web.Response(

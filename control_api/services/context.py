@@ -32,6 +32,7 @@ class ServiceContext:
     clock: Clock = utc_now
     redis: Redis | None = None
     cluster: RedisCluster | None = None  # None: one node, this one
+    draining: bool = False  # this node is draining: /readyz answers 503
 
     def now(self) -> datetime:
         return self.clock()

@@ -17,6 +17,13 @@ async def test_health_is_ok_and_readiness_checks_the_database_and_redis(api: Api
     assert ready == {"status": "ok", "checks": expected}
 
 
+async def test_a_draining_node_is_not_ready(api: Api) -> None:
+    api.services.ctx.draining = True  # what SIGTERM on a cluster node sets (tests/cluster)
+    status, body = await api.call("GET", "/readyz")
+    assert status == 503 and body["checks"]["node"] == "draining"
+    _, health = await api.call("GET", "/healthz", expect=200)  # alive all the same
+
+
 async def test_readiness_fails_when_the_database_is_gone(api_factory, tmp_path) -> None:
     api = await api_factory(
         database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none", database_schema=None, redis_url=None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -162,4 +163,40 @@ async def test_participants_of_a_killed_node_join_again_on_another(tmp_path: Pat
             await frames_advance(person, 10, timeout=20)
         print(f"joined again {took:.1f} s after the kill")
         assert took < 15, f"joined again {took:.1f} s after the kill"
+        assert set(await nodes_seen(b)) == {"node-b"}
+
+
+async def test_a_node_told_to_stop_drains_its_participants_to_another_and_exits(tmp_path: Path) -> None:
+    """SIGTERM: the node takes no new rooms, answers 503 on /readyz, asks its participants to
+    join again, which SDK participants do through the API onto the other node, keeping their
+    tracks published, and it exits by itself once nobody is left."""
+    async with two_nodes(tmp_path) as (a, b, _):
+        host, guest, meeting, _ = await a.hosted_meeting()
+
+        def ticket(account: dict[str, Any]) -> Any:
+            async def provide() -> tuple[str, str]:
+                entry = await join(b, account, meeting)
+                return entry["signaling_url"], entry["token"]
+            return provide
+
+        people = []
+        for account in (host, guest):
+            url, token = await ticket(account)()
+            assert url == a.signaling_url
+            person = Participant(url, token, ice_servers=[], token_provider=ticket(account))
+            b.participants.append(person)
+            await person.connect()
+            await person.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
+            people.append(person)
+        for person in people:
+            await frames_advance(person, 10)
+
+        assert a.server.process is not None
+        a.server.process.send_signal(signal.SIGTERM)
+        await until(lambda: all(p.rejoins == 1 and p.state == "connected" for p in people), 20, "both to move")
+        assert all(p.signaling_url == b.signaling_url for p in people)
+        for person in people:
+            await frames_advance(person, 10, timeout=20)
+        code = await asyncio.to_thread(a.server.process.wait, 20)
+        assert code == 0, a.server.child.log_tail()
         assert set(await nodes_seen(b)) == {"node-b"}
