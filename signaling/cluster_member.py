@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from control_api.cluster import (
     DRAINING,
@@ -42,6 +44,7 @@ class ClusterMember:
         self.clock = clock
         self.state = SERVING
         self.placements: dict[str, Placement] = {}
+        self.seen: dict[str, int] = {}  # the registry as last read: nodes by state (for metrics)
         self._cpu = CpuMeter()
         self._forwarded = (time.monotonic(), node.metrics.forwarded_total())
         self._task: asyncio.Task[None] | None = None
@@ -60,6 +63,13 @@ class ClusterMember:
         )
         return NodeInfo(self.node_id, self.signaling_url, self.state, load, self.max_participants, self.clock())
 
+    def collect(self) -> Iterator[Metric]:
+        """``videoconf_cluster_nodes{state}``: the living nodes of the registry, as last read."""
+        family = GaugeMetricFamily("videoconf_cluster_nodes", "Living nodes in the cluster registry", labels=["state"])
+        for state, count in sorted(self.seen.items()):
+            family.add_metric([state], count)
+        yield family
+
     async def start(self) -> None:
         await self.cluster.heartbeat(self.info())  # in the registry before the first request
         self._task = asyncio.create_task(self._beat(), name="cluster-heartbeat")
@@ -70,6 +80,10 @@ class ClusterMember:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             try:
                 await self.cluster.heartbeat(self.info())
+                seen: dict[str, int] = {SERVING: 0, DRAINING: 0}
+                for node in await self.cluster.nodes():
+                    seen[node.state] = seen.get(node.state, 0) + 1
+                self.seen = seen
                 if failed:
                     log.warning("cluster heartbeats reach Redis again")
                 failed = False

@@ -132,6 +132,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
             cluster, node, settings.effective_node_id, settings.effective_signaling_url, settings.node_max_participants
         )
         signaling.member = member
+        app[METRICS].registry.register(member)
     app[SFU] = node
     app[SIGNALING] = signaling
     app[RECORDER] = recorder

@@ -121,12 +121,44 @@ async def test_meetings_are_placed_on_the_least_loaded_node_and_joined_there(tmp
 
             await until(released, 10, "the placement's release")
 
-            # A node that stops leaves the registry at once, not 5 s later.
+            # A node that stops leaves the registry at once, not 5 s later; the metrics follow.
+            assert (await b.metrics())["videoconf_cluster_nodes{state=serving}"] == 2
             await a.stop()
             assert set(await nodes_seen(b)) == {"node-b"}
+
+            async def one_serving() -> bool:
+                return (await b.metrics())["videoconf_cluster_nodes{state=serving}"] == 1
+
+            await until(one_serving, 5, "node b's metrics to count one node")
         finally:
             for client in clients:
                 await client.close()
+
+
+async def two_publishers_on(a: Node, b: Node) -> list[Participant]:
+    """A meeting placed on node a with two SDK participants publishing and receiving each other,
+    whose token provider asks node b's API (the one that stays) and returns its answer's
+    (signaling_url, token), so that they can move."""
+    host, guest, meeting, _ = await a.hosted_meeting()
+
+    def ticket(account: dict[str, Any]) -> Any:
+        async def provide() -> tuple[str, str]:
+            entry = await join(b, account, meeting)
+            return entry["signaling_url"], entry["token"]
+        return provide
+
+    people = []
+    for account in (host, guest):
+        url, token = await ticket(account)()
+        assert url == a.signaling_url
+        person = Participant(url, token, ice_servers=[], token_provider=ticket(account))
+        b.participants.append(person)  # closed with the node
+        await person.connect()
+        await person.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
+        people.append(person)
+    for person in people:
+        await frames_advance(person, 10)
+    return people
 
 
 async def test_participants_of_a_killed_node_join_again_on_another(tmp_path: Path) -> None:
@@ -134,25 +166,7 @@ async def test_participants_of_a_killed_node_join_again_on_another(tmp_path: Pat
     the meeting on the living node, and SDK participants whose token provider asks the API join
     there by themselves, publish again and receive each other again."""
     async with two_nodes(tmp_path) as (a, b, _):
-        host, guest, meeting, _ = await a.hosted_meeting()
-
-        def ticket(account: dict[str, Any]) -> Any:
-            async def provide() -> tuple[str, str]:
-                entry = await join(b, account, meeting)  # any living node's API
-                return entry["signaling_url"], entry["token"]
-            return provide
-
-        people = []
-        for account in (host, guest):
-            url, token = await ticket(account)()
-            assert url == a.signaling_url
-            person = Participant(url, token, ice_servers=[], token_provider=ticket(account))
-            b.participants.append(person)
-            await person.connect()
-            await person.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
-            people.append(person)
-        for person in people:
-            await frames_advance(person, 10)
+        people = await two_publishers_on(a, b)
 
         await a.kill()
         killed = asyncio.get_running_loop().time()
@@ -171,25 +185,7 @@ async def test_a_node_told_to_stop_drains_its_participants_to_another_and_exits(
     join again, which SDK participants do through the API onto the other node, keeping their
     tracks published, and it exits by itself once nobody is left."""
     async with two_nodes(tmp_path) as (a, b, _):
-        host, guest, meeting, _ = await a.hosted_meeting()
-
-        def ticket(account: dict[str, Any]) -> Any:
-            async def provide() -> tuple[str, str]:
-                entry = await join(b, account, meeting)
-                return entry["signaling_url"], entry["token"]
-            return provide
-
-        people = []
-        for account in (host, guest):
-            url, token = await ticket(account)()
-            assert url == a.signaling_url
-            person = Participant(url, token, ice_servers=[], token_provider=ticket(account))
-            b.participants.append(person)
-            await person.connect()
-            await person.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
-            people.append(person)
-        for person in people:
-            await frames_advance(person, 10)
+        people = await two_publishers_on(a, b)
 
         assert a.server.process is not None
         a.server.process.send_signal(signal.SIGTERM)

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
 from clients.sdk.participant import Participant
 from tests.server_process import ServerProcess
 
@@ -115,6 +116,15 @@ class Node:
         guest = await self.register("Gus Guest")
         meeting = await self.meeting(host)
         return host, guest, meeting, f"/api/meetings/{meeting['id']}/messages"
+
+    async def publishing_host(self) -> tuple[dict[str, Any], dict[str, Any], Participant]:
+        """A host, their live meeting, and their SDK participant in it publishing a 320x240
+        pattern and a tone."""
+        host = await self.register("Hedy Host")
+        meeting = await self.meeting(host)
+        sdk = await self.participant(host, meeting)
+        await sdk.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
+        return host, meeting, sdk
 
     async def room_token(self, account: dict[str, Any], meeting: dict[str, Any]) -> str:
         _, body, _ = await self.call("POST", f"/api/meetings/{meeting['id']}/join", account["token"], {}, expect=200)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
 from tests.faults.node import Node, until
 from tests.media.browser import chromium
 from tests.media.test_web_client import join_by_code, person, playing_videos, wait_until
@@ -21,10 +20,7 @@ async def test_the_web_client_rejoins_after_the_node_restarts(tmp_path: Path) ->
     node = Node(tmp_path)
     try:
         await node.start()
-        host = await node.register("Hedy Host")
-        meeting = await node.meeting(host)
-        sdk = await node.participant(host, meeting)
-        await sdk.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
+        _, meeting, sdk = await node.publishing_host()
         async with chromium() as browser:
             page = await person(browser, node.base, "Wendy Web")
             await join_by_code(page, meeting["code"])

@@ -92,10 +92,7 @@ async def test_chromium_meets_an_sdk_participant_through_the_one_udp_port(tmp_pa
     node = Node(tmp_path, VIDEOCONF_UDP_PORT=str(port))
     try:
         await node.start()
-        host = await node.register("Hedy Host")
-        meeting = await node.meeting(host)
-        sdk = await node.participant(host, meeting)
-        await sdk.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
+        _, meeting, sdk = await node.publishing_host()
         async with chromium() as browser:
             page = await person(browser, node.base, "Wendy Web")
             await join_by_code(page, meeting["code"])
