@@ -48,8 +48,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     setup_logging(settings.log_level, settings.log_json)
+    if args.processes != 1:
+        from videoconf.supervisor import Supervisor, check
+
+        check(settings, args.processes)
     if args.migrate:
         asyncio.run(_migrate(settings))
+    if args.processes != 1:
+        return Supervisor(settings, args.processes, getattr(args, "config", None)).run()
     runtime.install()
     # The app is built with the loop it will run on current: its start-up checks build aiortc and
     # aioice objects, some of which make futures, and uvloop has no implicit loop to give them.
@@ -94,6 +100,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--host")
     run.add_argument("--port", type=int)
     run.add_argument("--migrate", action="store_true", help="migrate the database first")
+    run.add_argument(
+        "--processes", type=int, default=1,
+        help="run N nodes of one cluster, one per core (ports port..port+N-1; needs cluster and redis_url)",
+    )
     run.set_defaults(func=cmd_run)
 
     turn = sub.add_parser("turn", parents=[config_file], help="run the TURN server on its own ([turn] settings)")
