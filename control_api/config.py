@@ -89,6 +89,7 @@ class ApiSettings(TokenSettings, Protocol):
     metrics_token: SecretStr | None
     access_log: bool
     cluster: bool  # place meetings' rooms on the cluster's nodes (control_api/cluster.py)
+    connect_sources: list[str]  # more origins the web client may connect to (a cluster's other nodes)
 
     @property
     def base_url(self) -> str: ...

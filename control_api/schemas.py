@@ -304,6 +304,9 @@ class JoinOut(Out):
     token: str = Field(description="Room token (JWT) for the signaling WebSocket")
     expires_at: datetime
     signaling_url: str
+    node: str | None = Field(
+        default=None, description="In a cluster, the node that hosts the meeting (signal it at signaling_url)"
+    )
     ice_servers: list[IceServerOut]
     identity: str
     grants: Grants

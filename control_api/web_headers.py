@@ -28,7 +28,7 @@ def _origin(url: str) -> str:
 
 def web_policy(settings: ApiSettings) -> str:
     """The Content-Security-Policy of the web client (and of everything else the node serves)."""
-    signaling = _origin(settings.effective_signaling_url)
+    signaling = " ".join([_origin(settings.effective_signaling_url), *settings.connect_sources])
     return "; ".join((
         "default-src 'self'",
         "script-src 'self'",

@@ -17,7 +17,7 @@ import secrets
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     node_id: str | None = Field(
         default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
         description="This node's id in the cluster; default <host name>:<port>",
+    )
+    connect_sources: list[Annotated[str, Field(pattern=r"^(wss?|https?)://[A-Za-z0-9.*:\[\]-]+$", max_length=200)]] = Field(
+        default=[], max_length=64,
+        description="Origins beyond this node's the web client may connect to (CSP connect-src): a cluster's other nodes",
     )
     node_max_participants: int | None = Field(
         default=None, ge=1, description="Participants this node holds before new meetings go to other nodes"

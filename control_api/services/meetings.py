@@ -606,15 +606,16 @@ class MeetingService:
 
     # Joining -----------------------------------------------------------------------------------
 
-    async def _room_node(self, meeting_id: uuid.UUID) -> str:
-        """The signaling URL of the node that hosts the meeting's room (this one, alone)."""
+    async def _room_node(self, meeting_id: uuid.UUID) -> tuple[str, str | None]:
+        """The signaling URL and id of the node that hosts the meeting's room (this one alone,
+        without an id, outside a cluster)."""
         if self.ctx.cluster is None:
-            return self.ctx.settings.effective_signaling_url
+            return self.ctx.settings.effective_signaling_url, None
         try:
             node, _ = await self.ctx.cluster.place(str(meeting_id))
         except NoNodeAvailable as exc:
             raise unavailable("no_node_available", str(exc)) from None
-        return node.signaling_url
+        return node.signaling_url, node.id
 
     async def join(
         self, user: Principal, meeting_id: uuid.UUID, body: JoinIn, client_ip: str
@@ -668,10 +669,12 @@ class MeetingService:
             },
             self.ctx.settings.room_token_ttl,
         )
+        signaling_url, node = await self._room_node(meeting_id)
         return JoinOut(
             token=token,
             expires_at=expires_at,
-            signaling_url=await self._room_node(meeting_id),
+            signaling_url=signaling_url,
+            node=node,
             ice_servers=self._ice_servers(identity),
             identity=identity,
             grants=grants,

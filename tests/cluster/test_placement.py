@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import signal
 import uuid
@@ -55,6 +56,8 @@ async def two_nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node, str]]:
         (tmp_path / name).mkdir()
         nodes.append(Node(tmp_path / name, database_url=pg.url, redis_url=REDIS_URL, VIDEOCONF_NODE_ID=f"node-{name}", **shared))
     a, b = nodes
+    for node, other in ((a, b), (b, a)):  # the web client served by one may signal the other
+        node.server.env["VIDEOCONF_CONNECT_SOURCES"] = json.dumps([other.base.replace("http://", "ws://")])
     redis = Redis.from_url(REDIS_URL)
     try:
         await a.start()
@@ -196,3 +199,47 @@ async def test_a_node_told_to_stop_drains_its_participants_to_another_and_exits(
         code = await asyncio.to_thread(a.server.process.wait, 20)
         assert code == 0, a.server.child.log_tail()
         assert set(await nodes_seen(b)) == {"node-b"}
+
+
+async def test_the_web_client_follows_its_meeting_to_another_node_when_its_node_drains(tmp_path: Path) -> None:
+    """Chromium, served by node b, joins a meeting that node a hosts and signals node a (the join
+    answer names it; the page's policy allows it); node a drains: the page joins again through
+    the API, at node b now, publishes again and plays the host's video again."""
+    from tests.media.browser import chromium
+    from tests.media.test_web_client import join_by_code, person, playing_videos, wait_until
+
+    async with two_nodes(tmp_path) as (a, b, _):
+        host, _, meeting, _ = await a.hosted_meeting()
+
+        async def host_ticket() -> tuple[str, str]:
+            entry = await join(b, host, meeting)
+            return entry["signaling_url"], entry["token"]
+
+        url, token = await host_ticket()
+        assert url == a.signaling_url
+        sdk = Participant(url, token, ice_servers=[], token_provider=host_ticket)
+        b.participants.append(sdk)
+        await sdk.connect()
+        await sdk.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
+        async with chromium() as browser:
+            page = await person(browser, b.base, "Wendy Web")
+            await join_by_code(page, meeting["code"])
+
+            async def host_video(exclude: str | None = None) -> dict | None:
+                for video in await playing_videos(page):
+                    if video["tile"] == "Hedy Host" and video["frames"] > 5 and video["track"] != exclude:
+                        return video
+                return None
+
+            first = await wait_until(host_video, 30, "the host's video through node a")
+            assert a.server.process is not None
+            a.server.process.send_signal(signal.SIGTERM)
+            await page.locator("#announcer").filter(has_text="Reconnected.").wait_for(timeout=30000)
+            await wait_until(lambda: host_video(exclude=first["track"]), 30, "the host's video through node b")
+            await until(lambda: sdk.rejoins == 1 and sdk.signaling_url == b.signaling_url, 20, "the host to move")
+            await until(lambda: [r for r in sdk.remote.values() if r.kind == "video" and not r.ended and r.frames >= 10], 30,
+                        "the page's camera at the host, through node b")
+            code = await asyncio.to_thread(a.server.process.wait, 30)
+            assert code == 0
+            errors = [e for e in page.errors if "ERR_CONNECTION_REFUSED" not in e]
+            assert errors == [], errors

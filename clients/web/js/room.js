@@ -38,9 +38,7 @@ function roomState() {
 // has replaced the room.
 function createRoom(meeting, joined, stream, joinBody, hooks) {
   const room = { meeting, joined, stream, hooks, admin: joined.grants.room_admin, state: roomState(), pinger: null };
-  // The node that served this page is the node to signal (the configured base URL may name
-  // another address for the same server).
-  room.client = new SfuClient(`${location.origin.replace(/^http/, "ws")}/signaling`, joined.token, {
+  room.client = new SfuClient(signalingUrl(joined), joined.token, {
     iceServers: joined.ice_servers, tokenProvider: () => newRoomToken(room, joinBody),
   });
   room.view = {
@@ -266,6 +264,8 @@ async function onDisconnected(room) {
 async function reconnect(room) {
   for (let attempt = 0; attempt < 8 && !room.state.ended; attempt++) {
     await new Promise((r) => setTimeout(r, Math.min(1000 * (attempt + 1), 5000)));
+    // A node still out of reach after three tries may be gone: join anew where the API says.
+    if (attempt >= 3) room.client.sessionLost = true;
     try {
       await room.client.reconnect();
       renderQuality(room, "good");
@@ -278,11 +278,18 @@ async function reconnect(room) {
   return false;
 }
 
-// After the node lost the session (it restarted), the client joins again with a new room token,
-// asked for as the first one was.
+// Where to signal: in a cluster, the node the join answer names (it hosts the meeting); else
+// the node that served this page (the configured base URL may name another address for it).
+function signalingUrl(joined) {
+  return joined.node ? joined.signaling_url : `${location.origin.replace(/^http/, "ws")}/signaling`;
+}
+
+// After the node lost the session (it restarted, stopped, or asked everyone to move), the client
+// joins again with a new room token, asked for as the first one was, at the node it names.
 async function newRoomToken(room, joinBody) {
   const again = await api("POST", `/api/meetings/${room.meeting.id}/join`, joinBody);
   room.client.iceServers = again.ice_servers;
+  room.client.url = signalingUrl(again);
   return again.token;
 }
 

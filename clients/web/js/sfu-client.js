@@ -193,6 +193,10 @@ export class SfuClient extends EventTarget {
 
   _handle(message) {
     switch (message.type) {
+      case "reconnect": // the node is draining: join again, where the API now says
+        this.sessionLost = true;
+        if (this.ws) this.ws.close(); // "disconnected": the page repairs it as any lost connection
+        break;
       case "participant-joined":
       case "participant-updated":
         this.participants.set(message.participant.identity, message.participant);
