@@ -100,6 +100,11 @@ def choose(nodes: Sequence[NodeInfo]) -> NodeInfo | None:
     return min(open_nodes, key=load, default=None)
 
 
+def node_channel(node_id: str) -> str:
+    """The pub/sub channel of orders for one node (a drain)."""
+    return f"node:{node_id}"
+
+
 class NoNodeAvailable(Exception):
     """No serving node under its limit: the meeting cannot be placed now."""
 

@@ -468,3 +468,8 @@ class NodeOut(Out):
 class NodesOut(Out):
     cluster: bool
     nodes: list[NodeOut]
+
+
+class NodeDrainOut(Out):
+    node: str
+    state: Literal["draining"]

@@ -25,7 +25,9 @@ from control_api.cluster import (
     NoNodeAvailable,
     Placement,
     RedisCluster,
+    node_channel,
 )
+from control_api.pubsub import PubSub
 from sfu.room import SfuNode
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class ClusterMember:
         self._cpu = CpuMeter()
         self._forwarded = (time.monotonic(), node.metrics.forwarded_total())
         self._task: asyncio.Task[None] | None = None
+        self._orders: asyncio.Task[None] | None = None
+        self.on_drain: Callable[[], None] | None = None  # what a drain order does (the node's Drain)
 
     def info(self) -> NodeInfo:
         now, forwarded = time.monotonic(), self.node.metrics.forwarded_total()
@@ -70,9 +74,20 @@ class ClusterMember:
             family.add_metric([state], count)
         yield family
 
-    async def start(self) -> None:
+    async def start(self, bus: PubSub | None = None) -> None:
         await self.cluster.heartbeat(self.info())  # in the registry before the first request
         self._task = asyncio.create_task(self._beat(), name="cluster-heartbeat")
+        if bus is not None:
+            self._orders = asyncio.create_task(self._listen(bus), name="cluster-orders")
+
+    async def _listen(self, bus: PubSub) -> None:
+        """Orders for this node from any node's API (``POST /api/nodes/{id}/drain``)."""
+        async with bus.subscribe(node_channel(self.node_id)) as orders:
+            while True:
+                order = await orders.get()
+                if order.get("type") == "drain" and self.on_drain is not None and self.state == SERVING:
+                    log.warning("draining: ordered through the API")
+                    self.on_drain()
 
     async def _beat(self) -> None:
         failed = False
@@ -132,9 +147,10 @@ class ClusterMember:
                 log.warning("could not release the placement of room %s: %s", room_id, exc)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._orders):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for room_id in list(self.placements):
             await self.room_closed(room_id)
         try:

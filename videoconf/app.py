@@ -83,9 +83,14 @@ class Drain:
 
     def signalled(self) -> None:
         if self.task is None:
-            self.task = asyncio.create_task(self.run(), name="drain")
+            self.ordered()
         else:
             stop()
+
+    def ordered(self) -> None:
+        """Drain (once): from SIGTERM, or ordered through the API."""
+        if self.task is None:
+            self.task = asyncio.create_task(self.run(), name="drain")
 
     async def run(self) -> None:
         log = logging.getLogger(__name__)
@@ -161,8 +166,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
             logging.getLogger(__name__).info("ICE on one UDP port: %s", ", ".join(f"{a}:{p}" for a, p in bound))
         await node.start()
         if member is not None:
-            await member.start()
             drain = Drain(member, signaling, app[SERVICES].ctx, settings.drain_seconds)
+            member.on_drain = drain.ordered
+            await member.start(app[SERVICES].ctx.bus)
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, drain.signalled)
         if turn is not None:
             await turn.start()

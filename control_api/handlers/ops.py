@@ -11,12 +11,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from control_api.cluster import node_summary
-from control_api.errors import ServiceError, forbidden, unauthorized
+from control_api.cluster import node_channel, node_summary
+from control_api.errors import ServiceError, conflict, forbidden, not_found, unauthorized
 from control_api.handlers import api, client_ip, services
 from control_api.observability import METRICS
 from control_api.openapi import DOCS_HTML, DOCS_INIT_JS
-from control_api.schemas import HealthOut, NodeOut, NodesOut
+from control_api.schemas import HealthOut, NodeDrainOut, NodeOut, NodesOut
 
 READY_TIMEOUT = 2.0
 SPEC: web.AppKey[dict[str, Any]] = web.AppKey("openapi_spec", dict)
@@ -112,6 +112,29 @@ async def nodes(request: web.Request) -> NodesOut:
     return NodesOut(
         cluster=True, nodes=[NodeOut.model_validate(node_summary(node, now)) for node in await ctx.cluster.nodes()]
     )
+
+
+@api.route(
+    "POST", "/api/nodes/{node_id}/drain", summary="Drain a node: its meetings move to the others, then it stops",
+    tags="operations", auth=False, response=NodeDrainOut, status=202, errors=(401, 403, 404, 409),
+)
+async def drain_node(request: web.Request) -> NodeDrainOut:
+    """Guarded as ``/metrics`` is.  Any node's API takes the order; the node named gets it over
+    pub/sub and drains as on SIGTERM."""
+    ctx = services(request).ctx
+    token = ctx.settings.metrics_token
+    refusal = metrics_refusal(
+        request.headers.get("Authorization"), client_ip(request), token.get_secret_value() if token else None
+    )
+    if refusal is not None:
+        raise refusal
+    if ctx.cluster is None:
+        raise conflict("no_cluster", "this node is not in a cluster: stop it with SIGTERM")
+    node_id = request.match_info["node_id"]
+    if node_id not in {node.id for node in await ctx.cluster.nodes()}:
+        raise not_found("node")
+    await ctx.bus.publish(node_channel(node_id), {"type": "drain"})
+    return NodeDrainOut(node=node_id, state="draining")
 
 
 @api.route(

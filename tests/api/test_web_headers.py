@@ -91,3 +91,11 @@ async def test_the_node_list_is_guarded_as_the_metrics_are(api_factory) -> None:
     assert (status, body["error"]["code"]) == (401, "unauthorized")
     status, _ = await api.call("GET", "/api/nodes", headers={"Authorization": "Bearer a-long-random-metrics-token-0123456789"})
     assert status == 200
+
+
+async def test_a_drain_order_needs_a_cluster_and_the_operators_access(api_factory) -> None:
+    api = await api_factory(trusted_proxies=["127.0.0.1/32"])
+    status, body = await api.call("POST", "/api/nodes/node-a/drain")
+    assert (status, body["error"]["code"]) == (409, "no_cluster")
+    status, body = await api.call("POST", "/api/nodes/node-a/drain", headers=REMOTE)
+    assert (status, body["error"]["code"]) == (403, "metrics_forbidden")

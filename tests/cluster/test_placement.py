@@ -183,15 +183,17 @@ async def test_participants_of_a_killed_node_join_again_on_another(tmp_path: Pat
         assert set(await nodes_seen(b)) == {"node-b"}
 
 
-async def test_a_node_told_to_stop_drains_its_participants_to_another_and_exits(tmp_path: Path) -> None:
-    """SIGTERM: the node takes no new rooms, answers 503 on /readyz, asks its participants to
-    join again, which SDK participants do through the API onto the other node, keeping their
-    tracks published, and it exits by itself once nobody is left."""
+async def test_a_node_ordered_to_drain_moves_its_participants_to_another_and_exits(tmp_path: Path) -> None:
+    """``POST /api/nodes/node-a/drain`` on node b's API (SIGTERM does the same; see the web
+    client's test): node a takes no new rooms, asks its participants to join again, which SDK
+    participants do through the API onto node b, keeping their tracks published, and it exits
+    by itself once nobody is left."""
     async with two_nodes(tmp_path) as (a, b, _):
         people = await two_publishers_on(a, b)
-
+        _, body, _ = await b.call("POST", "/api/nodes/nobody/drain", expect=404)
+        _, body, _ = await b.call("POST", "/api/nodes/node-a/drain", expect=202)
+        assert body == {"node": "node-a", "state": "draining"}
         assert a.server.process is not None
-        a.server.process.send_signal(signal.SIGTERM)
         await until(lambda: all(p.rejoins == 1 and p.state == "connected" for p in people), 20, "both to move")
         assert all(p.signaling_url == b.signaling_url for p in people)
         for person in people:
