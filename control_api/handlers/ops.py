@@ -67,6 +67,17 @@ def metrics_refusal(authorization: str | None, client: str, token: str | None) -
     return None
 
 
+def operator_only(request: web.Request) -> None:
+    """The guard of the operators' endpoints (``/metrics``, the node list and drain orders):
+    the metrics token when one is set, else a client on this machine."""
+    token = services(request).ctx.settings.metrics_token
+    refusal = metrics_refusal(
+        request.headers.get("Authorization"), client_ip(request), token.get_secret_value() if token else None
+    )
+    if refusal is not None:
+        raise refusal
+
+
 def _loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
@@ -81,12 +92,7 @@ def _loopback(address: str) -> bool:
 async def metrics(request: web.Request) -> web.Response:
     """With ``metrics_token`` set, asks for ``Authorization: Bearer <metrics_token>``; without
     it, answers only clients on this machine (a Prometheus elsewhere needs the token)."""
-    token = services(request).ctx.settings.metrics_token
-    refusal = metrics_refusal(
-        request.headers.get("Authorization"), client_ip(request), token.get_secret_value() if token else None
-    )
-    if refusal is not None:
-        raise refusal
+    operator_only(request)
     response = web.Response(body=generate_latest(request.app[METRICS].registry))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
@@ -99,13 +105,8 @@ async def metrics(request: web.Request) -> web.Response:
 async def nodes(request: web.Request) -> NodesOut:
     """An operator endpoint, guarded as ``/metrics`` is (this machine only, or the metrics
     token).  Without ``cluster``: no registry, no nodes."""
+    operator_only(request)
     ctx = services(request).ctx
-    token = ctx.settings.metrics_token
-    refusal = metrics_refusal(
-        request.headers.get("Authorization"), client_ip(request), token.get_secret_value() if token else None
-    )
-    if refusal is not None:
-        raise refusal
     if ctx.cluster is None:
         return NodesOut(cluster=False, nodes=[])
     now = time.time()
@@ -121,13 +122,8 @@ async def nodes(request: web.Request) -> NodesOut:
 async def drain_node(request: web.Request) -> NodeDrainOut:
     """Guarded as ``/metrics`` is.  Any node's API takes the order; the node named gets it over
     pub/sub and drains as on SIGTERM."""
+    operator_only(request)
     ctx = services(request).ctx
-    token = ctx.settings.metrics_token
-    refusal = metrics_refusal(
-        request.headers.get("Authorization"), client_ip(request), token.get_secret_value() if token else None
-    )
-    if refusal is not None:
-        raise refusal
     if ctx.cluster is None:
         raise conflict("no_cluster", "this node is not in a cluster: stop it with SIGTERM")
     node_id = request.match_info["node_id"]

@@ -126,6 +126,17 @@ class Node:
         await sdk.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
         return host, meeting, sdk
 
+    async def page_with_publishing_host(self, browser: Any, name: str = "Wendy Web") -> tuple[Any, dict[str, Any], Participant]:
+        """Start the node; a host publishing from the SDK (``publishing_host``) and, in
+        ``browser``, the web client of ``name`` in the host's meeting: (page, meeting, SDK)."""
+        from tests.media.test_web_client import join_by_code, person
+
+        await self.start()
+        _, meeting, sdk = await self.publishing_host()
+        page = await person(browser, self.base, name)
+        await join_by_code(page, meeting["code"])
+        return page, meeting, sdk
+
     async def room_token(self, account: dict[str, Any], meeting: dict[str, Any]) -> str:
         _, body, _ = await self.call("POST", f"/api/meetings/{meeting['id']}/join", account["token"], {}, expect=200)
         return body["token"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.faults.node import Node, until
 from tests.media.browser import chromium
-from tests.media.test_web_client import join_by_code, person, playing_videos, wait_until
+from tests.media.test_web_client import playing_videos, wait_until
 
 
 def browser_video(client, frames: int = 10) -> list:  # noqa: ANN001
@@ -19,11 +19,8 @@ def browser_video(client, frames: int = 10) -> list:  # noqa: ANN001
 async def test_the_web_client_rejoins_after_the_node_restarts(tmp_path: Path) -> None:
     node = Node(tmp_path)
     try:
-        await node.start()
-        _, meeting, sdk = await node.publishing_host()
         async with chromium() as browser:
-            page = await person(browser, node.base, "Wendy Web")
-            await join_by_code(page, meeting["code"])
+            page, _, sdk = await node.page_with_publishing_host(browser)
 
             async def host_video(exclude: str | None = None) -> dict | None:
                 for video in await playing_videos(page):

@@ -86,16 +86,13 @@ async def test_chromium_meets_an_sdk_participant_through_the_one_udp_port(tmp_pa
     """The web client in Debian's Chromium (its own ICE agent: several candidates, its own
     checks and nominations) publishes and receives through a node on one UDP port."""
     from tests.media.browser import chromium
-    from tests.media.test_web_client import join_by_code, person, playing_videos, wait_until
+    from tests.media.test_web_client import playing_videos, wait_until
 
     port = free_port(socket.SOCK_DGRAM)
     node = Node(tmp_path, VIDEOCONF_UDP_PORT=str(port))
     try:
-        await node.start()
-        _, meeting, sdk = await node.publishing_host()
         async with chromium() as browser:
-            page = await person(browser, node.base, "Wendy Web")
-            await join_by_code(page, meeting["code"])
+            page, _, sdk = await node.page_with_publishing_host(browser)
 
             async def host_video() -> dict | None:
                 for video in await playing_videos(page):
