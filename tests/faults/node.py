@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.loadtest.polling import until
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
 from clients.sdk.participant import Participant
 from tests.server_process import ServerProcess
@@ -188,13 +189,6 @@ def video_tracks(client: Participant, participant: str | None = None) -> list[An
 def verified_frames(client: Participant, participant: str | None = None) -> int:
     return sum(r.verifier.frames_verified for r in video_tracks(client, participant))
 
-
-async def until(predicate: Any, timeout: float = 20.0, what: str | None = None, interval: float = 0.1) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or getattr(predicate, '__name__', predicate)}")
-        await asyncio.sleep(interval)
 
 
 async def frames_advance(client: Participant, count: int = 10, timeout: float = 15.0, participant: str | None = None) -> None:

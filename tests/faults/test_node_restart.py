@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clients.loadtest.polling import until
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
-from tests.faults.node import PASSWORD, Node, frames_advance, until, video_tracks
+from tests.faults.node import PASSWORD, Node, frames_advance, video_tracks
 
 
 async def test_sdk_participants_rejoin_and_republish_after_the_node_restarts(tmp_path: Path) -> None:

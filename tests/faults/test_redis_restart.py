@@ -20,8 +20,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from clients.loadtest.polling import until
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
-from tests.faults.node import PASSWORD, Node, frames_advance, until
+from tests.faults.node import PASSWORD, Node, frames_advance
 from tests.services import PrivatePostgres, PrivateRedis
 
 

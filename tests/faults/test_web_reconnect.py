@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.faults.node import Node, until
+from clients.loadtest.polling import until
+from tests.faults.node import Node
 from tests.media.browser import chromium
 from tests.media.test_web_client import playing_videos, wait_until
 

@@ -11,9 +11,10 @@ import re
 import socket
 from pathlib import Path
 
+from clients.loadtest.polling import until
 from clients.loadtest.process import free_port
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
-from tests.faults.node import Node, frames_advance, until, video_tracks
+from tests.faults.node import Node, frames_advance, video_tracks
 
 
 def udp_ports(pid: int) -> list[int]:
