@@ -197,6 +197,8 @@ class Counts:
     cycles_with_video: int = 0
     frames_decoded: int = 0
     frames_corrupt: int = 0
+    decoded_by_size: dict[str, int] = field(default_factory=dict)
+    corrupt_by_size: dict[str, int] = field(default_factory=dict)  # frames whose pattern did not read back
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
 
@@ -285,6 +287,11 @@ class Load:
                 self.counts.cycles_with_video += 1
             self.counts.frames_decoded += sum(t.get("frames_received", 0) for t in videos)
             self.counts.frames_corrupt += sum(t.get("frames_corrupt", 0) for t in videos)
+            for video in videos:
+                for size, frames in video.get("sizes", {}).items():
+                    self.counts.decoded_by_size[size] = self.counts.decoded_by_size.get(size, 0) + frames
+                for size, frames in video.get("corrupt_sizes", {}).items():
+                    self.counts.corrupt_by_size[size] = self.counts.corrupt_by_size.get(size, 0) + frames
             layers: dict[str, Any] = {}
             for message in client.history:
                 if message.get("type") == "track-forwarding" and message.get("forwarding"):

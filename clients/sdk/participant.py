@@ -100,6 +100,7 @@ class RemoteTrack:
     frames: int = 0
     ended: bool = False
     sizes: dict[tuple[int, int], int] = field(default_factory=dict)  # decoded frames per (width, height)
+    refused_sizes: dict[tuple[int, int], int] = field(default_factory=dict)  # frames whose pattern did not read back
     last_size: tuple[int, int] | None = None
     forwarding: dict[str, Any] | None = None  # the SFU's last track-forwarding message
     first_frame: asyncio.Event = field(default_factory=asyncio.Event)
@@ -602,7 +603,9 @@ class Participant:
                 remote.sizes[size] = remote.sizes.get(size, 0) + 1
                 remote.last_size = size
             if remote.verifier is not None:
-                remote.verifier.add(frame)
+                if remote.verifier.add(frame) is None:
+                    size = (frame.width, frame.height)
+                    remote.refused_sizes[size] = remote.refused_sizes.get(size, 0) + 1
             else:
                 remote.audio.append(frame)
             remote.first_frame.set()
@@ -643,6 +646,8 @@ class Participant:
             }
             if remote.sizes:
                 entry["sizes"] = {f"{w}x{h}": n for (w, h), n in sorted(remote.sizes.items())}
+            if remote.refused_sizes:  # where the corrupt frames were: a blurred small layer, or not
+                entry["corrupt_sizes"] = {f"{w}x{h}": n for (w, h), n in sorted(remote.refused_sizes.items())}
             if remote.verifier is not None:
                 entry.update(remote.verifier.report())
             elif remote.audio:

@@ -337,3 +337,29 @@ def test_verifier_forgets_old_indices_but_keeps_counting() -> None:
     assert len(verifier._seen) <= 16
     report = verifier.report()
     assert (report["duplicates"], report["out_of_order"], report["missing"]) == (1, 1, 0)
+
+
+async def test_a_receiver_counts_the_frames_whose_pattern_did_not_read_back_per_size() -> None:
+    """So that a report tells a blurred small layer from a broken stream."""
+    import av
+    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+    from clients.sdk.media import FrameVerifier, draw_pattern
+    from clients.sdk.participant import Participant, RemoteTrack
+
+    grey = av.VideoFrame.from_ndarray(np.full((135, 160), 128, np.uint8), format="yuv420p")  # no pattern in it
+    frames = [draw_pattern(1, 320, 180), grey, draw_pattern(2, 320, 180)]
+
+    class Frames(MediaStreamTrack):
+        kind = "video"
+
+        async def recv(self) -> av.VideoFrame:
+            if not frames:
+                raise MediaStreamError
+            return frames.pop(0)
+
+    remote = RemoteTrack("TR_1", "p", "video", "camera", verifier=FrameVerifier())
+    await Participant("ws://127.0.0.1:9/signaling", "token")._consume(remote, Frames())
+    assert remote.sizes == {(320, 180): 2, (160, 90): 1}
+    assert remote.refused_sizes == {(160, 90): 1}
+    assert remote.verifier is not None and remote.verifier.frames_corrupt == 1 and remote.ended
