@@ -918,7 +918,7 @@ class _MuxedTransport(asyncio.DatagramTransport):
     def sendto(self, data: Any, addr: Any = None) -> None:
         if self._closing or self.shared.transport is None:
             return
-        self.shared.table.sent(self, (addr[0], addr[1]))
+        self.shared.table.sent(self, addr if len(addr) == 2 else (addr[0], addr[1]), data)
         self.shared.transport.sendto(data, addr)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -972,11 +972,6 @@ async def bind_udp_port() -> list[tuple[str, int]]:
 def single_udp_port() -> bool:
     """Whether host candidates share one UDP port (``configure_ice(udp_port=...)``)."""
     return _ICE.udp_port is not None
-
-
-def shared_udp_connections() -> int:
-    """ICE connections on the shared sockets now (for tests and metrics)."""
-    return sum(len(shared.table) for shared in _SHARED.values())
 
 
 class _AsyncioForAioice(types.ModuleType):

@@ -5,14 +5,16 @@ one socket per local address, shared by all its ICE connections, and a rule that
 datagram to its connection, as LiveKit's ``rtc.udp_port`` and mediasoup's WebRtcServer do:
 
 - A STUN Binding request names its connection: its USERNAME is ``<local ufrag>:<remote ufrag>``
-  (RFC 8445 7.2.2), and the local ufrag is the connection's.  The request's source address is
-  then that connection's too.
+  (RFC 8445 7.2.2), and the local ufrag is the connection's.
 - Every other datagram (STUN responses, DTLS, SRTP, SRTCP) is routed by its source address: one
-  the connection has received a request from, or has sent to.
+  the connection has sent to, other than with a STUN error.  So an address becomes a
+  connection's only once the connection has sent a check there (to a candidate its peer gave
+  through signaling) or answered a request from there with success, which aioice does only
+  after checking the request's MESSAGE-INTEGRITY: someone who guesses a ufrag gets an error
+  back and takes no address from anyone.
 - A datagram from an address no connection knows is dropped.
 
-The rule reads no more than a STUN header and its attributes' headers; aioice then checks the
-request's MESSAGE-INTEGRITY as it would on a socket of its own.  Addresses per connection and in
+The rule reads no more than a STUN header and its attributes' headers.  Addresses per connection and in
 all are bounded (the oldest is forgotten first), so that a flood of spoofed sources cannot grow
 the table."""
 
@@ -23,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 
 STUN_MAGIC_COOKIE = 0x2112A442
+COOKIE = STUN_MAGIC_COOKIE.to_bytes(4, "big")
 BINDING_REQUEST = 0x0001
 USERNAME = 0x0006
 MAX_ADDRESSES_PER_CONNECTION = 64  # the remote candidates an offer may list (sfu/sdp.py)
@@ -82,20 +85,21 @@ class MuxTable:
             if self._by_address.get(address) is connection:
                 del self._by_address[address]
 
-    def sent(self, connection: Hashable, address: tuple[str, int]) -> None:
-        """The connection sends to ``address``: what comes back from there is its own.  (Once
+    def sent(self, connection: Hashable, address: tuple[str, int], data: bytes) -> None:
+        """The connection sends ``data`` to ``address``: what comes back from there is its own,
+        unless ``data`` is a STUN error (the answer to a request that failed its check).  (Once
         per forwarded packet: an address already the sender's costs one lookup.)"""
-        if self._by_address.get(address) is not connection and connection in self._addresses_of:
-            self._bind(connection, address)
+        if self._by_address.get(address) is connection or connection not in self._addresses_of:
+            return
+        if len(data) >= 20 and data[0] & 0x01 and data[1] & 0x10 and data[4:8] == COOKIE:
+            return  # STUN (its magic cookie), class bits C1 C0 = 1 1: an error response
+        self._bind(connection, address)
 
     def route(self, data: bytes, address: tuple[str, int]) -> Hashable | None:
         """The connection ``data`` from ``address`` belongs to, or None (drop it)."""
         ufrag = stun_request_ufrag(data)
         if ufrag is not None:
-            connection = self._by_ufrag.get(ufrag)
-            if connection is not None:
-                self._bind(connection, address)
-            return connection
+            return self._by_ufrag.get(ufrag)  # its answer, if a success, binds the address
         return self._by_address.get(address)
 
     def addresses(self, connection: Hashable) -> list[tuple[str, int]]:

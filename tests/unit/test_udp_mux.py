@@ -48,50 +48,80 @@ def test_malformed_requests_name_nobody() -> None:
         stun_request_ufrag(good[:size])  # never raises
 
 
-def test_requests_route_by_ufrag_and_then_everything_from_that_address() -> None:
+def binding_error() -> bytes:
+    message = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.ERROR)
+    message.attributes["ERROR-CODE"] = (401, "Unauthenticated")
+    return bytes(message)
+
+
+RTP = b"\x80\x60" + bytes(20)
+DTLS = b"\x16\xfe\xfd" + bytes(40)
+
+
+def test_requests_route_by_ufrag_and_a_success_answer_binds_their_address() -> None:
     table = MuxTable()
     table.add("a", "ufA")
     table.add("b", "ufB")
     alice, bob, stranger = ("10.0.0.1", 5000), ("10.0.0.2", 6000), ("10.0.0.9", 9999)
-    assert table.route(b"\x16\xfe\xfd" + bytes(40), alice) is None  # DTLS before any check: nobody's
+    assert table.route(DTLS, alice) is None  # before any check: nobody's
     assert table.route(binding_request("ufA:x"), alice) == "a"
+    assert table.route(DTLS, alice) is None  # a request alone binds nothing: it is not checked yet
+    table.sent("a", alice, binding_response())  # aioice answered with success: it passed its check
     assert table.route(binding_request("ufB:y"), bob) == "b"
-    assert table.route(b"\x16\xfe\xfd" + bytes(40), alice) == "a"
-    assert table.route(b"\x80\x60" + bytes(20), bob) == "b"
-    assert table.route(b"\x80\x60" + bytes(20), stranger) is None
+    table.sent("b", bob, binding_response())
+    assert table.route(DTLS, alice) == "a"
+    assert table.route(RTP, bob) == "b"
+    assert table.route(RTP, stranger) is None
     assert table.route(binding_request("unknown:x"), stranger) is None
+
+
+def test_a_guessed_ufrag_gets_an_error_and_takes_no_address() -> None:
+    """Requests that fail aioice's integrity check get a STUN error: that binds nothing, so a
+    flood of them from many sources cannot push the real peer's address out of the table."""
+    table = MuxTable(per_connection=4)
+    table.add("a", "ufA")
+    peer = ("10.0.0.1", 5000)
+    table.route(binding_request("ufA:x"), peer)
+    table.sent("a", peer, binding_response())
+    for port in range(1000, 1100):
+        attacker = ("10.6.6.6", port)
+        assert table.route(binding_request("ufA:guess"), attacker) == "a"  # aioice decides
+        table.sent("a", attacker, binding_error())
+        assert table.route(RTP, attacker) is None
+    assert table.addresses("a") == [peer]
+    assert table.route(RTP, peer) == "a"
 
 
 def test_responses_come_back_to_the_connection_that_sent_the_check() -> None:
     table = MuxTable()
     table.add("a", "ufA")
     table.add("b", "ufB")
-    table.sent("b", ("10.0.0.5", 7000))
+    table.sent("b", ("10.0.0.5", 7000), binding_request("peer:ufB"))
     assert table.route(binding_response(), ("10.0.0.5", 7000)) == "b"
-    table.sent("gone", ("10.0.0.6", 7000))  # not on the socket: nothing learnt
+    table.sent("gone", ("10.0.0.6", 7000), binding_request("peer:x"))  # not on the socket: nothing learnt
     assert table.route(binding_response(), ("10.0.0.6", 7000)) is None
 
 
 def test_a_removed_connection_gets_nothing_and_its_ufrag_is_free() -> None:
     table = MuxTable()
     table.add("a", "ufA")
-    table.route(binding_request("ufA:x"), ("10.0.0.1", 5000))
+    table.sent("a", ("10.0.0.1", 5000), binding_response())
     table.remove("a")
     assert len(table) == 0
-    assert table.route(b"\x80\x60" + bytes(20), ("10.0.0.1", 5000)) is None
+    assert table.route(RTP, ("10.0.0.1", 5000)) is None
     assert table.route(binding_request("ufA:x"), ("10.0.0.1", 5000)) is None
     table.add("a2", "ufA")
     assert table.route(binding_request("ufA:x"), ("10.0.0.1", 5000)) == "a2"
 
 
-def test_an_address_moves_to_the_connection_a_newer_request_names() -> None:
+def test_an_address_moves_to_the_connection_that_last_answered_it() -> None:
     table = MuxTable()
     table.add("a", "ufA")
     table.add("b", "ufB")
     shared = ("10.0.0.1", 5000)
-    table.route(binding_request("ufA:x"), shared)
-    table.route(binding_request("ufB:y"), shared)
-    assert table.route(b"\x80\x60" + bytes(20), shared) == "b"
+    table.sent("a", shared, binding_response())
+    table.sent("b", shared, binding_response())
+    assert table.route(RTP, shared) == "b"
     assert table.addresses("a") == [] and table.addresses("b") == [shared]
 
 
@@ -100,13 +130,13 @@ def test_addresses_are_bounded_per_connection_and_in_all() -> None:
     table.add("a", "ufA")
     table.add("b", "ufB")
     for port in range(10):
-        table.route(binding_request("ufA:x"), ("10.0.0.1", port))
+        table.sent("a", ("10.0.0.1", port), binding_response())
     assert table.addresses("a") == [("10.0.0.1", port) for port in (7, 8, 9)]  # the newest kept
-    assert table.route(b"\x80\x60" + bytes(20), ("10.0.0.1", 0)) is None
+    assert table.route(RTP, ("10.0.0.1", 0)) is None
     for port in range(3):
-        table.sent("b", ("10.0.0.2", port))
+        table.sent("b", ("10.0.0.2", port), RTP)
     assert len(table.addresses("a")) + len(table.addresses("b")) == 5  # in all: the oldest forgotten
-    assert table.route(b"\x80\x60" + bytes(20), ("10.0.0.2", 2)) == "b"
+    assert table.route(RTP, ("10.0.0.2", 2)) == "b"
 
 
 def test_on_one_udp_port_an_offer_must_bundle_every_active_media_section() -> None:
