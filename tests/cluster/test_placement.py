@@ -178,7 +178,6 @@ async def test_participants_of_a_killed_node_join_again_on_another(tmp_path: Pat
         assert all(p.signaling_url == b.signaling_url for p in people)
         for person in people:
             await frames_advance(person, 10, timeout=20)
-        print(f"joined again {took:.1f} s after the kill")
         assert took < 15, f"joined again {took:.1f} s after the kill"
         assert set(await nodes_seen(b)) == {"node-b"}
 
