@@ -10,8 +10,9 @@ its limit (``choose``, a pure function).  One Lua script reads the room's placem
 there is none or its node is gone, writes the new one with a fencing token from a counter that
 only grows: Redis runs the script atomically, so two API nodes placing one room at once agree,
 and a node can tell a placement it holds from one that was taken over (a larger token).  Later
-joins go to the room's node (one meeting lives on one node until relaying between nodes
-exists).  The node that hosts the room checks, at every join, that the placement names it, and
+joins go to the room's node while it is under its limit and serving, and to the least-loaded
+other node when it is not: the meeting then spans nodes, relayed between them (see
+``signaling.cascade``).  The node that hosts the room checks, at every join, that the placement names it, and
 the room's placement is deleted (compare and delete, by token) when its room closes there."""
 
 from __future__ import annotations
@@ -163,6 +164,18 @@ class RedisCluster:
                 return node, Placement(node_id, int(token))
             nodes = {node.id: node for node in await self.nodes()}
         raise NoNodeAvailable("the cluster's nodes changed while placing the meeting")
+
+    async def node_for_join(self, room_id: str) -> NodeInfo:
+        """The node a participant of ``room_id`` joins: the room's node while it takes
+        participants, else (it is full, or draining) the least-loaded other one, so that the
+        meeting spans nodes."""
+        node, _ = await self.place(room_id)
+        if node.takes_rooms():
+            return node
+        other = choose([n for n in await self.nodes() if n.id != node.id])
+        if other is None:
+            raise NoNodeAvailable("every node is full or draining")
+        return other
 
     async def placement(self, room_id: str) -> Placement | None:
         """Where ``room_id`` is placed, if its node is alive."""

@@ -109,6 +109,9 @@ class UpTrack:
         self.on_layers_changed: Callable[[UpTrack], None] | None = None
         self.taps: list[MediaTap] = []
         self._failures: dict[int, int] = {}  # failures in the packet path, by id() of who failed
+        self.remote = False  # published on another node, relayed here (never relayed again)
+        self.relay_link: Any = None  # the link its layers now arrive on (sfu.relay.RelayLink)
+        self.relay_layers: set[str] = set()
 
     @property
     def is_simulcast(self) -> bool:
@@ -125,6 +128,17 @@ class UpTrack:
     def attach(self, receiver: RTCRtpReceiver) -> None:
         interceptors = [self.remb_hold, SenderReports(self._on_sender_report)]
         self.tap = ReceiverTap(receiver, self._on_packet, interceptors, self._receive_failed)
+
+    def bind_layer(self, layer: Layer, tap: ReceiverTap, ssrc: int | None, rtx: int | None) -> None:
+        """A relayed track: ``layer`` arrives on a receiver of its own (``tap``) as ``ssrc``, repaired
+        as ``rtx``; keyframe requests and NACKs go back through the first such receiver."""
+        if self.tap is None:
+            self.tap = tap
+        if ssrc is not None:
+            layer.ssrc = ssrc
+            self._by_ssrc[ssrc] = layer
+        if rtx is not None:
+            self._by_ssrc[rtx] = layer
 
     def _on_sender_report(self, ssrc: int, ntp: int, rtp: int) -> None:
         if not self.taps:

@@ -90,7 +90,7 @@ class NodeSettings:
     announced_ip: str | None = None
 
 
-def _capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
+def capabilities_for(codec: RTCRtpCodecParameters) -> list[RTCRtpCodecCapability]:
     """Offer a subscriber exactly the publisher's codec (and RTX for video): no transcoding."""
     caps = RTCRtpSender.getCapabilities(codec.mimeType.split("/")[0]).codecs
     chosen = [
@@ -169,6 +169,13 @@ class Participant:
         self.estimator = BandwidthEstimator()
         self.allocator = Allocator()
         self._forwarding: dict[str, tuple[Any, ...]] = {}
+        self.remote: str | None = None  # the node it is on, for a participant of another node
+        self.relay_for: str | None = None  # the node it relays this one's tracks to (a relay feed)
+
+    @property
+    def local(self) -> bool:
+        """Connected to this node (not another node's participant, nor a relay feed)."""
+        return self.remote is None and self.relay_for is None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -302,7 +309,7 @@ class Participant:
         if self.subscriber is None:
             self.subscriber = self._peer_connection()
         transceiver = self.subscriber.addTransceiver(ParkedTrack(up.kind), direction="sendonly")
-        transceiver.setCodecPreferences(_capabilities_for(up.codec))
+        transceiver.setCodecPreferences(capabilities_for(up.codec))
         self._pending[up.track_id] = (up, transceiver)
         self._sub_transceivers[up.track_id] = transceiver
         self.renegotiate()
@@ -508,6 +515,7 @@ class Room:
         self._order = 0
         self.join_order: dict[str, int] = {}
         self.observers: list[RoomObserver] = []
+        self.on_change: Callable[[], None] | None = None  # the cascade: tell the other nodes
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run a background step of this room; errors are logged, never lost."""
@@ -515,6 +523,21 @@ class Room:
 
     def visible(self) -> list[Participant]:
         return [p for p in self.participants.values() if not p.hidden and not p.waiting]
+
+    def local_participants(self) -> list[Participant]:
+        return [p for p in self.participants.values() if p.local]
+
+    def remote_track(self, track_id: str) -> UpTrack | None:
+        """A track of another node's participant, by id."""
+        for participant in self.participants.values():
+            if participant.remote is not None and track_id in participant.uptracks:
+                return participant.uptracks[track_id]
+        return None
+
+    def changed(self) -> None:
+        """Something other nodes of the meeting see changed here (who, their tracks, mutes, hands)."""
+        if self.on_change is not None:
+            self.on_change()
 
     def tracks(self) -> list[dict[str, Any]]:
         return [up.info() for p in self.participants.values() if not p.waiting for up in p.uptracks.values()]
@@ -537,6 +560,7 @@ class Room:
         self.participants[participant.identity] = participant
         self._order += 1
         self.join_order[participant.identity] = self._order
+        self.changed()
         if participant.waiting:
             await self.broadcast({"type": "participant-waiting", "participant": participant.info()}, admins_only=True)
             return
@@ -557,6 +581,7 @@ class Room:
         if participant is None or not participant.waiting:
             raise SignalError("unknown_participant", f"nobody called {identity} is waiting")
         participant.waiting = False
+        self.changed()
         await self._admitted(participant)
         return participant
 
@@ -574,7 +599,8 @@ class Room:
         if not participant.hidden and not participant.waiting:
             await self.broadcast({"type": "participant-left", "identity": participant.identity, "reason": reason})
         self.node.on_participant_removed(participant, reason)
-        if not self.participants and not keep_room:
+        self.changed()
+        if not self.local_participants() and not keep_room:
             await self.close()
 
     def video_set_for(self, subscriber: Participant) -> set[str]:
@@ -650,6 +676,7 @@ class Room:
                     await owner.notify({"type": "set-layers", "track_id": up.track_id, "layers": up.layer_info()})
 
     async def track_published(self, owner: Participant, up: UpTrack) -> None:
+        self.changed()
         for observer in list(self.observers):
             observer.track_added(owner, up)
         message = {"type": "track-published", "track": up.info()}
@@ -662,6 +689,7 @@ class Room:
         await self._drop_track(owner, up)
 
     async def _drop_track(self, owner: Participant, up: UpTrack) -> None:
+        self.changed()
         for observer in list(self.observers):
             observer.track_removed(up)
         for participant in list(self.participants.values()):
@@ -679,6 +707,7 @@ class Room:
             up.muted = muted
             if not muted:
                 up.blocked = False
+        self.changed()
         for observer in list(self.observers):
             observer.track_muted(up)
         await self.broadcast({"type": "track-muted", "track_id": up.track_id, "participant": up.owner, "muted": up.muted or up.blocked, "by_host": by_host})
@@ -727,11 +756,12 @@ class SfuNode:
         return len(self.rooms)
 
     def participant_count(self) -> int:
-        return sum(len(room.participants) for room in self.rooms.values())
+        """Participants connected to this node (not other nodes' participants, nor relay feeds)."""
+        return sum(len(room.local_participants()) for room in self.rooms.values())
 
     def track_count(self, kind: str) -> int:
         return sum(
-            1 for room in self.rooms.values() for participant in room.participants.values()
+            1 for room in self.rooms.values() for participant in room.local_participants()
             for up in participant.uptracks.values() if up.kind == kind
         )
 

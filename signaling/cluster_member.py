@@ -51,6 +51,7 @@ class ClusterMember:
         self._forwarded = (time.monotonic(), node.metrics.forwarded_total())
         self._task: asyncio.Task[None] | None = None
         self._orders: asyncio.Task[None] | None = None
+        self._touch: asyncio.Task[None] | None = None
         self.on_drain: Callable[[], None] | None = None  # what a drain order does (the node's Drain)
 
     def info(self) -> NodeInfo:
@@ -119,9 +120,10 @@ class ClusterMember:
             await self.room_closed(room_id)
 
     async def admits(self, room_id: str, open_here: bool = False) -> bool:
-        """Whether this node hosts ``room_id``: its placement names this node (a room placed
-        nowhere yet, joined without the API, is placed now, and may land here).  With Redis
-        away, only a room already open here (``open_here``) is."""
+        """Whether this node takes a participant of ``room_id``: its placement names this node
+        (a room placed nowhere yet, joined without the API, is placed now, and may land here),
+        or names a node that is full or draining (the meeting spans nodes).  With Redis away,
+        only a room already open here (``open_here``) is."""
         if self.state != SERVING:
             return False  # draining: its meetings are placed elsewhere now
         try:
@@ -133,10 +135,28 @@ class ClusterMember:
         except Exception as exc:
             log.warning("cannot read room %s's placement: %s", room_id, exc)
             return open_here
-        if placement.node != self.node_id:
-            return False
-        self.placements[room_id] = placement
-        return True
+        if placement.node == self.node_id:
+            self.placements[room_id] = placement
+            return True
+        # Placed elsewhere: this node takes part of the meeting only while that node cannot.
+        try:
+            origin = next((n for n in await self.cluster.nodes() if n.id == placement.node), None)
+        except Exception as exc:
+            log.warning("cannot read the cluster registry: %s", exc)
+            return open_here
+        return origin is None or not origin.takes_rooms()
+
+    def touch(self) -> None:
+        """Participants came or went: the registry hears of it now, not at the next beat, so
+        that the next join is routed with the count as it is."""
+        if self._task is not None and (self._touch is None or self._touch.done()):
+            self._touch = asyncio.create_task(self._beat_once(), name="cluster-heartbeat-now")
+
+    async def _beat_once(self) -> None:
+        try:
+            await self.cluster.heartbeat(self.info())
+        except Exception as exc:
+            log.warning("a cluster heartbeat failed: %s", exc)
 
     async def room_closed(self, room_id: str) -> None:
         placement = self.placements.pop(room_id, None)
@@ -147,7 +167,7 @@ class ClusterMember:
                 log.warning("could not release the placement of room %s: %s", room_id, exc)
 
     async def stop(self) -> None:
-        for task in (self._task, self._orders):
+        for task in (self._task, self._orders, self._touch):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

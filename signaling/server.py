@@ -38,6 +38,7 @@ from recorder.manager import RecorderManager
 from sfu.room import Participant, Room, SfuNode, SignalError
 from sfu.tasks import TaskSet
 from signaling import protocol as p
+from signaling.cascade import Cascade
 from signaling.cluster_member import ClusterMember
 
 log = logging.getLogger(__name__)
@@ -297,6 +298,7 @@ class SignalingServer:
         self._closing = TaskSet(log, "closing a signaling connection failed")
         self.recorder: RecorderManager | None = None  # the node's recorder manager, when it has one
         self.member: ClusterMember | None = None  # this node in the cluster, when it is in one
+        self.cascade: Cascade | None = None  # meetings over several nodes, in a cluster
         node.removal_listeners.append(self._participant_removed)
         services.meetings.occupancy = lambda meeting_id, identity: seats_taken(node.rooms.get(str(meeting_id)), identity)
 
@@ -351,6 +353,8 @@ class SignalingServer:
         )
         session.participant = participant
         await room.add(participant)  # raises SignalError("removed") for banned identities
+        if self.member is not None:
+            self.member.touch()
         connection.session = session
         self.sessions[session.session_id] = session
         await session.send(self._joined(session, participant, meeting))
@@ -388,6 +392,8 @@ class SignalingServer:
         await session.send({"type": "resumed", "session_id": session.session_id, "replayed": replayed})
 
     def _participant_removed(self, participant: Participant, reason: str) -> None:
+        if self.member is not None and participant.local:
+            self.member.touch()
         for session_id, session in list(self.sessions.items()):
             if session.participant is participant:
                 session.ended = True
@@ -408,6 +414,8 @@ class SignalingServer:
             return
         task = asyncio.create_task(self._room_events(room), name=f"room-events:{room.room_id}")
         self._room_watchers[room.room_id] = task
+        if self.cascade is not None:
+            self.cascade.watch(room)
 
         async def stop_watching(closed: Room) -> None:
             watcher = self._room_watchers.pop(closed.room_id, None)
@@ -483,27 +491,47 @@ class SignalingServer:
 
     async def on_raise_hand(self, session: Session, participant: Participant, message: p.RaiseHand) -> None:
         participant.hand_raised = message.raised
+        participant.room.changed()
         await participant.room.broadcast({"type": "participant-updated", "participant": participant.info()})
 
     async def on_mute_participant(self, session: Session, participant: Participant, message: p.MuteParticipant) -> None:
         target = self._target(participant.room, message.identity)
+        if target.remote is not None and self.cascade is not None:
+            await self.cascade.order(participant.room, target.remote, "mute", identity=target.identity, kind=message.kind)
+            return
+        await self._mute(target, message.kind)
+
+    async def _mute(self, target: Participant, kind: str) -> None:
         for up in target.uptracks.values():
-            if up.kind == message.kind:
-                await participant.room.set_muted(up, True, by_host=True)
+            if up.kind == kind:
+                await target.room.set_muted(up, True, by_host=True)
                 await target.notify({"type": "muted-by-host", "track_id": up.track_id, "kind": up.kind})
 
     async def on_remove_participant(self, session: Session, participant: Participant, message: p.RemoveParticipant) -> None:
         room = participant.room
         target = self._target(room, message.identity)
         await self.services.meetings.remove_participant(_principal(participant), uuid.UUID(room.room_id), target.identity)
-        await target.notify({"type": "removed", "reason": "removed_by_host", "message": f"{participant.name} removed you"})
-        await room.remove(target, "removed_by_host")
+        if target.remote is not None and self.cascade is not None:
+            await self.cascade.order(room, target.remote, "remove", identity=target.identity, by=participant.name)
+            return
+        await self._remove(target, participant.name)
+
+    async def _remove(self, target: Participant, by: str) -> None:
+        await target.notify({"type": "removed", "reason": "removed_by_host", "message": f"{by} removed you"})
+        await target.room.remove(target, "removed_by_host")
 
     async def on_admit(self, session: Session, participant: Participant, message: p.Admit) -> None:
         previous = await self.services.meetings.admit(_principal(participant), uuid.UUID(participant.room.room_id), message.identity)
         if previous == "removed":  # let back in: they may join again
             return
-        admitted = await participant.room.admit(message.identity)
+        target = participant.room.participants.get(message.identity)
+        if target is not None and target.remote is not None and self.cascade is not None:
+            await self.cascade.order(participant.room, target.remote, "admit", identity=message.identity)
+            return
+        await self._admit(participant.room, message.identity)
+
+    async def _admit(self, room: Room, identity: str) -> None:
+        admitted = await room.admit(identity)
         await admitted.notify({"type": "admitted"})
         for sess in self.sessions.values():
             if sess.participant is admitted:
@@ -528,9 +556,22 @@ class SignalingServer:
         session.ended = True
         await participant.room.remove(participant, "left")
 
+    async def on_order(self, room: Room, order: dict[str, Any]) -> None:
+        """A host on another node of the meeting acts on a participant of this one."""
+        target = room.participants.get(str(order.get("identity")))
+        if target is None or not target.local:
+            return
+        action = order.get("action")
+        if action == "mute" and order.get("kind") in ("audio", "video"):
+            await self._mute(target, str(order["kind"]))
+        elif action == "remove":
+            await self._remove(target, str(order.get("by") or "A host"))
+        elif action == "admit" and target.waiting:
+            await self._admit(room, target.identity)
+
     def _target(self, room: Room, identity: str) -> Participant:
         target = room.participants.get(identity)
-        if target is None:
+        if target is None or target.relay_for is not None:
             raise SignalError("unknown_participant", f"nobody called {identity} is here")
         return target
 
@@ -560,7 +601,9 @@ class SignalingServer:
 
 def seats_taken(room: Room | None, identity: str) -> int:
     """Everyone in the room but ``identity`` (who would replace their own earlier session)."""
-    return 0 if room is None else sum(1 for other in room.participants if other != identity)
+    if room is None:
+        return 0
+    return sum(1 for other, p in room.participants.items() if other != identity and p.relay_for is None)
 
 
 def _principal(participant: Participant) -> Principal:

@@ -23,6 +23,7 @@ from recorder.manager import RecorderConfig, RecorderManager
 from sfu.aiortc_hooks import bind_udp_port, configure_ice, verify_hooks
 from sfu.metrics import SfuMetrics
 from sfu.room import NodeSettings, SfuNode
+from signaling.cascade import Cascade
 from signaling.cluster_member import ClusterMember
 from signaling.server import SignalingServer
 from turn.metrics import TurnCollector
@@ -137,6 +138,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
             cluster, node, settings.effective_node_id, settings.effective_signaling_url, settings.node_max_participants
         )
         signaling.member = member
+        signaling.cascade = Cascade(app[SERVICES].ctx.bus, settings.effective_node_id, signaling.on_order)
         app[METRICS].registry.register(member)
     app[SFU] = node
     app[SIGNALING] = signaling
@@ -178,6 +180,8 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
         if turn is not None:
             await turn.stop()
         await recorder.close()
+        if signaling.cascade is not None:
+            await signaling.cascade.close()
         await signaling.close()
         await node.stop()
 

@@ -607,12 +607,12 @@ class MeetingService:
     # Joining -----------------------------------------------------------------------------------
 
     async def _room_node(self, meeting_id: uuid.UUID) -> tuple[str, str | None]:
-        """The signaling URL and id of the node that hosts the meeting's room (this one alone,
-        without an id, outside a cluster)."""
+        """The signaling URL and id of the node a participant joins the meeting's room on (this
+        one alone, without an id, outside a cluster)."""
         if self.ctx.cluster is None:
             return self.ctx.settings.effective_signaling_url, None
         try:
-            node, _ = await self.ctx.cluster.place(str(meeting_id))
+            node = await self.ctx.cluster.node_for_join(str(meeting_id))
         except NoNodeAvailable as exc:
             raise unavailable("no_node_available", str(exc)) from None
         return node.signaling_url, node.id
