@@ -26,6 +26,7 @@ GROWTH = 1.15  # per second while the path is clean
 HOLD = 1.0  # seconds after a decrease before growing again
 REMB_CONGESTED = 0.85  # a falling REMB under this share of the sending rate means congestion
 REMB_FALLING = 0.97  # a REMB under this share of the previous one is falling
+REQUEST_SETTLE = 3.0  # seconds after a subscriber asks for less during which a falling REMB is its echo
 
 
 class RateMeter:
@@ -63,6 +64,13 @@ class BandwidthEstimator:
         self._last_update: float | None = None
         self._last_report: float | None = None
         self._remb: float | None = None
+        self._settling_until = float("-inf")
+
+    def requested(self, now: float) -> None:
+        """The subscriber changed what it asks for: if it asked for less, what it receives
+        falls, and its REMB (which follows what arrives) falls with it for a moment.  That is
+        no congestion, and taken for one it would pause the very layer just asked for."""
+        self._settling_until = now + REQUEST_SETTLE
 
     def _clamp(self) -> None:
         self.value = min(max(self.value, self.minimum), self.maximum)
@@ -92,7 +100,7 @@ class BandwidthEstimator:
     def on_remb(self, bitrate: float, sending_rate: float, now: float) -> None:
         previous, self._remb = self._remb, bitrate
         falling = previous is not None and bitrate < previous * REMB_FALLING
-        if falling and sending_rate > 0 and bitrate < sending_rate * REMB_CONGESTED:
+        if falling and now >= self._settling_until and sending_rate > 0 and bitrate < sending_rate * REMB_CONGESTED:
             self._decrease(bitrate, now)
 
     def grow(self, now: float) -> None:

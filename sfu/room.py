@@ -398,10 +398,12 @@ class Participant:
         if track_id not in self.downtracks and track_id not in self._pending:
             raise SignalError("unknown_track", f"you receive no track {track_id}")
         self.track_settings[track_id] = (quality, width, height)
+        self.estimator.requested(self.room.node.clock())
         self.room.spawn(self.reallocate())
 
     def set_pins(self, identities: list[str]) -> None:
         self.pins = list(dict.fromkeys(identities))
+        self.estimator.requested(self.room.node.clock())
         self.room.spawn(self.reallocate())
 
     def sending_rate(self, now: float) -> float:

@@ -82,6 +82,7 @@ class RoomCascade:
     async def _publish_state(self) -> None:
         self._dirty.clear()
         state = room_state(self.room, self.node_id)
+        state["recording"] = self.cascade.recording(self.room.room_id)
         now = time.monotonic()
         if state != self._sent[1] or now - self._sent[0] >= STATE_INTERVAL:
             self._sent = (now, state)
@@ -115,8 +116,10 @@ class RoomCascade:
 
     async def _state(self, node: str, state: dict[str, Any]) -> None:
         self.seen[node] = time.monotonic()
+        before = self.states.get(node, {}).get("recording")
         self.states[node] = state
         await self._mirror(node, parse_people(state))
+        await self._recording(before, state.get("recording"))
         await self._feed(node, bool(state.get("link")), state.get("wants"))
 
     async def _mirror(self, node: str, people: list[dict[str, Any]]) -> None:
@@ -180,6 +183,26 @@ class RoomCascade:
                     "type": "track-muted", "track_id": up.track_id, "participant": up.owner,
                     "muted": muted or blocked, "by_host": blocked,
                 })
+
+    async def _recording(self, before: Any, now: Any) -> None:
+        """A recorder on another node started or stopped: this node's participants are told."""
+        was = before.get("recording_id") if isinstance(before, dict) else None
+        is_ = now.get("recording_id") if isinstance(now, dict) else None
+        if was == is_:
+            return
+        if was is not None:
+            await self.room.broadcast({"type": "recording-stopped", "recording_id": str(was), "reason": "stopped"})
+        if is_ is not None and isinstance(now, dict):
+            await self.room.broadcast({
+                "type": "recording-started", "recording_id": str(is_), "layout": str(now.get("layout") or "grid"),
+                "started_at": str(now.get("started_at") or ""), "by": None,
+            })
+
+    def remote_recording(self) -> dict[str, Any] | None:
+        for state in self.states.values():
+            if isinstance(state.get("recording"), dict):
+                return dict(state["recording"])
+        return None
 
     # Relay links -------------------------------------------------------------------------------
 
@@ -259,10 +282,14 @@ class RoomCascade:
 class Cascade:
     """The rooms of this node that take part in meetings over several nodes."""
 
-    def __init__(self, bus: PubSub, node_id: str, on_order: OrderHandler) -> None:
+    def __init__(
+        self, bus: PubSub, node_id: str, on_order: OrderHandler,
+        recording: Callable[[str], dict[str, Any] | None] = lambda room_id: None,
+    ) -> None:
         self.bus = bus
         self.node_id = node_id
         self.on_order = on_order
+        self.recording = recording  # this node's recording of a room, if it records it
         self.rooms: dict[str, RoomCascade] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -291,6 +318,11 @@ class Cascade:
         if cascade is None:
             raise SignalError("unknown_participant", "that participant's node is not reachable")
         await cascade.publish({"type": "order", "to": node, "action": action, **fields})
+
+    def remote_recording(self, room_id: str) -> dict[str, Any] | None:
+        """A recording of the room that another node makes, as it last said."""
+        cascade = self.rooms.get(room_id)
+        return cascade.remote_recording() if cascade is not None else None
 
     def link_count(self) -> int:
         return sum(len(c.links) + len(c.feeds) for c in self.rooms.values())

@@ -373,8 +373,15 @@ class SignalingServer:
             "tracks": [] if participant.waiting else [t for t in room.tracks() if t["participant"] != participant.identity],
             "waiting": participant.waiting,
             "mute_on_join": bool(meeting.settings.get("mute_on_join")),
-            "recording": self.recorder.status(room.room_id) if self.recorder is not None and not participant.waiting else None,
+            "recording": None if participant.waiting else self._recording(room.room_id),
         }
+
+    def _recording(self, room_id: str) -> dict[str, Any] | None:
+        """The room's recording, made here or (a meeting over nodes) on another node."""
+        local = self.recorder.status(room_id) if self.recorder is not None else None
+        if local is None and self.cascade is not None:
+            return self.cascade.remote_recording(room_id)
+        return local
 
     async def resume(self, connection: Connection, message: p.Resume) -> None:
         session = self.sessions.get(message.session_id)

@@ -138,7 +138,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
             cluster, node, settings.effective_node_id, settings.effective_signaling_url, settings.node_max_participants
         )
         signaling.member = member
-        signaling.cascade = Cascade(app[SERVICES].ctx.bus, settings.effective_node_id, signaling.on_order)
+        signaling.cascade = Cascade(app[SERVICES].ctx.bus, settings.effective_node_id, signaling.on_order, recorder.status)
         app[METRICS].registry.register(member)
     app[SFU] = node
     app[SIGNALING] = signaling

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from clients.loadtest.polling import until
-from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
+from clients.sdk.media import PatternVideoTrack, SimulcastPattern, SolidVideoTrack, ToneAudioTrack
 from clients.sdk.participant import Participant
 from tests.conftest import REDIS_URL
 from tests.faults.node import Node, verified_frames
@@ -156,5 +155,98 @@ async def test_one_meeting_spans_three_nodes_with_media_chat_and_host_actions_be
             return True
 
         await until(empty, 20, "every node to be empty")
-        text = json.dumps(placed)
-        assert "node-a" in text
+
+
+async def test_simulcast_dynacast_recording_failover_and_drain_across_nodes(tmp_path: Path) -> None:
+    """Node a (whichever the cluster chose) holds the host (a two-layer simulcast) and a red
+    participant, node b (another) a blue viewer.  The viewer moves between the host's layers through the relay; a layer is paused at
+    the host only when nobody on either node wants it; a recording on node a has the blue tile
+    from node b.  Then node b is killed (the viewer is back, on node a, within about 10 s), and
+    node a drains (both end up on node c and keep receiving each other)."""
+    from tests.media.test_recorder import BLUE, RED, analyse, color_share
+
+    sizes = ((320, 180), (640, 360))
+    async with cluster(tmp_path) as nodes:
+        a, b, c = nodes
+        host_account = await a.register("Hedy Host")
+        meeting = await a.meeting(host_account)
+        red_account, viewer_account = await a.register("Rita Red"), await a.register("Vic Viewer")
+        host, at = await join_meeting(c, host_account, meeting, video_codec="VP8")
+        source = SimulcastPattern(sizes, fps=10)
+        (track_id, _) = await host.publish([(source, "camera"), (ToneAudioTrack(), "microphone")])
+        red, red_at = await join_meeting(c, red_account, meeting)
+        await red.publish([(SolidVideoTrack(RED, 160, 90, fps=10), "camera")])
+        viewer, viewer_at = await join_meeting(c, viewer_account, meeting)
+        await viewer.publish([(SolidVideoTrack(BLUE, 160, 90, fps=10), "camera"), (ToneAudioTrack(), "microphone")])
+        assert red_at == at and viewer_at != at
+        by_id = {f"node-{'abc'[i]}": node for i, node in enumerate(nodes)}
+        a, b = by_id.pop(at), by_id.pop(viewer_at)  # the meeting's node, the viewer's node
+        (c,) = by_id.values()  # the spare
+
+        # The viewer on node b asks for each layer of the host's simulcast in turn.
+        await until(lambda: video_of(viewer, host) is not None and video_of(viewer, host).frames >= 5, 30, "the host's video at b")
+        for ask, size in (({"quality": "low"}, sizes[0]), ({"quality": "high"}, sizes[1]), ({"quality": "low"}, sizes[0])):
+            remote = video_of(viewer, host)
+            await viewer.track_settings(track_id, **ask)
+            await until(lambda r=remote, s=size: r.last_size == s, 20, f"{size} at the viewer")
+            before = remote.sizes.get(size, 0)
+            await until(lambda r=remote, s=size, n=before: r.sizes.get(s, 0) >= n + 10, 20, f"more {size} frames")
+        report = video_of(viewer, host).verifier.report()
+        assert report["out_of_order"] == 0 and report["longest_gap_ms"] < 1500, report
+
+        # Dynacast over both nodes: the host's layers stop only when nobody anywhere takes them.
+        await red.track_settings(track_id, quality="off")
+        await asyncio.sleep(4)
+        assert not source.tracks[0].paused  # the viewer on node b still takes the low layer
+        await viewer.track_settings(track_id, quality="off")
+        await until(lambda: all(layer.paused for layer in source.tracks), 15, "every layer paused at the host")
+        await viewer.track_settings(track_id, quality="high")
+        await until(lambda: not source.tracks[1].paused, 10, "the high layer resumed for node b")
+        remote = video_of(viewer, host)
+        before = remote.sizes.get(sizes[1], 0)
+        await until(lambda: remote.sizes.get(sizes[1], 0) >= before + 5, 20, "high frames again at the viewer")
+
+        # A recording on node a has node b's blue tile as well as its own red one.
+        _, recording, _ = await a.call("POST", f"/api/meetings/{meeting['id']}/recording", host_account["token"], {}, expect=201)
+        await viewer.wait_for("recording-started", timeout=10)
+        await asyncio.sleep(4)
+        await a.call("DELETE", f"/api/meetings/{meeting['id']}/recording", host_account["token"], expect=200)
+        await viewer.wait_for("recording-stopped", timeout=10)
+        rows: list[dict[str, Any]] = []
+
+        async def ready() -> bool:
+            _, row, _ = await a.call("GET", f"/api/recordings/{recording['id']}", host_account["token"], expect=200)
+            rows.append(row)
+            return row["status"] == "ready"
+
+        await until(ready, 60, lambda: f"the recording to be ready: {rows[-1:]}")
+        assert {"Hedy Host", "Rita Red", "Vic Viewer"} <= set(rows[-1]["participants"])
+        assert a.http is not None
+        async with a.http.get(f"{a.base}/api/recordings/{recording['id']}/download", headers={"Authorization": f"Bearer {host_account['token']}"}) as response:
+            assert response.status == 200
+            (tmp_path / "meeting.mp4").write_bytes(await response.read())
+        frames = analyse(tmp_path / "meeting.mp4")["frames"]
+        late = frames[len(frames) * 3 // 4][1]
+        assert color_share(late, RED) > 0.02 and color_share(late, BLUE) > 0.02
+
+        # Node b dies: the viewer joins again through the API, on node a now, within about 10 s.
+        await red.close()
+        await b.kill()
+        killed = asyncio.get_running_loop().time()
+        await until(lambda: viewer.rejoins == 1 and viewer.state == "connected", 20, "the viewer to join again")
+        assert viewer.signaling_url == a.signaling_url
+        await until(lambda: video_of(viewer, host) is not None and video_of(viewer, host).frames >= 10, 20, "the host's video again")
+        assert asyncio.get_running_loop().time() - killed < 15
+
+        # Node a drains: both join again on node c and receive each other there.
+        await c.call("POST", f"/api/nodes/{at}/drain", expect=202)  # on the spare's API
+        await until(lambda: host.rejoins == 1 and viewer.rejoins == 2 and host.state == viewer.state == "connected", 30, "both to move")
+        assert host.signaling_url == viewer.signaling_url == c.signaling_url
+        await until(lambda: video_of(viewer, host) is not None and video_of(viewer, host).frames >= 10, 20, "the host's video on node c")
+        await until(lambda: video_of(host, viewer) is not None and video_of(host, viewer).frames >= 10, 20, "the viewer's video on node c")
+
+
+def video_of(person: Participant, sender: Participant) -> Any:
+    """The live video track ``person`` receives from ``sender``, if any."""
+    tracks = [r for r in person.remote.values() if r.kind == "video" and not r.ended and r.participant == sender.identity]
+    return tracks[-1] if tracks else None

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from sfu.bandwidth import GROWTH, HOLD, BandwidthEstimator, RateMeter
+from sfu.bandwidth import GROWTH, HOLD, REQUEST_SETTLE, BandwidthEstimator, RateMeter
 from sfu.munger import Munger
 from sfu.sdp import accept_simulcast, offer_ssrc_simulcast, simulcast_offers
 from sfu.selector import UP_HOLD, UP_MARGIN, Allocator, Choice, Demand, allocate, wanted_layer
@@ -132,6 +132,18 @@ def test_a_remb_catching_up_with_a_rate_that_rose_is_not_congestion() -> None:
     assert estimator.value == pytest.approx(0.5e6)
     estimator.on_remb(0.49e6, sending_rate=0.4e6, now=4.0)  # falling, but over what is sent now
     assert estimator.value == pytest.approx(0.5e6)
+
+
+def test_a_remb_falling_after_the_subscriber_asked_for_less_is_its_echo_not_congestion() -> None:
+    estimator = BandwidthEstimator(initial=3e6)
+    estimator.on_remb(1.5e6, sending_rate=1.2e6, now=0.0)
+    estimator.requested(now=1.0)  # asked for a lower layer: what arrives, and the REMB, fall
+    estimator.on_remb(0.3e6, sending_rate=1.2e6, now=1.5)
+    estimator.on_remb(0.2e6, sending_rate=0.9e6, now=1.0 + REQUEST_SETTLE - 0.1)
+    assert estimator.value == 3e6
+    # After the settling time, a falling REMB under what is sent is congestion again.
+    estimator.on_remb(0.1e6, sending_rate=0.2e6, now=1.0 + REQUEST_SETTLE + 0.1)
+    assert estimator.value == pytest.approx(estimator.minimum)
 
 
 def test_munger_drops_close_gaps_and_unmap_knows_the_layer() -> None:
