@@ -4,6 +4,14 @@ show progress, print a table and write a JSON report.
     videoconf loadtest --local                                   # a throw-away node on this machine
     videoconf loadtest --api http://127.0.0.1:8080 --scenario livestream --viewers 50
     videoconf loadtest --local --capacity --scenario livestream  # subscribers per core
+    videoconf loadtest --api http://node-1:8080 --processes 4 --scenario livestream --viewers 400
+
+With ``--processes N`` the viewers are shared among this process and N-1 worker processes
+(``clients.loadtest.worker``), so that the load generator can outgrow one core.  Against a
+cluster (the join answer names a node) the bots are placed over the nodes as the control API
+places participants (the meeting's node up to its limit, then the least-loaded others) and
+every node's ``/metrics`` is scraped and summed; the registry (``GET /api/nodes``) is read with
+the deployment's metrics token.
 
 Bots need the deployment's room-token key: it is read from the configuration (``--config`` or
 the ``VIDEOCONF_*`` environment, as for ``videoconf run``).  Bots use loopback ICE candidates
@@ -116,6 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capacity-limit", type=int, default=300)
     parser.add_argument("--min-fps-ratio", type=float, default=0.9, help="quality bar: received over sent frame rate")
     parser.add_argument("--max-loss", type=float, default=0.01, help="quality bar: packet loss")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="load processes holding the viewers (this one and N-1 workers), so the load is not one core's")
     parser.add_argument("--ice-address", action="append", help="local address for the bots' ICE candidates (default 127.0.0.1)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON report")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
@@ -129,7 +139,8 @@ async def run(args: argparse.Namespace, settings: NodeSettings, api: str) -> dic
 
     configure_ice(args.ice_address or ["127.0.0.1"])
     _, room_tokens = token_codecs(settings, utc_now)
-    target = Target(api, room_tokens, args.email, args.password)
+    target = Target(api, room_tokens, args.email, args.password, processes=max(1, args.processes),
+                    ice_addresses=list(args.ice_address or ["127.0.0.1"]))
     if settings.metrics_token is not None:  # the deployment's, read from its configuration
         target.metrics_token = settings.metrics_token.get_secret_value()
     names = list(SCENARIOS) if args.scenario == "all" else [n.strip() for n in args.scenario.split(",") if n.strip()]

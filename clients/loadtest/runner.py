@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from clients.loadtest.scenarios import Scenario
+from clients.loadtest.spread import WorkerClient, api_base, assign_nodes, registry_nodes
 from clients.loadtest.stats import (
     RtpCounter,
     Scrape,
@@ -61,6 +62,8 @@ class Target:
     host_token: str | None = None  # signed in (or registered) once per run
     signaling_url: str | None = None  # instead of the one the join answer names
     metrics_token: str | None = None  # the node's metrics_token, for a /metrics it guards
+    processes: int = 1  # processes holding the viewers (this one and workers)
+    ice_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
 
 
 def process_cpu_seconds() -> float:
@@ -90,8 +93,19 @@ class Bot:
         return None if first is None else first - self.started_at
 
 
+@dataclass
+class RemoteBot:
+    """A viewer held by a worker process."""
+
+    index: int
+    worker: WorkerClient
+    join_seconds: float | None = None
+    failed: str | None = None
+
+
 class Meeting:
-    """One meeting on the target with its bots."""
+    """One meeting on the target with its bots: publishers here, viewers here and in workers,
+    on the meeting's node or (a cluster) spread over nodes as the control API would place them."""
 
     def __init__(self, target: Target, scenario: Scenario, progress: Progress | None = None) -> None:
         self.target = target
@@ -100,6 +114,11 @@ class Meeting:
         self.meeting_id: str | None = None
         self.signaling_url: str | None = None
         self.bots: list[Bot] = []
+        self.remote_bots: list[RemoteBot] = []
+        self.workers: list[WorkerClient] = []
+        self.origin: str | None = None  # the meeting's node, in a cluster
+        self.node_apis: list[str] = [target.api.rstrip("/")]  # the nodes scraped
+        self._count = 0
         self._http: aiohttp.ClientSession | None = None
         self._rng = random.Random(7)
 
@@ -140,6 +159,24 @@ class Meeting:
         joined = await self._call("POST", f"/api/meetings/{meeting['id']}/join", token, {})
         self.meeting_id = str(meeting["id"])
         self.signaling_url = self.target.signaling_url or str(joined["signaling_url"])
+        if joined.get("node") and self.target.signaling_url is None:
+            self.origin = str(joined["node"])
+            nodes = registry_nodes(await self._call("GET", "/api/nodes", self.target.metrics_token))
+            self.node_apis = sorted({api_base(n.signaling_url) for n in nodes} | set(self.node_apis))
+        for index in range(1, max(1, self.target.processes)):
+            worker = WorkerClient(index, self.target.ice_addresses)
+            self.workers.append(worker)
+            await worker.start()
+
+    async def routes(self, count: int) -> list[str]:
+        """The signaling URL each of ``count`` new participants joins at."""
+        assert self.signaling_url is not None
+        if self.origin is None:
+            return [self.signaling_url] * count
+        nodes = registry_nodes(await self._call("GET", "/api/nodes", self.target.metrics_token))
+        if not nodes:
+            return [self.signaling_url] * count
+        return [node.signaling_url for node in assign_nodes(nodes, self.origin, count)]
 
     def mint(self, name: str) -> str:
         """A room token for a new identity, as the control API's join would make it."""
@@ -166,10 +203,15 @@ class Meeting:
             tracks.append((ReplayTrack(encoded_audio()), "microphone"))
         return tracks
 
-    async def join(self, role: str) -> Bot:
-        assert self.signaling_url is not None
-        index = len(self.bots)
-        participant = Participant(self.signaling_url, self.mint(f"{role}-{index}"), ice_servers=[], video_codec="VP8")
+    def _next_index(self) -> int:
+        self._count += 1
+        return self._count - 1
+
+    async def join(self, role: str, url: str | None = None) -> Bot:
+        url = url or self.signaling_url
+        assert url is not None
+        index = self._next_index()
+        participant = Participant(url, self.mint(f"{role}-{index}"), ice_servers=[], video_codec="VP8")
         bot = Bot(index, role, participant)
         self.bots.append(bot)
         receiver = role == "viewer" or self.scenario.publishers > 1
@@ -198,15 +240,39 @@ class Meeting:
                 raise LoadTestError(f"publisher {i} failed: {bot.failed}")
 
     async def add_viewers(self, count: int) -> list[Bot]:
-        """``count`` more receive-only bots: spread over the join window (a storm), or a few at
-        a time."""
+        """``count`` more receive-only bots, shared among this process and the workers, joined
+        node by node (the meeting's node first); the ones here join spread over the join window
+        (a storm), or a few at a time."""
+        routes = await self.routes(count)
+        groups: dict[str, int] = {}
+        for url in routes:
+            groups[url] = groups.get(url, 0) + 1
+        joined: list[Bot] = []
+        processes = 1 + len(self.workers)
+        for url, size in groups.items():
+            shares = [size // processes + (1 if i < size % processes else 0) for i in range(processes)]
+            remote = [self._join_remote(worker, share, url) for worker, share in zip(self.workers, shares[1:], strict=True) if share]
+            results = await asyncio.gather(self._add_local_viewers(shares[0], url), *remote)
+            joined.extend(results[0])
+        return joined
+
+    async def _join_remote(self, worker: WorkerClient, count: int, url: str) -> None:
+        specs = []
+        for _ in range(count):
+            index = self._next_index()
+            specs.append({"index": index, "token": self.mint(f"viewer-{index}"), "url": url})
+        answer = await worker.request({"cmd": "join", "bots": specs, "concurrency": self.scenario.join_concurrency}, timeout=60 + 2 * count)
+        for entry in answer["joined"]:
+            self.remote_bots.append(RemoteBot(int(entry["index"]), worker, entry.get("join_seconds"), entry.get("failed")))
+
+    async def _add_local_viewers(self, count: int, url: str) -> list[Bot]:
         scenario = self.scenario
         done = 0
 
         async def one(delay: float) -> Bot:
             nonlocal done
             await asyncio.sleep(delay)
-            bot = await self.join("viewer")
+            bot = await self.join("viewer", url)
             done += 1
             self.progress(f"joining {done}/{count}")
             return bot
@@ -226,6 +292,14 @@ class Meeting:
         viewers = [b for b in self.bots if b.role == "viewer"][-count:]
         await asyncio.gather(*(b.participant.close() for b in viewers))
         self.bots = [b for b in self.bots if b not in viewers]
+        left = count - len(viewers)
+        while left > 0 and self.remote_bots:
+            last = self.remote_bots.pop()
+            await last.worker.request({"cmd": "remove", "count": 1})
+            left -= 1
+
+    def viewer_count(self) -> int:
+        return sum(1 for b in self.bots if b.role == "viewer") + len(self.remote_bots)
 
     def receivers(self) -> list[Bot]:
         """Bots that should receive media: viewers, and publishers when there are others."""
@@ -248,6 +322,12 @@ class Meeting:
                 raise LoadTestError(f"{len(waiting)} of {len(self.receivers())} receivers did not get every stream within {timeout:.0f} s")
             self.progress(f"waiting for media: {len(self.receivers()) - len(waiting)}/{len(self.receivers())} receive everything")
             await asyncio.sleep(0.5)
+        video, audio = self.scenario.expected_streams(publisher=False)
+        await asyncio.gather(*(
+            worker.request({"cmd": "settle", "video": video, "audio": audio, "tile": self.scenario.tile,
+                            "timeout": max(1.0, deadline - time.monotonic())}, timeout=timeout + 30)
+            for worker in self.workers
+        ))
         if self.scenario.tile:
             width, height = self.scenario.tile
             for bot in self.receivers():
@@ -256,12 +336,21 @@ class Meeting:
                         await bot.participant.track_settings(remote.track_id, width=width, height=height)
 
     async def scrape(self) -> Scrape:
+        """Every node's metrics, summed (one node outside a cluster)."""
+        scrapes = await asyncio.gather(*(self._scrape(api) for api in self.node_apis))
+        total = Scrape(time.monotonic())
+        for scrape in scrapes:
+            for key, value in scrape.samples.items():
+                total.samples[key] = total.samples.get(key, 0.0) + value
+        return total
+
+    async def _scrape(self, api: str) -> Scrape:
         assert self._http is not None
         token = self.target.metrics_token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self._http.get(self.target.api.rstrip("/") + "/metrics", headers=headers) as response:
+        async with self._http.get(api + "/metrics", headers=headers) as response:
             if response.status != 200:
-                raise LoadTestError(f"GET /metrics: {response.status}")
+                raise LoadTestError(f"GET {api}/metrics: {response.status}")
             try:
                 return parse_metrics(await response.text(), time.monotonic())
             except ValueError as exc:  # prometheus-client's parser rejects what is not its text format
@@ -270,6 +359,8 @@ class Meeting:
     async def close(self) -> None:
         await asyncio.gather(*(b.participant.close() for b in self.bots), return_exceptions=True)
         self.bots = []
+        await asyncio.gather(*(worker.close() for worker in self.workers), return_exceptions=True)
+        self.workers, self.remote_bots = [], []
         if self._http is not None:
             await self._http.close()
 
@@ -288,6 +379,21 @@ def _books(meeting: Meeting) -> dict[int, dict[str, Any]]:
     return books
 
 
+async def _all_books(meeting: Meeting) -> tuple[dict[str, dict[str, Any]], dict[str, float], list[float]]:
+    """Every receiver's books, here and in the workers (keyed by process and bot), when media
+    first reached the workers' bots, and the CPU seconds of each load process (this one first)."""
+    books: dict[str, dict[str, Any]] = {f"p:{index}": book for index, book in _books(meeting).items()}
+    cpus = [process_cpu_seconds()]
+    first_media: dict[str, float] = {}
+    answers = await asyncio.gather(*(worker.request({"cmd": "books"}) for worker in meeting.workers))
+    for worker, answer in zip(meeting.workers, answers, strict=True):
+        for index, book in answer["books"].items():
+            books[f"w{worker.index}:{index}"] = book
+        first_media.update({f"w{worker.index}:{k}": v for k, v in answer["first_media"].items()})
+        cpus.append(float(answer["cpu"]))
+    return books, first_media, cpus
+
+
 def _publisher_bytes(meeting: Meeting) -> int:
     return sum(t.bytes_sent for b in meeting.bots for t in b.tracks)
 
@@ -295,14 +401,16 @@ def _publisher_bytes(meeting: Meeting) -> int:
 async def measure(meeting: Meeting, window: float) -> dict[str, Any]:
     """One measured window of ``window`` seconds."""
     scenario = meeting.scenario
-    scrape0, books0, cpu0, sent0 = await meeting.scrape(), _books(meeting), process_cpu_seconds(), _publisher_bytes(meeting)
+    scrape0, (books0, _, cpu0), sent0 = await meeting.scrape(), await _all_books(meeting), _publisher_bytes(meeting)
+    local0 = sum(b["packets"] for b in _books(meeting).values())
     start = time.monotonic()
     while (elapsed := time.monotonic() - start) < window:
-        out = sum(b["packets"] for b in _books(meeting).values()) - sum(b["packets"] for b in books0.values())
-        meeting.progress(f"measuring {elapsed:4.1f}/{window:.0f} s, {out / max(elapsed, 1e-3):,.0f} packets/s received")
+        out = sum(b["packets"] for b in _books(meeting).values()) - local0
+        meeting.progress(f"measuring {elapsed:4.1f}/{window:.0f} s, {out / max(elapsed, 1e-3):,.0f} packets/s received here")
         await asyncio.sleep(min(1.0, window - elapsed))
-    scrape1, books1, cpu1, sent1 = await meeting.scrape(), _books(meeting), process_cpu_seconds(), _publisher_bytes(meeting)
+    scrape1, (books1, remote_media, cpu1), sent1 = await meeting.scrape(), await _all_books(meeting), _publisher_bytes(meeting)
     wall = scrape1.at - scrape0.at
+    load_shares = [(after - before) / wall for before, after in zip(cpu0, cpu1, strict=True)]
 
     def delta(name: str, **labels: str) -> float:
         return scrape1.total(name, **labels) - scrape0.total(name, **labels)
@@ -319,11 +427,13 @@ async def measure(meeting: Meeting, window: float) -> dict[str, Any]:
     forwarded = delta(FORWARDED)
     fps_median = percentile(fps, 0.5) if fps else None
     joins = [b.join_seconds for b in meeting.bots if b.join_seconds is not None]
-    media = [b.media_seconds for b in meeting.receivers() if b.media_seconds is not None]
+    joins += [r.join_seconds for r in meeting.remote_bots if r.join_seconds is not None]
+    media = [b.media_seconds for b in meeting.receivers() if b.media_seconds is not None] + list(remote_media.values())
     result: dict[str, Any] = {
         "publishers": sum(1 for b in meeting.bots if b.role == "publisher" and not b.failed),
-        "subscribers": len(meeting.receivers()),
-        "failed_joins": sum(1 for b in meeting.bots if b.failed),
+        "subscribers": len(meeting.receivers()) + sum(1 for r in meeting.remote_bots if not r.failed),
+        "failed_joins": sum(1 for b in meeting.bots if b.failed) + sum(1 for r in meeting.remote_bots if r.failed),
+        "nodes": len(meeting.node_apis),
         "window_seconds": round(wall, 2),
         "packets_in_per_second": round(delta(RECEIVED) / wall, 1),
         "packets_out_per_second": round(forwarded / wall, 1),
@@ -344,7 +454,9 @@ async def measure(meeting: Meeting, window: float) -> dict[str, Any]:
         "freezes": int(received["freezes"]),
         "join_ms": {"p50": _ms(percentile(joins, 0.5)), "p99": _ms(percentile(joins, 0.99))},
         "first_media_ms": {"p50": _ms(percentile(media, 0.5)), "p99": _ms(percentile(media, 0.99))},
-        "load_cpu": round((cpu1 - cpu0) / wall, 4),
+        "load_cpu": round(max(load_shares), 4),  # the busiest load process's share of its core
+        "load_cpu_total": round(sum(load_shares), 4),
+        "load_processes": len(load_shares),
     }
     decoded = [_decoded(b) for b in meeting.receivers() if b.decode]
     if decoded:
@@ -446,7 +558,7 @@ async def capacity_search(
         await meeting.add_publishers()
         count = start
         while True:
-            have = len([b for b in meeting.bots if b.role == "viewer"])
+            have = meeting.viewer_count()
             await meeting.add_viewers(count - have)
             await meeting.settle()
             await _warm(meeting, scenario.warmup)

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import secrets
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +23,8 @@ from clients.sdk.participant import Participant
 from tests.conftest import REDIS_URL
 from tests.faults.node import Node, verified_frames
 from tests.services import PrivatePostgres
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.asynccontextmanager
@@ -250,3 +255,33 @@ def video_of(person: Participant, sender: Participant) -> Any:
     """The live video track ``person`` receives from ``sender``, if any."""
     tracks = [r for r in person.remote.values() if r.kind == "video" and not r.ended and r.participant == sender.identity]
     return tracks[-1] if tracks else None
+
+
+async def test_the_load_tester_spreads_its_bots_over_processes_and_over_the_cluster_s_nodes(tmp_path: Path) -> None:
+    """``videoconf loadtest --processes 2`` against node a of a two-node cluster (limit 3): the
+    viewers are shared between two load processes and placed as the API places participants,
+    so the meeting spans both nodes; the report sums both nodes' metrics."""
+    async with cluster(tmp_path, count=2, limit=3) as nodes:
+        a, b = nodes
+        output = tmp_path / "report.json"
+        env = {**os.environ, **a.server.env, "PYTHONPATH": str(ROOT)}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "videoconf.cli", "loadtest", "--api", a.base, "--scenario", "livestream", "--viewers", "4",
+            "--processes", "2", "--duration", "3", "--warmup", "1", "--output", str(output), "--quiet",
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        seen: dict[str, int] = {}
+        communicate = asyncio.create_task(process.communicate())
+        while not communicate.done():
+            _, body, _ = await a.call("GET", "/api/nodes")
+            for entry in body["nodes"]:
+                seen[entry["id"]] = max(seen.get(entry["id"], 0), entry["load"]["participants"])
+            await asyncio.sleep(0.3)
+        stdout, stderr = communicate.result()
+        assert process.returncode == 0, stderr.decode()[-3000:]
+        (result,) = json.loads(output.read_text())["scenarios"]
+        assert (result["subscribers"], result["failed_joins"], result["load_processes"], result["nodes"]) == (4, 0, 2, 2)
+        assert result["received_packets"] > 0 and result["packet_loss"] is not None and result["packet_loss"] <= 0.05
+        assert result["frame_rate"]["median"] > 5
+        # The publisher and two viewers on the meeting's node (its limit), two viewers on the other.
+        assert sorted(seen.values()) == [2, 3], seen

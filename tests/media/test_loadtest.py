@@ -15,7 +15,8 @@ import pytest
 from clients.loadtest.runner import QualityBar, Target, capacity_search, run_scenario
 from clients.loadtest.scenarios import SINGLE_LAYER, scenario
 from control_api.handlers import SERVICES
-from tests.media.conftest import Meeting
+from tests.media.conftest import Meeting, until
+from videoconf.app import SFU
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +54,24 @@ async def test_tiny_livestream_report_is_complete_and_consistent(meeting: Meetin
     assert report["decoded"]["receivers"] == 1
     assert report["decoded"]["frames"] > 0 and report["decoded"]["corrupt"] == 0
     assert report["scenario"]["name"] == "livestream" and report["scenario"]["viewers"] == 3
+
+
+async def test_viewers_shared_with_worker_processes_are_counted_with_this_one_s(meeting: Meeting) -> None:
+    tiny = scenario("livestream", viewers=5, video_layers=SINGLE_LAYER, tile=None, duration=3.0, warmup=1.0)
+    load = target(meeting)
+    load.processes = 3  # this process and two workers
+    report = await run_scenario(load, tiny)
+    assert (report["subscribers"], report["failed_joins"], report["load_processes"]) == (5, 0, 3)
+    # Five viewers, wherever they are: five copies of every packet, all counted as received.
+    forwarded = report["packets_out_per_second"] * report["window_seconds"]
+    assert abs(report["received_packets"] - forwarded) <= 0.05 * forwarded + 20
+    assert 4.5 * report["packets_in_per_second"] <= report["packets_out_per_second"] <= 5.5 * report["packets_in_per_second"]
+    assert report["frame_rate"]["median"] > 5 and report["packet_loss"] is not None and report["packet_loss"] <= 0.05
+    assert 0 < report["load_cpu"] <= report["load_cpu_total"]
+    assert report["join_ms"]["p50"] > 0 and report["first_media_ms"]["p50"] > 0
+    # The workers are gone afterwards, and so are their bots.
+    node = meeting.api.app[SFU]
+    await until(lambda: node.participant_count() == 0, timeout=15)
 
 
 async def test_audio_only_and_meeting_scenarios_receive_from_every_other_publisher(meeting: Meeting) -> None:
