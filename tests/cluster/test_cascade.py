@@ -47,6 +47,9 @@ async def cluster(tmp_path: Path, count: int = 3, limit: int = 2, **env: str) ->
         name = "abcdefgh"[index]
         (tmp_path / name).mkdir()
         nodes.append(Node(tmp_path / name, database_url=pg.url, redis_url=REDIS_URL, VIDEOCONF_NODE_ID=f"node-{name}", **shared))
+    for node in nodes:  # the web client served by one node may signal any other
+        others = [other.base.replace("http://", "ws://") for other in nodes if other is not node]
+        node.server.env["VIDEOCONF_CONNECT_SOURCES"] = json.dumps(others)
     redis = Redis.from_url(REDIS_URL)
     try:
         await nodes[0].start()
@@ -285,3 +288,36 @@ async def test_the_load_tester_spreads_its_bots_over_processes_and_over_the_clus
         assert result["frame_rate"]["median"] > 5
         # The publisher and two viewers on the meeting's node (its limit), two viewers on the other.
         assert sorted(seen.values()) == [2, 3], seen
+
+
+async def test_the_web_client_on_one_node_and_an_sdk_participant_on_another_see_each_other(tmp_path: Path) -> None:
+    """Chromium joins through node a's API a meeting whose node is full (limit 1): the join
+    answer sends it to the other node, whose relay links carry the SDK host's video and tone to
+    the page and the page's camera to the host."""
+    from tests.media.browser import chromium
+    from tests.media.test_web_client import join_by_code, person, playing_videos, wait_until
+
+    async with cluster(tmp_path, count=2, limit=1) as nodes:
+        a, _ = nodes
+        host_account = await a.register("Hedy Host")
+        meeting = await a.meeting(host_account)
+        host, host_at = await join_meeting(a, host_account, meeting)
+        await host.publish([(PatternVideoTrack(320, 240, fps=15), "camera"), (ToneAudioTrack(), "microphone")])
+        async with chromium() as browser:
+            page = await person(browser, a.base, "Wendy Web")
+            await join_by_code(page, meeting["code"])
+
+            async def host_video() -> bool:
+                return any(v["tile"] == "Hedy Host" and v["frames"] > 10 for v in await playing_videos(page))
+
+            await wait_until(host_video, 40, "the host's video in the page, relayed")
+            await until(lambda: [r for r in host.remote.values() if r.kind == "video" and r.frames >= 10], 40,
+                        "the page's camera at the host, relayed")
+            _, body, _ = await a.call("GET", "/api/nodes")
+            assert sorted(n["load"]["participants"] for n in body["nodes"]) == [1, 1]  # one on each node
+            await page.get_by_role("button", name="Chat").click()
+            await host.chat("hello, other node")
+            await page.get_by_role("log", name="Chat messages").get_by_text("hello, other node").wait_for(timeout=10000)
+            errors = [e for e in page.errors if "ERR_CONNECTION_REFUSED" not in e]
+            assert errors == [], errors
+        assert host_at in ("node-a", "node-b")
