@@ -307,3 +307,37 @@ async def test_webrtcbin_to_webrtcbin_through_the_sfu(meeting: Meeting, gstreame
             answer = await webrtcbin_decodes(receiver, down, (640, 480), lambda: f"publisher {up.describe()}; ")
             assert "profile-level-id" not in answer, answer
             assert "profile-level-id=42e01f" in up.of_type("publish-answer")[0]["sdp"]
+
+
+async def test_webrtcbin_to_webrtcbin_through_a_node_on_one_udp_port(tmp_path: Path, gstreamer: None) -> None:
+    """The same through a node (its own process) whose every connection shares one UDP port."""
+    import socket
+
+    from clients.loadtest.process import free_port
+    from tests.faults.node import Node
+    from tests.media.test_single_udp_port import candidate_ports, udp_ports
+
+    port = free_port(socket.SOCK_DGRAM)
+    node = Node(tmp_path, VIDEOCONF_UDP_PORT=str(port))
+    try:
+        await node.start()
+        host, guest, row, _ = await node.hosted_meeting()
+
+        class OnNode:
+            signaling_url = node.signaling_url
+            people = [guest]
+
+            async def token(self, account: dict[str, Any]) -> str:
+                return await node.room_token(account, row)
+
+        on_node: Any = OnNode()
+        on_node.host = host
+        async with gst_peer("publish", "VP8") as sender, relay(on_node, host, sender, "publisher") as up:
+            async with gst_peer("subscribe") as receiver, relay(on_node, guest, receiver, "subscriber") as down:
+                await publish(sender, up)
+                await webrtcbin_decodes(receiver, down, (640, 480), lambda: f"publisher {up.describe()}; ")
+                assert candidate_ports(up.of_type("publish-answer")[0]["sdp"]) == {port}
+                assert candidate_ports(down.of_type("subscriber-offer")[-1]["sdp"]) == {port}
+        assert udp_ports(node.pid) == [port]
+    finally:
+        await node.close()
