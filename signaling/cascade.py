@@ -115,6 +115,9 @@ class RoomCascade:
     # States ------------------------------------------------------------------------------------
 
     async def _state(self, node: str, state: dict[str, Any]) -> None:
+        if node not in self.seen:  # a node new to the meeting: it hears from this one at once
+            self._sent = (float("-inf"), None)
+            self._dirty.set()
         self.seen[node] = time.monotonic()
         before = self.states.get(node, {}).get("recording")
         self.states[node] = state

@@ -359,6 +359,9 @@ class Participant:
             self._tasks.spawn(self._answer(message))
         elif kind == "track-published":
             self._remember(message["track"])
+        elif kind == "joined":  # also when a host admits this participant from the waiting room
+            for info in message.get("tracks") or []:
+                self._remember(info)
         elif kind == "track-unpublished":
             remote = self.remote.get(message["track_id"])
             if remote is not None:
@@ -546,6 +549,8 @@ class Participant:
             remote = self.remote[info["track_id"]] = RemoteTrack(
                 info["track_id"], info["participant"], info["kind"], info["source"]
             )
+        elif remote.participant == "?":  # its media came before word of it
+            remote.participant, remote.source = info["participant"], info["source"]
         return remote
 
     def tap_incoming(self, tap: Callable[[RTCPeerConnection], None]) -> None:

@@ -321,3 +321,25 @@ async def test_the_web_client_on_one_node_and_an_sdk_participant_on_another_see_
             errors = [e for e in page.errors if "ERR_CONNECTION_REFUSED" not in e]
             assert errors == [], errors
         assert host_at in ("node-a", "node-b")
+
+
+async def test_a_host_admits_from_the_waiting_room_someone_who_waits_on_another_node(tmp_path: Path) -> None:
+    async with cluster(tmp_path, count=2, limit=1) as nodes:
+        a, _ = nodes
+        host_account, guest_account = await a.register("Hedy Host"), await a.register("Gus Guest")
+        meeting = await a.meeting(host_account, settings={"waiting_room": True})
+        host, host_at = await join_meeting(a, host_account, meeting)
+        await host.publish([(PatternVideoTrack(160, 120, fps=10), "camera")])
+        guest, guest_at = await join_meeting(a, guest_account, meeting)
+        assert guest_at != host_at and guest.joined["waiting"] is True and guest.joined["participants"] == []
+        waiting = await host.wait_for("participant-waiting", timeout=10)
+        assert waiting["participant"]["identity"] == guest.identity
+        await host.send({"type": "admit", "identity": guest.identity})
+        await guest.wait_for("admitted", timeout=10)
+        rejoined = await guest.wait_for("joined", timeout=10)
+        assert rejoined["waiting"] is False
+        if host.identity not in [p["identity"] for p in rejoined["participants"]]:  # not mirrored there yet
+            await guest.wait_for("participant-joined", lambda m: m["participant"]["identity"] == host.identity, timeout=10)
+        await host.wait_for("participant-joined", lambda m: m["participant"]["identity"] == guest.identity, timeout=10)
+        await until(lambda: verified_frames(guest, host.identity) >= 10, 30,
+                    lambda: f"the host's video at the admitted guest: {[m['type'] for m in guest.history]} {guest.remote}")
