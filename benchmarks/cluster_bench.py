@@ -224,7 +224,7 @@ class Bench:
                 await redis.delete(*keys)
         finally:
             await redis.aclose()
-        await asyncio.to_thread(self.pg.stop)
+        await asyncio.to_thread(self.pg.close)  # stopped, and its directory removed
 
 
 def problem(line: str) -> tuple[str, str] | None:
