@@ -83,7 +83,7 @@ from clients.sdk.participant import Participant
 from clients.sdk.replay import ReplayTrack, encoded_audio, encoded_video
 from control_api.app import token_codecs
 from control_api.services.context import utc_now
-from sfu.aiortc_client import intercept_incoming
+from sfu.aiortc_client import intercept_incoming, take_clear_rtp
 from sfu.aiortc_hooks import configure_ice
 from sfu.vp8 import parse_vp8
 from tests.faults.node import Node
@@ -682,32 +682,11 @@ def forward_delay(before: dict[str, float], after: dict[str, float]) -> dict[str
 
 def count_before_decryption(pc: RTCPeerConnection, counter: RtpCounter) -> RtpCounter:
     """Count the RTP packets ``pc`` receives by their header, which SRTP leaves in the clear, as
-    they come off its ICE connection, and drop them there: no SRTP decryption, no aiortc routing.
-    STUN (consent), DTLS and RTCP pass on as before.  Idempotent per connection: call it after
-    every negotiation (``Participant.tap_incoming``).
-
-    This reaches into aiortc's ICE transport (``_connection``) and aioice's ``Connection``
-    (``data_received``): the benchmark's own tap, checked here, so that it fails loudly if either
-    library changes."""
+    they come off its ICE connection, and drop them there: no SRTP decryption, no aiortc routing
+    (``sfu.aiortc_client.take_clear_rtp``).  Idempotent per connection: call it after every
+    negotiation (``Participant.tap_incoming``)."""
     counter.kinds.update(payload_kinds(pc))
-    for transceiver in pc.getTransceivers():
-        dtls = transceiver.receiver.transport
-        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
-        if connection is None or not callable(getattr(connection, "data_received", None)):
-            raise RuntimeError("aiortc's ICE transport has no aioice connection with data_received: update the benchmark's tap")
-        if getattr(connection, "_bench_counter", None) is counter:
-            continue
-        original = connection.data_received
-
-        def data_received(data: bytes, component: int, _original: Any = original) -> None:
-            # RTP (RFC 5761 demultiplexing): version 2, and not an RTCP packet type (192-223).
-            if len(data) >= 12 and 0x80 <= data[0] < 0xC0 and not 192 <= data[1] <= 223:
-                counter.add(data)
-                return
-            _original(data, component)
-
-        connection.data_received = data_received
-        connection._bench_counter = counter
+    take_clear_rtp(pc, counter.add, counter)
     return counter
 
 

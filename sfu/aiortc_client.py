@@ -140,3 +140,29 @@ def stop_receiving(pc: RTCPeerConnection) -> int:
             pair.protocol.datagram_received = lambda data, addr: None
             stopped += 1
     return stopped
+
+
+def take_clear_rtp(pc: RTCPeerConnection, take: Any, key: object) -> None:
+    """Hand every RTP datagram ``pc`` receives to ``take(data)`` as it comes off the ICE
+    connection (its header is in the clear; SRTP is not undone) and drop it there: no
+    decryption, no routing.  STUN, DTLS and RTCP pass on as before.  For a load generator that
+    only counts what arrives.  Idempotent per connection and ``key``; call again after each
+    negotiation.  Raises RuntimeError if aiortc or aioice no longer have what this relies on."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+        if connection is None or not callable(getattr(connection, "data_received", None)):
+            raise RuntimeError("aiortc's ICE transport has no aioice connection with data_received")
+        if getattr(connection, "_videoconf_clear_rtp", None) is key:
+            continue
+        original = connection.data_received
+
+        def data_received(data: bytes, component: int, _original: Any = original) -> None:
+            # RTP (RFC 5761 demultiplexing): version 2, and not an RTCP packet type (192-223).
+            if len(data) >= 12 and 0x80 <= data[0] < 0xC0 and not 192 <= data[1] <= 223:
+                take(data)
+                return
+            _original(data, component)
+
+        connection.data_received = data_received
+        connection._videoconf_clear_rtp = key

@@ -61,7 +61,7 @@ async def cluster(tmp_path: Path, count: int = 3, limit: int = 2, **env: str) ->
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
-        await asyncio.to_thread(pg.stop)
+        await asyncio.to_thread(pg.close)
 
 
 async def join_meeting(api: Node, account: dict[str, Any], meeting: dict[str, Any], **options: Any) -> tuple[Participant, str]:

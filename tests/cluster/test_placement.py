@@ -70,7 +70,7 @@ async def two_nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node, str]]:
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
-        await asyncio.to_thread(pg.stop)
+        await asyncio.to_thread(pg.close)
 
 
 async def test_meetings_are_placed_on_the_least_loaded_node_and_joined_there(tmp_path: Path) -> None:

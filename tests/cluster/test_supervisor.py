@@ -132,7 +132,7 @@ async def test_one_command_runs_a_node_per_core(tmp_path: Path) -> None:
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
-        await asyncio.to_thread(pg.stop)
+        await asyncio.to_thread(pg.close)
 
 
 async def test_the_nodes_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
