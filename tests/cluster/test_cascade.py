@@ -87,6 +87,7 @@ def senders_seen(person: Participant, others: list[Participant], frames: int) ->
 async def test_one_meeting_spans_three_nodes_with_media_chat_and_host_actions_between_them(tmp_path: Path) -> None:
     async with cluster(tmp_path) as nodes:
         a = nodes[0]
+        idle_tasks = [(await node.metrics())["process_asyncio_tasks"] for node in nodes]
         host = await a.register("Hedy Host")
         meeting = await a.meeting(host)
         accounts = [host] + [await a.register(f"Guest{i} Person") for i in range(5)]
@@ -110,6 +111,14 @@ async def test_one_meeting_spans_three_nodes_with_media_chat_and_host_actions_be
             assert all(t["tone_strength"] > 0.5 for t in tones), report
             videos = [t for t in report["tracks"] if t["kind"] == "video"]
             assert all(t.get("corrupt", 0) <= 2 for t in videos), report
+
+        # Active speakers: each node announces speakers from the others too (everyone's tone is
+        # heard on every node).
+        for person, at in zip(people, placed, strict=True):
+            here = {p.identity for p, node in zip(people, placed, strict=True) if node == at}
+            await until(lambda person=person, here=here: any(
+                m["type"] == "active-speakers" and set(m["speakers"]) - here for m in person.history
+            ), 15, "a speaker from another node announced")
 
         # Chat and a raised hand from node c reach every node.
         speaker = people[placed.index("node-c")]
@@ -154,11 +163,14 @@ async def test_one_meeting_spans_three_nodes_with_media_chat_and_host_actions_be
         for person in rest:
             await person.wait_for("meeting-ended", timeout=10)
 
-        # Nothing is left: no room, no relay link, no peer connection on any node.
+        # Nothing is left: no room, no relay link, no peer connection, no task beyond an idle
+        # node's on any node.
         async def empty() -> bool:
-            for node in nodes:
+            for node, tasks in zip(nodes, idle_tasks, strict=True):
                 metrics = await node.metrics()
                 if metrics.get("videoconf_sfu_peer_connections", 1) or metrics.get("videoconf_sfu_rooms", 1):
+                    return False
+                if metrics.get("process_asyncio_tasks", 1e9) > tasks:
                     return False
             return True
 
