@@ -89,14 +89,19 @@ class Placement:
     token: int
 
 
+CPU_STEP = 0.1  # CPU shares that differ by less than this much of a core are the same load (noise)
+
+
 def choose(nodes: Sequence[NodeInfo]) -> NodeInfo | None:
     """The node a new room goes to: a serving node under its participant limit, the least loaded
-    (the fullest share of its limit, then CPU, then rooms; the id breaks ties), or None."""
+    (the smallest share of its limit, then CPU in steps of ``CPU_STEP``, then rooms; the id
+    breaks ties), or None.  Idle nodes differ in CPU by a few thousandths (a request served, a
+    heartbeat): that is not load, and must not decide."""
     open_nodes = [n for n in nodes if n.takes_rooms()]
 
-    def load(node: NodeInfo) -> tuple[float, float, int, str]:
+    def load(node: NodeInfo) -> tuple[float, int, int, str]:
         share = node.load.participants / node.max_participants if node.max_participants else node.load.participants
-        return (share, node.load.cpu, node.load.rooms, node.id)
+        return (share, int(node.load.cpu / CPU_STEP), node.load.rooms, node.id)
 
     return min(open_nodes, key=load, default=None)
 

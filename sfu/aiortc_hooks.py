@@ -780,12 +780,13 @@ def nack_runs(lost: Iterable[int]) -> list[list[int]]:
     return list(runs.values())
 
 
-def remb_bitrate(packet: RtcpPsfbPacket) -> int | None:
+def remb_of(packet: RtcpPsfbPacket) -> tuple[int, tuple[int, ...]] | None:
+    """A REMB's bit rate and the SSRCs it speaks for (None: not a REMB aiortc can read)."""
     try:
-        bitrate, _ = unpack_remb_fci(packet.fci)
+        bitrate, ssrcs = unpack_remb_fci(packet.fci)
     except ValueError:
         return None
-    return bitrate
+    return bitrate, tuple(sorted(ssrcs))
 
 
 class ParkedTrack(MediaStreamTrack):

@@ -26,7 +26,6 @@ GROWTH = 1.15  # per second while the path is clean
 HOLD = 1.0  # seconds after a decrease before growing again
 REMB_CONGESTED = 0.85  # a falling REMB under this share of the sending rate means congestion
 REMB_FALLING = 0.97  # a REMB under this share of the previous one is falling
-REQUEST_SETTLE = 3.0  # seconds after a subscriber asks for less during which a falling REMB is its echo
 
 
 class RateMeter:
@@ -55,6 +54,27 @@ class RateMeter:
         return total * 8 / (self._width * self._buckets)
 
 
+REMB_FRESH = 2.5  # seconds a REMB counts towards the sum before its sender is taken as gone
+
+
+class RembSum:
+    """The downlink estimate from a subscriber's REMBs.  A REMB speaks for the SSRCs it lists:
+    Chromium sends one for everything it receives, aiortc one per receiver (its audio receiver's
+    starts near zero and climbs by 1 kbit/s per second).  Taken each as the whole downlink, the
+    audio one cut the estimate to the minimum and paused video nobody lacked bandwidth for.  So
+    the estimate is the sum of the latest REMB of each SSRC set heard from in ``REMB_FRESH``."""
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[int, ...], tuple[float, float]] = {}
+
+    def add(self, ssrcs: tuple[int, ...], bitrate: float, now: float) -> float:
+        self._latest[ssrcs] = (bitrate, now)
+        for key, (_, at) in list(self._latest.items()):
+            if now - at > REMB_FRESH:
+                del self._latest[key]
+        return sum(value for value, _ in self._latest.values())
+
+
 class BandwidthEstimator:
     def __init__(self, initial: float = 3_000_000, minimum: float = 100_000, maximum: float = 20_000_000) -> None:
         self.minimum = minimum
@@ -64,13 +84,6 @@ class BandwidthEstimator:
         self._last_update: float | None = None
         self._last_report: float | None = None
         self._remb: float | None = None
-        self._settling_until = float("-inf")
-
-    def requested(self, now: float) -> None:
-        """The subscriber changed what it asks for: if it asked for less, what it receives
-        falls, and its REMB (which follows what arrives) falls with it for a moment.  That is
-        no congestion, and taken for one it would pause the very layer just asked for."""
-        self._settling_until = now + REQUEST_SETTLE
 
     def _clamp(self) -> None:
         self.value = min(max(self.value, self.minimum), self.maximum)
@@ -100,7 +113,7 @@ class BandwidthEstimator:
     def on_remb(self, bitrate: float, sending_rate: float, now: float) -> None:
         previous, self._remb = self._remb, bitrate
         falling = previous is not None and bitrate < previous * REMB_FALLING
-        if falling and now >= self._settling_until and sending_rate > 0 and bitrate < sending_rate * REMB_CONGESTED:
+        if falling and sending_rate > 0 and bitrate < sending_rate * REMB_CONGESTED:
             self._decrease(bitrate, now)
 
     def grow(self, now: float) -> None:

@@ -26,7 +26,7 @@ from aiortc.rtp import (
     RtcpSrPacket,
 )
 
-from sfu.aiortc_hooks import Interceptor, remb_bitrate
+from sfu.aiortc_hooks import Interceptor, remb_of
 from sfu.bandwidth import REMB_FALLING
 from sfu.nack import RetransmitFilter
 
@@ -121,7 +121,7 @@ class NackResponder(Interceptor):
             await down.up.nack_upstream(current, missing)
 
 
-FeedbackListener = Callable[[str, float], None]
+FeedbackListener = Callable[..., None]  # (kind, value[, REMB's SSRCs])
 
 
 class SubscriberFeedback(Interceptor):
@@ -137,9 +137,10 @@ class SubscriberFeedback(Interceptor):
     async def incoming_rtcp(self, packet: Any) -> bool:
         if isinstance(packet, RtcpPsfbPacket):
             if packet.fmt == RTCP_PSFB_APP:
-                self.remb = remb_bitrate(packet)
-                if self.remb is not None and self.listener is not None:
-                    self.listener("remb", float(self.remb))
+                found = remb_of(packet)
+                self.remb = None if found is None else found[0]
+                if found is not None and self.listener is not None:
+                    self.listener("remb", float(found[0]), found[1])
                 return True
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 self.down.metrics.plis_received.inc()

@@ -45,7 +45,7 @@ from sfu.aiortc_hooks import (
     single_udp_port,
     widen_srtp_buffers,
 )
-from sfu.bandwidth import BandwidthEstimator
+from sfu.bandwidth import BandwidthEstimator, RembSum
 from sfu.dynacast import LayerView
 from sfu.forwarding import DownTrack, UpTrack
 from sfu.metrics import SfuMetrics
@@ -167,6 +167,7 @@ class Participant:
         self.track_settings: dict[str, tuple[str | None, int | None, int | None]] = {}
         self.pins: list[str] = []
         self.estimator = BandwidthEstimator()
+        self.rembs = RembSum()
         self.allocator = Allocator()
         self._forwarding: dict[str, tuple[Any, ...]] = {}
         self.remote: str | None = None  # the node it is on, for a participant of another node
@@ -398,23 +399,21 @@ class Participant:
         if track_id not in self.downtracks and track_id not in self._pending:
             raise SignalError("unknown_track", f"you receive no track {track_id}")
         self.track_settings[track_id] = (quality, width, height)
-        self.estimator.requested(self.room.node.clock())
         self.room.spawn(self.reallocate())
 
     def set_pins(self, identities: list[str]) -> None:
         self.pins = list(dict.fromkeys(identities))
-        self.estimator.requested(self.room.node.clock())
         self.room.spawn(self.reallocate())
 
     def sending_rate(self, now: float) -> float:
         return sum(d.meter.rate(now) for d in self.downtracks.values())
 
-    def _on_feedback(self, kind: str, value: float) -> None:
+    def _on_feedback(self, kind: str, value: float, ssrcs: tuple[int, ...] = ()) -> None:
         now = self.room.node.clock()
         if kind == "loss":
             self.estimator.on_loss(value, self.sending_rate(now), now)
         elif kind == "remb":
-            self.estimator.on_remb(value, self.sending_rate(now), now)
+            self.estimator.on_remb(self.rembs.add(ssrcs, value, now), self.sending_rate(now), now)
 
     def _demand(self, down: DownTrack, visible: set[str], now: float) -> tuple[Demand, str]:
         up = down.up

@@ -214,6 +214,9 @@ async def test_simulcast_dynacast_recording_failover_and_drain_across_nodes(tmp_
         report = video_of(viewer, host).verifier.report()
         assert report["out_of_order"] == 0 and report["longest_gap_ms"] < 1500, report
 
+        def forwarded() -> list[Any]:
+            return [(m["layer"], m["reason"]) for m in viewer.history if m["type"] == "track-forwarding" and m["track_id"] == track_id]
+
         # Dynacast over both nodes: the host's layers stop only when nobody anywhere takes them.
         await red.track_settings(track_id, quality="off")
         await asyncio.sleep(4)
@@ -224,7 +227,7 @@ async def test_simulcast_dynacast_recording_failover_and_drain_across_nodes(tmp_
         await until(lambda: not source.tracks[1].paused, 10, "the high layer resumed for node b")
         remote = video_of(viewer, host)
         before = remote.sizes.get(sizes[1], 0)
-        await until(lambda: remote.sizes.get(sizes[1], 0) >= before + 5, 20, "high frames again at the viewer")
+        await until(lambda: remote.sizes.get(sizes[1], 0) >= before + 5, 20, lambda: f"high frames again at the viewer: {forwarded()}")
 
         # A recording on node a has node b's blue tile as well as its own red one.
         _, recording, _ = await a.call("POST", f"/api/meetings/{meeting['id']}/recording", host_account["token"], {}, expect=201)
@@ -253,7 +256,8 @@ async def test_simulcast_dynacast_recording_failover_and_drain_across_nodes(tmp_
         await red.close()
         await b.kill()
         killed = asyncio.get_running_loop().time()
-        await until(lambda: viewer.rejoins == 1 and viewer.state == "connected", 20, "the viewer to join again")
+        await until(lambda: viewer.rejoins == 1 and viewer.state == "connected", 20,
+                    lambda: f"the viewer to join again: {viewer.state}, {viewer.rejoins} rejoins, {viewer.errors[-3:]}")
         assert viewer.signaling_url == a.signaling_url
         await until(lambda: video_of(viewer, host) is not None and video_of(viewer, host).frames >= 10, 20, "the host's video again")
         assert asyncio.get_running_loop().time() - killed < 15

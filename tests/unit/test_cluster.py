@@ -33,6 +33,7 @@ def node(name: str, participants: int = 0, limit: int | None = None, state: str 
         ([node("a", 1, limit=10), node("b", 1, limit=2)], "a"),  # the smaller share of its limit
         ([node("a", 0, state=DRAINING), node("b", 9)], "b"),  # draining takes no new room
         ([node("a", 1, cpu=0.9), node("b", 1, cpu=0.2)], "b"),  # then CPU
+        ([node("a", 1, cpu=0.04), node("b", 1, cpu=0.001)], "a"),  # ... but not its noise: the id decides
         ([node("a", 1, rooms=3), node("b", 1, rooms=1)], "b"),  # then rooms
         ([node("b"), node("a")], "a"),  # then the id: the same answer everywhere
         ([node("a", 2, limit=2), node("b", 0, state=DRAINING)], None),  # nowhere to go

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from sfu.bandwidth import GROWTH, HOLD, REQUEST_SETTLE, BandwidthEstimator, RateMeter
+from sfu.bandwidth import GROWTH, HOLD, REMB_FRESH, BandwidthEstimator, RateMeter, RembSum
 from sfu.munger import Munger
 from sfu.sdp import accept_simulcast, offer_ssrc_simulcast, simulcast_offers
 from sfu.selector import UP_HOLD, UP_MARGIN, Allocator, Choice, Demand, allocate, wanted_layer
@@ -134,16 +134,24 @@ def test_a_remb_catching_up_with_a_rate_that_rose_is_not_congestion() -> None:
     assert estimator.value == pytest.approx(0.5e6)
 
 
-def test_a_remb_falling_after_the_subscriber_asked_for_less_is_its_echo_not_congestion() -> None:
+def test_rembs_of_separate_receivers_add_up_and_one_for_everything_counts_once() -> None:
+    rembs = RembSum()
+    # aiortc: one REMB per receiver; the audio one starts near zero.  Taken alone, the audio
+    # one made the estimate fall to the minimum (seen across nodes: video paused for 15 s).
+    assert rembs.add((111,), 400_000, now=0.0) == 400_000
+    assert rembs.add((222,), 3_872, now=0.2) == 403_872
+    assert rembs.add((111,), 420_000, now=0.6) == 423_872  # the video receiver's newer one replaces its older
+    # A receiver that stops reporting stops counting.
+    assert rembs.add((111,), 430_000, now=0.6 + REMB_FRESH) == 430_000
+    # Chromium: one REMB for all SSRCs, delivered to every sender it names: counted once.
+    chromium = RembSum()
+    for _ in range(3):
+        total = chromium.add((111, 222, 333), 2_000_000, now=5.0)
+    assert total == 2_000_000
     estimator = BandwidthEstimator(initial=3e6)
-    estimator.on_remb(1.5e6, sending_rate=1.2e6, now=0.0)
-    estimator.requested(now=1.0)  # asked for a lower layer: what arrives, and the REMB, fall
-    estimator.on_remb(0.3e6, sending_rate=1.2e6, now=1.5)
-    estimator.on_remb(0.2e6, sending_rate=0.9e6, now=1.0 + REQUEST_SETTLE - 0.1)
-    assert estimator.value == 3e6
-    # After the settling time, a falling REMB under what is sent is congestion again.
-    estimator.on_remb(0.1e6, sending_rate=0.2e6, now=1.0 + REQUEST_SETTLE + 0.1)
-    assert estimator.value == pytest.approx(estimator.minimum)
+    estimator.on_remb(rembs.add((111,), 430_000, now=10.0), sending_rate=300_000, now=10.0)
+    estimator.on_remb(rembs.add((222,), 4_000, now=10.2), sending_rate=300_000, now=10.2)
+    assert estimator.value == 3e6  # the sum did not fall: no congestion
 
 
 def test_munger_drops_close_gaps_and_unmap_knows_the_layer() -> None:
