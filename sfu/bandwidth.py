@@ -58,11 +58,12 @@ REMB_FRESH = 2.5  # seconds a REMB counts towards the sum before its sender is t
 
 
 class RembSum:
-    """The downlink estimate from a subscriber's REMBs.  A REMB speaks for the SSRCs it lists:
-    Chromium sends one for everything it receives, aiortc one per receiver (its audio receiver's
-    starts near zero and climbs by 1 kbit/s per second).  Taken each as the whole downlink, the
-    audio one cut the estimate to the minimum and paused video nobody lacked bandwidth for.  So
-    the estimate is the sum of the latest REMB of each SSRC set heard from in ``REMB_FRESH``."""
+    """The downlink estimate from a subscriber's REMBs about its video.  A REMB speaks for the
+    SSRCs it lists: Chromium sends one for everything it receives, aiortc one per receiver.
+    Taken each as the whole downlink, one receiver's REMB cut the estimate (aiortc's audio
+    receiver's, which starts near zero, to the minimum: video paused that nobody lacked
+    bandwidth for; the down-track passes on only REMBs that reach a video sender).  So the
+    estimate is the sum of the latest REMB of each SSRC set heard from in ``REMB_FRESH``."""
 
     def __init__(self) -> None:
         self._latest: dict[tuple[int, ...], tuple[float, float]] = {}

@@ -139,7 +139,9 @@ class SubscriberFeedback(Interceptor):
             if packet.fmt == RTCP_PSFB_APP:
                 found = remb_of(packet)
                 self.remb = None if found is None else found[0]
-                if found is not None and self.listener is not None:
+                # Only what a video receiver estimates counts: aiortc's audio receiver sends a
+                # REMB of its own, from near zero, which is no estimate of the downlink.
+                if found is not None and self.listener is not None and self.down.up.kind == "video":
                     self.listener("remb", float(found[0]), found[1])
                 return True
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):

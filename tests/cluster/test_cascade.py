@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from redis.asyncio import Redis
 
 from clients.loadtest.polling import until
@@ -64,13 +65,20 @@ async def cluster(tmp_path: Path, count: int = 3, limit: int = 2, **env: str) ->
         await asyncio.to_thread(pg.close)
 
 
-async def join_meeting(api: Node, account: dict[str, Any], meeting: dict[str, Any], **options: Any) -> tuple[Participant, str]:
-    """An SDK participant joined where the API sends it (it asks the API again to rejoin); and
-    that node's id."""
+async def join_meeting(
+    api: Node, account: dict[str, Any], meeting: dict[str, Any], others: list[Node] | None = None, **options: Any
+) -> tuple[Participant, str]:
+    """An SDK participant joined where ``api``'s API sends it; and that node's id.  To join
+    again it asks the API of ``api`` or, when that node is gone, of one of ``others``."""
 
     async def ticket() -> tuple[str, str]:
-        _, entry, _ = await api.call("POST", f"/api/meetings/{meeting['id']}/join", account["token"], {}, expect=200)
-        return entry["signaling_url"], entry["token"]
+        for node in [api, *(others or [])]:
+            try:
+                _, entry, _ = await node.call("POST", f"/api/meetings/{meeting['id']}/join", account["token"], {}, expect=200)
+            except aiohttp.ClientError:  # that node is gone: ask another
+                continue
+            return entry["signaling_url"], entry["token"]
+        raise ConnectionError("no node's API answered")
 
     _, entry, _ = await api.call("POST", f"/api/meetings/{meeting['id']}/join", account["token"], {}, expect=200)
     person = Participant(entry["signaling_url"], entry["token"], ice_servers=[], token_provider=ticket, **options)
@@ -191,12 +199,12 @@ async def test_simulcast_dynacast_recording_failover_and_drain_across_nodes(tmp_
         host_account = await a.register("Hedy Host")
         meeting = await a.meeting(host_account)
         red_account, viewer_account = await a.register("Rita Red"), await a.register("Vic Viewer")
-        host, at = await join_meeting(c, host_account, meeting, video_codec="VP8")
+        host, at = await join_meeting(c, host_account, meeting, nodes, video_codec="VP8")
         source = SimulcastPattern(sizes, fps=10)
         (track_id, _) = await host.publish([(source, "camera"), (ToneAudioTrack(), "microphone")])
-        red, red_at = await join_meeting(c, red_account, meeting)
+        red, red_at = await join_meeting(c, red_account, meeting, nodes)
         await red.publish([(SolidVideoTrack(RED, 160, 90, fps=10), "camera")])
-        viewer, viewer_at = await join_meeting(c, viewer_account, meeting)
+        viewer, viewer_at = await join_meeting(c, viewer_account, meeting, nodes)
         await viewer.publish([(SolidVideoTrack(BLUE, 160, 90, fps=10), "camera"), (ToneAudioTrack(), "microphone")])
         assert red_at == at and viewer_at != at
         by_id = {f"node-{'abc'[i]}": node for i, node in enumerate(nodes)}
