@@ -141,8 +141,10 @@ async def test_meetings_are_placed_on_the_least_loaded_node_and_joined_there(tmp
 async def two_publishers_on(a: Node, b: Node) -> list[Participant]:
     """A meeting placed on node a with two SDK participants publishing and receiving each other,
     whose token provider asks node b's API (the one that stays) and returns its answer's
-    (signaling_url, token), so that they can move."""
-    host, guest, meeting, _ = await a.hosted_meeting()
+    (signaling_url, token), so that they can move.  The accounts and the meeting are made
+    through node b's API, so that node a, idle, is also the less busy one: placement looks at
+    CPU (in steps of a tenth of a core) before the id."""
+    host, guest, meeting, _ = await b.hosted_meeting()
 
     def ticket(account: dict[str, Any]) -> Any:
         async def provide() -> tuple[str, str]:
@@ -210,7 +212,7 @@ async def test_the_web_client_follows_its_meeting_to_another_node_when_its_node_
     from tests.media.test_web_client import join_by_code, person, playing_videos, wait_until
 
     async with two_nodes(tmp_path) as (a, b, _):
-        host, _, meeting, _ = await a.hosted_meeting()
+        host, _, meeting, _ = await b.hosted_meeting()  # through b: node a stays the idler (see two_publishers_on)
 
         async def host_ticket() -> tuple[str, str]:
             entry = await join(b, host, meeting)
