@@ -68,8 +68,13 @@ class RembSum:
     def __init__(self) -> None:
         self._latest: dict[tuple[int, ...], tuple[float, float]] = {}
 
+    MAX_SETS = 16  # a subscriber naming ever new SSRC sets keeps this many, the newest
+
     def add(self, ssrcs: tuple[int, ...], bitrate: float, now: float) -> float:
+        self._latest.pop(ssrcs, None)
         self._latest[ssrcs] = (bitrate, now)
+        while len(self._latest) > self.MAX_SETS:
+            del self._latest[next(iter(self._latest))]
         for key, (_, at) in list(self._latest.items()):
             if now - at > REMB_FRESH:
                 del self._latest[key]

@@ -147,6 +147,11 @@ def test_rembs_of_separate_receivers_add_up_and_one_for_everything_counts_once()
     for _ in range(3):
         total = chromium.add((111, 222, 333), 2_000_000, now=5.0)
     assert total == 2_000_000
+    # A subscriber naming ever new SSRC sets (hostile RTCP) keeps a bounded number of them.
+    hostile = RembSum()
+    for ssrc in range(1000):
+        hostile.add((ssrc,), 1_000, now=6.0)
+    assert len(hostile._latest) == RembSum.MAX_SETS
     estimator = BandwidthEstimator(initial=3e6)
     estimator.on_remb(rembs.add((111,), 430_000, now=10.0), sending_rate=600_000, now=10.0)
     estimator.on_remb(rembs.add((222,), 300_000, now=10.2), sending_rate=600_000, now=10.2)
