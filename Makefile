@@ -22,7 +22,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed-run
 	$(BIN)/videoconf migrate
-	$(BIN)/videoconf run
+	$(BIN)/videoconf run $(RUN_ARGS)
 
 migrate: $(VENV)/.installed-run
 	$(BIN)/videoconf migrate
@@ -31,8 +31,10 @@ migrate: $(VENV)/.installed-run
 # from anywhere else): Chromium for the browser tests, coturn's turnutils clients for the TURN
 # interop tests, GStreamer's webrtcbin (with libnice and Python bindings for Debian's python3) as
 # an independent WebRTC peer (run by Debian's python3), openssl for the TLS tests, and private
-# PostgreSQL and Redis servers that the fault tests stop and start (the shared ones are never touched).
-TEST_PACKAGES := chromium fonts-liberation coturn openssl python3 redis-server postgresql \
+# PostgreSQL and Redis servers that the fault tests stop and start (the shared ones are never touched),
+# and for the deploy checks: nginx (the README's reverse proxy, run in front of a node) and
+# prometheus (promtool checks the scrape configuration and tests the alert rules).
+TEST_PACKAGES := chromium fonts-liberation coturn openssl python3 redis-server postgresql nginx-light prometheus \
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-libav python3-gi python3-gst-1.0 \
   gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0
@@ -43,10 +45,11 @@ test-packages:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages for the tests:" $$missing; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing \
-	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; }; \
+	    DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -q --no-install-recommends $$missing \
+	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -q --no-install-recommends $$missing; }; \
 	  else echo "the tests need these Debian packages: sudo apt-get install" $$missing >&2; exit 1; fi; \
 	fi
+	@command -v kubectl >/dev/null || { echo "the deploy checks need kubectl (for kubectl kustomize): install it from your Kubernetes distribution's packages" >&2; exit 1; }
 
 test: $(VENV)/.installed-test test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -153,6 +153,9 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.router.add_get("/sw.js", _web_file("sw.js", "text/javascript; charset=utf-8"), name="service-worker")
     app.router.add_get("/manifest.webmanifest", _web_file("manifest.webmanifest", "application/manifest+json", cache=True), name="manifest")
     app.router.add_get("/signaling", signaling.handle, name="signaling")
+    # The same socket under a node's own path, so that a reverse proxy or an Ingress can send
+    # /nodes/<node>/ to one node of a cluster without rewriting paths (deploy/nginx, kubernetes).
+    app.router.add_get("/nodes/{node}/signaling", signaling.handle, name="node-signaling")
     app.router.add_static("/web", WEB_ROOT, name="web")
 
     async def media(app: web.Application) -> AsyncIterator[None]:
