@@ -22,7 +22,7 @@ from control_api.cluster import RedisCluster
 from control_api.config import ApiSettings, TokenSettings
 from control_api.handlers import SERVICES, api
 from control_api.handlers.notifications import STREAMS
-from control_api.handlers.ops import SPEC
+from control_api.handlers.ops import SPEC, DependencyWatch
 from control_api.observability import ACCESS_LOG, METRICS, Metrics, observe
 from control_api.openapi import build_spec
 from control_api.pubsub import MemoryPubSub, PubSub, RedisPubSub
@@ -126,7 +126,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     services: Services = app[SERVICES]
     ctx = services.ctx
     ctx.settings.effective_recordings_dir.mkdir(parents=True, exist_ok=True)
+    watch = DependencyWatch(ctx, app[METRICS].registry)
+    watch.start()
     yield
+    await watch.stop()
     await ctx.bus.close()
     if ctx.redis is not None:
         await ctx.redis.aclose()

@@ -22,10 +22,12 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from control_api.errors import conflict
 from recorder import wire
@@ -170,6 +172,13 @@ class RoomRecorder:
                 self.track_added(participant, up)
         self.room.observers.append(self)
         self._tasks.spawn(self._choose_layers())
+
+    def backlog(self) -> int:
+        """Bytes written to the worker that it has not read yet."""
+        process = self.process
+        if process is None or process.stdin is None or process.stdin.is_closing():
+            return 0
+        return process.stdin.transport.get_write_buffer_size()
 
     @property
     def pid(self) -> int | None:
@@ -359,6 +368,22 @@ class RecorderManager:
         self.config = config
         self.recorders: dict[str, RoomRecorder] = {}
         self._finishing = TaskSet(log, "finishing a recording failed")
+        self.failures = 0  # recordings that failed, since the start
+        self.dropped = 0  # packets dropped by recordings that have ended (a recorder behind)
+
+    def collect(self) -> Iterator[Metric]:
+        """The recorder's metrics, read at each scrape."""
+        running = [r for r in self.recorders.values() if not r.stopping]
+        yield GaugeMetricFamily("videoconf_recorder_recordings", "Recordings in progress on this node", value=len(running))
+        yield GaugeMetricFamily(
+            "videoconf_recorder_backlog_bytes", "Bytes written to recorder workers and not yet read by them",
+            value=sum(r.backlog() for r in self.recorders.values()),
+        )
+        yield CounterMetricFamily(
+            "videoconf_recorder_dropped_packets", "Media packets dropped because a recorder worker was behind",
+            value=self.dropped + sum(r.dropped for r in self.recorders.values()),
+        )
+        yield CounterMetricFamily("videoconf_recorder_failures", "Recordings that failed", value=self.failures)
 
     def status(self, room_id: str) -> dict[str, Any] | None:
         recorder = self.recorders.get(room_id)
@@ -425,9 +450,11 @@ class RecorderManager:
         finally:
             if self.recorders.get(recorder.room.room_id) is recorder:
                 del self.recorders[recorder.room.room_id]
+            self.dropped += recorder.dropped
 
     async def _fail(self, recorder: RoomRecorder, error: str) -> None:
         """Mark the recording failed, keeping a partial file that holds anything."""
+        self.failures += 1
         keep = recorder.path.is_file() and recorder.path.stat().st_size > 0
         await self.store.fail(
             recorder.recording_id, error, file_name=recorder.file_name if keep else None,
@@ -440,6 +467,7 @@ class RecorderManager:
         recorder.detach()
         if self.recorders.get(recorder.room.room_id) is recorder:
             del self.recorders[recorder.room.room_id]
+            self.dropped += recorder.dropped
         await self._fail(recorder, error)
         await recorder.room.broadcast(
             {"type": "recording-stopped", "recording_id": str(recorder.recording_id), "reason": "recorder_failed"}

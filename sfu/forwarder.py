@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 from sfu.munger import Munger
@@ -124,7 +125,13 @@ class Vp8Munger:
 class Forwarder:
     """The forwarding state of one subscriber (or tap) of one track."""
 
-    def __init__(self, target: LayerRef | None, rng: random.Random | None = None, clock_rate: int = 90000) -> None:
+    def __init__(
+        self,
+        target: LayerRef | None,
+        rng: random.Random | None = None,
+        clock_rate: int = 90000,
+        on_switch: Callable[[], None] | None = None,
+    ) -> None:
         self.current: Any = None  # the layer forwarded now
         self.target: Any = target  # the layer wanted (None: paused)
         self.temporal: int | None = None  # the highest VP8 temporal layer forwarded (None: all)
@@ -134,6 +141,7 @@ class Forwarder:
         self.munger = Munger(rng)
         self.vp8 = Vp8Munger()
         self.switches = 0
+        self.on_switch = on_switch  # told of each switch (the node's counter); rare, never per packet
         self.last_sent_at: float | None = None
         self.frame_open = False  # the last packet sent did not end its frame
 
@@ -208,6 +216,8 @@ class Forwarder:
         gap = int((now - self.last_sent_at) * self.clock_rate) if self.last_sent_at is not None else 0
         if self.current is not None and self.current is not layer:
             self.switches += 1
+            if self.on_switch is not None:
+                self.on_switch()
         # A frame of the old layer cut short by the switch must look lost, not complete.
         self.munger.start(packet.sequence, packet.timestamp, gap, layer.position, 1 if self.frame_open else 0)
         self.current = layer

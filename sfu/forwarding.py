@@ -393,7 +393,9 @@ class DownTrack(ForwardsLayers):
         self.payload_type = payload_type
         self.metrics = metrics
         # what is forwarded, decided without I/O: the layer now sent, the one wanted, the numbers
-        self.forwarder = Forwarder(up.layers[-1] if up.kind == "video" else up.layers[0], rng)
+        self.forwarder = Forwarder(
+            up.layers[-1] if up.kind == "video" else up.layers[0], rng, on_switch=metrics.layer_switches.inc
+        )
         self.nacks = NackResponder(self)
         self.feedback = SubscriberFeedback(self, lambda: up.request_keyframe(self.current or self.target))
         self.tap = SenderTap(sender, [self.nacks, self.feedback])

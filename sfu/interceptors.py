@@ -151,6 +151,9 @@ class SubscriberFeedback(Interceptor):
         if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):  # aiortc still keeps RTT from it
             down = self.down
             for report in packet.reports:
-                if report.ssrc == down.tap.ssrc and self.listener is not None and down.up.kind == "video" and down.current is not None:
+                if report.ssrc != down.tap.ssrc:
+                    continue
+                down.metrics.receiver_loss.observe(report.fraction_lost / 256)
+                if self.listener is not None and down.up.kind == "video" and down.current is not None:
                     self.listener("loss", report.fraction_lost / 256)
         return False

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 
 DELAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+LOSS_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class NodeState(Protocol):
@@ -81,6 +82,16 @@ class SfuMetrics:
             "videoconf_sfu_forward_delay_seconds",
             "From a packet reaching the SFU to its last copy being written",
             buckets=DELAY_BUCKETS,
+            registry=registry,
+        )
+        self.layer_switches = Counter(
+            "videoconf_sfu_layer_switches", "Switches of the layer a subscriber's video stream is forwarded from",
+            registry=registry,
+        )
+        self.receiver_loss = Histogram(
+            "videoconf_sfu_receiver_loss_ratio",
+            "Fraction lost in each receiver report from subscribers (mean loss: rate of _sum over rate of _count)",
+            buckets=LOSS_BUCKETS,
             registry=registry,
         )
         for kind in ("decoder", "encoder"):

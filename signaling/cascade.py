@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from control_api.pubsub import PubSub, Subscription
 from sfu.relay import RelayFeed, RelayLink, parse_people, remote_track, room_state
@@ -329,6 +331,16 @@ class Cascade:
 
     def link_count(self) -> int:
         return sum(len(c.links) + len(c.feeds) for c in self.rooms.values())
+
+    def collect(self) -> Iterator[Metric]:
+        """``videoconf_cluster_relay_links{direction}``: feeds to other nodes and links from them."""
+        family = GaugeMetricFamily(
+            "videoconf_cluster_relay_links", "Relay links of meetings that span nodes (outgoing: feeds of this node's tracks)",
+            labels=["direction"],
+        )
+        family.add_metric(["outgoing"], sum(len(c.feeds) for c in self.rooms.values()))
+        family.add_metric(["incoming"], sum(len(c.links) for c in self.rooms.values()))
+        yield family
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())

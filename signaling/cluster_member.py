@@ -52,6 +52,7 @@ class ClusterMember:
         self._task: asyncio.Task[None] | None = None
         self._orders: asyncio.Task[None] | None = None
         self._touch: asyncio.Task[None] | None = None
+        self.last_beat: float | None = None  # monotonic time of the last heartbeat the registry took
         self.on_drain: Callable[[], None] | None = None  # what a drain order does (the node's Drain)
 
     def info(self) -> NodeInfo:
@@ -74,9 +75,18 @@ class ClusterMember:
         for state, count in sorted(self.seen.items()):
             family.add_metric([state], count)
         yield family
+        if self.last_beat is not None:
+            yield GaugeMetricFamily(
+                "videoconf_cluster_heartbeat_age_seconds", "Seconds since this node's last heartbeat reached the registry",
+                value=time.monotonic() - self.last_beat,
+            )
+
+    async def heartbeat(self) -> None:
+        await self.cluster.heartbeat(self.info())
+        self.last_beat = time.monotonic()
 
     async def start(self, bus: PubSub | None = None) -> None:
-        await self.cluster.heartbeat(self.info())  # in the registry before the first request
+        await self.heartbeat()  # in the registry before the first request
         self._task = asyncio.create_task(self._beat(), name="cluster-heartbeat")
         if bus is not None:
             self._orders = asyncio.create_task(self._listen(bus), name="cluster-orders")
@@ -95,7 +105,7 @@ class ClusterMember:
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             try:
-                await self.cluster.heartbeat(self.info())
+                await self.heartbeat()
                 seen: dict[str, int] = {SERVING: 0, DRAINING: 0}
                 for node in await self.cluster.nodes():
                     seen[node.state] = seen.get(node.state, 0) + 1
@@ -113,7 +123,7 @@ class ClusterMember:
         API places these meetings elsewhere from now on."""
         self.state = DRAINING
         try:
-            await self.cluster.heartbeat(self.info())
+            await self.heartbeat()
         except Exception as exc:
             log.error("could not announce the drain: %s", exc)
         for room_id in list(self.placements):
@@ -154,7 +164,7 @@ class ClusterMember:
 
     async def _beat_once(self) -> None:
         try:
-            await self.cluster.heartbeat(self.info())
+            await self.heartbeat()
         except Exception as exc:
             log.warning("a cluster heartbeat failed: %s", exc)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -16,14 +17,23 @@ from typing import Any
 from clients.loadtest.process import ChildProcess, free_port
 
 
+def unverified() -> ssl.SSLContext:
+    """For a test's own node over HTTPS, whatever its certificate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def request(url: str, body: dict | None = None, token: str | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=data, headers=headers)
+    context = unverified() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(req, timeout=10) as response:
+        with urllib.request.urlopen(req, timeout=10, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -34,8 +44,17 @@ class ServerProcess:
         """``log``: the file the server's standard error goes to (appended across restarts; by
         default ``<data_dir>-server.log`` beside it), never a pipe that a long run could fill."""
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "VIDEOCONF_DATA_DIR": str(data_dir), "VIDEOCONF_PORT": str(self.port), **env}
+        self.env = {
+            **os.environ,
+            "VIDEOCONF_DATA_DIR": str(data_dir),
+            "VIDEOCONF_PORT": str(self.port),
+            **env,
+        }
+        tls = (
+            self.env.get("VIDEOCONF_TLS_CERT")
+            or self.env.get("VIDEOCONF_TLS_SELF_SIGNED", "").lower() == "true"
+        )
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.env.pop("VIDEOCONF_CONFIG", None)
         self.log = log or data_dir.with_name(f"{data_dir.name}-server.log")
         self.child = ChildProcess(
@@ -48,7 +67,11 @@ class ServerProcess:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "videoconf.cli", *args], env=self.env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "videoconf.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     def start(self) -> str:

@@ -26,6 +26,10 @@ class TurnCollector(Collector):
             ("channels", "TURN channel bindings in force"),
         ):
             yield GaugeMetricFamily(f"videoconf_turn_{name}", help_text, value=gauges[name])
+        yield GaugeMetricFamily(
+            "videoconf_turn_allocation_quota", "Allocations allowed in all (turn.total_quota; 0: no limit)",
+            value=server.config.total_quota,
+        )
         stats = server.stats
         yield CounterMetricFamily("videoconf_turn_allocations_created", "TURN allocations created", value=stats.allocations_created)
         requests = CounterMetricFamily("videoconf_turn_requests", "Requests answered with success, by method", labels=["method"])

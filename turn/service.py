@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,8 +35,10 @@ def metrics_app(service: TurnService) -> web.Application:
     return app
 
 
-async def run_standalone(settings: TurnSettings, sfu_addresses: list[str] | None = None) -> None:
-    service = TurnService(settings, sfu_addresses=sfu_addresses)
+async def run_standalone(
+    settings: TurnSettings, sfu_addresses: list[str] | None = None, tls: ssl.SSLContext | None = None
+) -> None:
+    service = TurnService(settings, sfu_addresses=sfu_addresses, tls=tls)
     await service.start()
     runner: web.AppRunner | None = None
     if settings.metrics_port is not None:

@@ -278,8 +278,11 @@ class TurnService:
     """The TURN server on the running event loop: listeners, relays and the expiry sweep."""
 
     def __init__(self, settings: TurnSettings, *, sfu_addresses: list[str] | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: the context of the TLS listener, when the caller keeps it (and reloads its
+        certificate); by default one is made from ``tls_cert`` and ``tls_key``."""
         self.settings = settings
+        self.tls_context = tls
         self.sfu_addresses = sfu_addresses
         self.clock = clock
         self.server: TurnServer | None = None
@@ -321,7 +324,7 @@ class TurnService:
             if settings.tcp_port is not None:
                 self.tcp = await loop.create_server(lambda: StreamConnection(server, self.connections), settings.listen, settings.tcp_port)
             if settings.tls_cert is not None and settings.tls_key is not None and settings.tls_port is not None:
-                context = tls_context(settings.tls_cert, settings.tls_key)
+                context = self.tls_context or tls_context(settings.tls_cert, settings.tls_key)
                 self.tls = await loop.create_server(lambda: StreamConnection(server, self.connections), settings.listen, settings.tls_port, ssl=context)
         except BaseException:
             await self.stop()

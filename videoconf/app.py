@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from aiortc import RTCIceServer
+from prometheus_client import Gauge
 
 from control_api.app import create_api_app
 from control_api.handlers import SERVICES
@@ -29,6 +30,7 @@ from signaling.server import SignalingServer
 from turn.metrics import TurnCollector
 from turn.transport import TurnService
 from videoconf.config import Settings
+from videoconf.tls import CertificateFiles, TlsReloader, turn_certificate
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
 
@@ -43,8 +45,14 @@ TURN: web.AppKey[TurnService] = web.AppKey("turn", TurnService)
 WEB_PAGES = {"/", "/j/{code}", "/sw.js", "/manifest.webmanifest"}
 
 
-def _web_file(name: str, content_type: str, cache: bool = False) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
-    headers = {"Content-Type": content_type} if cache else {"Content-Type": content_type, "Cache-Control": "no-cache"}
+def _web_file(
+    name: str, content_type: str, cache: bool = False
+) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
+    headers = (
+        {"Content-Type": content_type}
+        if cache
+        else {"Content-Type": content_type, "Cache-Control": "no-cache"}
+    )
 
     async def handler(request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB_ROOT / name, headers=headers)
@@ -98,12 +106,27 @@ class Drain:
         self.ctx.draining = True
         await self.member.drain()
         told = await self.signaling.ask_to_reconnect()
-        log.warning("draining: %d participants asked to move; stopping when none is left, or in %.0f s", told, self.seconds)
+        log.warning(
+            "draining: %d participants asked to move; stopping when none is left, or in %.0f s",
+            told,
+            self.seconds,
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.seconds
         while self.member.node.participant_count() and loop.time() < deadline:
             await asyncio.sleep(0.2)
         stop()
+
+
+def _ca_file(path: Path) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            body=path.read_bytes(),
+            content_type="application/x-pem-file",
+            headers={"Content-Disposition": 'attachment; filename="videoconf-development-ca.pem"'},
+        )
+
+    return handler
 
 
 def stop() -> None:
@@ -115,7 +138,16 @@ def _graceful_exit() -> None:
     raise web.GracefulExit()
 
 
-def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application:
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    tls: CertificateFiles | None = None,
+    dev_ca: Path | None = None,
+) -> web.Application:
+    """``tls``: the certificate the node serves (reloaded on SIGHUP and when its files change);
+    ``dev_ca``: the development authority's certificate, served at ``/tls/ca.pem`` for devices
+    to trust."""
     verify_hooks()
     configure_ice(settings.ice_addresses, settings.ice_port_range, settings.udp_port)
     app = create_api_app(settings, clock=clock)
@@ -135,15 +167,32 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     member = None
     if cluster is not None:
         member = ClusterMember(
-            cluster, node, settings.effective_node_id, settings.effective_signaling_url, settings.node_max_participants
+            cluster,
+            node,
+            settings.effective_node_id,
+            settings.effective_signaling_url,
+            settings.node_max_participants,
         )
         signaling.member = member
-        signaling.cascade = Cascade(app[SERVICES].ctx.bus, settings.effective_node_id, signaling.on_order, recorder.status)
+        signaling.cascade = Cascade(
+            app[SERVICES].ctx.bus, settings.effective_node_id, signaling.on_order, recorder.status
+        )
         app[METRICS].registry.register(member)
+        app[METRICS].registry.register(signaling.cascade)
     app[SFU] = node
     app[SIGNALING] = signaling
     app[RECORDER] = recorder
-    turn = TurnService(settings.turn, sfu_addresses=sfu_media_addresses(settings)) if settings.turn.enabled else None
+    app[METRICS].registry.register(recorder)
+    turn_tls = turn_certificate(settings.turn) if settings.turn.enabled else None
+    turn = (
+        TurnService(
+            settings.turn,
+            sfu_addresses=sfu_media_addresses(settings),
+            tls=turn_tls.context if turn_tls else None,
+        )
+        if settings.turn.enabled
+        else None
+    )
     if turn is not None:
         app[TURN] = turn
         app[METRICS].registry.register(TurnCollector(lambda: turn.server))
@@ -151,24 +200,42 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
     app.router.add_get("/", app_shell, name="web-app")
     app.router.add_get("/j/{code}", app_shell, name="invite-link")
     app.router.add_get("/sw.js", _web_file("sw.js", "text/javascript; charset=utf-8"), name="service-worker")
-    app.router.add_get("/manifest.webmanifest", _web_file("manifest.webmanifest", "application/manifest+json", cache=True), name="manifest")
+    app.router.add_get(
+        "/manifest.webmanifest",
+        _web_file("manifest.webmanifest", "application/manifest+json", cache=True),
+        name="manifest",
+    )
     app.router.add_get("/signaling", signaling.handle, name="signaling")
     # The same socket under a node's own path, so that a reverse proxy or an Ingress can send
     # /nodes/<node>/ to one node of a cluster without rewriting paths (deploy/nginx, kubernetes).
     app.router.add_get("/nodes/{node}/signaling", signaling.handle, name="node-signaling")
     app.router.add_static("/web", WEB_ROOT, name="web")
+    if dev_ca is not None:
+        app.router.add_get("/tls/ca.pem", _ca_file(dev_ca), name="development-ca")
+    if tls is not None:
+        Gauge(
+            "videoconf_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate this node serves expires (UNIX time)",
+            registry=app[METRICS].registry,
+        ).set_function(lambda: tls.not_after or 0.0)
 
     async def media(app: web.Application) -> AsyncIterator[None]:
         try:
             stale = await app[SERVICES].recordings.fail_unfinished()
         except Exception:  # the database may be down at start: /readyz says so, the server still runs
-            logging.getLogger(__name__).exception("could not check for recordings left unfinished by the last run")
+            logging.getLogger(__name__).exception(
+                "could not check for recordings left unfinished by the last run"
+            )
         else:
             if stale:
-                logging.getLogger(__name__).warning("%d recordings left unfinished by the last run are marked failed", stale)
+                logging.getLogger(__name__).warning(
+                    "%d recordings left unfinished by the last run are marked failed", stale
+                )
         bound = await bind_udp_port()  # a port already taken stops the node here
         if bound:
-            logging.getLogger(__name__).info("ICE on one UDP port: %s", ", ".join(f"{a}:{p}" for a, p in bound))
+            logging.getLogger(__name__).info(
+                "ICE on one UDP port: %s", ", ".join(f"{a}:{p}" for a, p in bound)
+            )
         await node.start()
         if member is not None:
             drain = Drain(member, signaling, app[SERVICES].ctx, settings.drain_seconds)
@@ -177,7 +244,10 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> web.Application
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, drain.signalled)
         if turn is not None:
             await turn.start()
+        reloader = TlsReloader([f for f in (tls, turn_tls) if f is not None])
+        reloader.start()
         yield
+        await reloader.stop()
         if member is not None:
             await member.stop()  # out of the registry first: no new rooms come here
         if turn is not None:

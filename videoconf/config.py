@@ -54,6 +54,22 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str | None = None
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS on `port` with; read again on SIGHUP and on change",
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    tls_self_signed: bool = Field(
+        default=False,
+        description="development: serve HTTPS with a certificate from a local authority made once in <data_dir>/tls",
+    )
+    tls_hostnames: list[
+        Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:*-]+$")]
+    ] = Field(
+        default=[],
+        max_length=32,
+        description="more names or addresses for the development certificate",
+    )
     data_dir: Path = Path("var")
     database_url: str | None = None
     database_pool_size: int = Field(default=10, ge=1)
@@ -85,27 +101,40 @@ class Settings(BaseSettings):
     )
     ice_port_range: tuple[int, int] | None = Field(default=None, description="UDP ports for ICE, inclusive")
     udp_port: int | None = Field(
-        default=None, ge=1024, le=65535,
+        default=None,
+        ge=1024,
+        le=65535,
         description="One UDP port for every peer connection's ICE (one socket per address); instead of ice_port_range",
     )
-    announced_ip: str | None = Field(default=None, description="Public address of a 1:1 NAT in front of the SFU")
+    announced_ip: str | None = Field(
+        default=None, description="Public address of a 1:1 NAT in front of the SFU"
+    )
     sfu_ice_servers: list[IceServer] = Field(default=[], description="STUN/TURN servers the SFU itself uses")
     cluster: bool = Field(
-        default=False, description="Join the cluster in Redis: heartbeats, and rooms placed on its nodes (needs redis_url)"
+        default=False,
+        description="Join the cluster in Redis: heartbeats, and rooms placed on its nodes (needs redis_url)",
     )
     node_id: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
         description="This node's id in the cluster; default <host name>:<port>",
     )
-    connect_sources: list[Annotated[str, Field(pattern=r"^(wss?|https?)://[A-Za-z0-9.*:\[\]-]+$", max_length=200)]] = Field(
-        default=[], max_length=64,
+    connect_sources: list[
+        Annotated[str, Field(pattern=r"^(wss?|https?)://[A-Za-z0-9.*:\[\]-]+$", max_length=200)]
+    ] = Field(
+        default=[],
+        max_length=64,
         description="Origins beyond this node's the web client may connect to (CSP connect-src): a cluster's other nodes",
     )
     node_max_participants: int | None = Field(
         default=None, ge=1, description="Participants this node holds before new meetings go to other nodes"
     )
     drain_seconds: float = Field(
-        default=300.0, ge=0, le=86400,
+        default=300.0,
+        ge=0,
+        le=86400,
         description="On SIGTERM, a cluster node drains: the longest it waits for its participants to move",
     )
     resume_seconds: int = Field(default=30, ge=1, le=600)
@@ -116,7 +145,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     trusted_proxies: list[str] = []
     metrics_token: SecretStr | None = Field(
-        default=None, description="Bearer token /metrics asks for; unset: /metrics answers loopback clients only"
+        default=None,
+        description="Bearer token /metrics asks for; unset: /metrics answers loopback clients only",
     )
     rate_limits: RateLimits = RateLimits()
     password_hashing: PasswordHashing = PasswordHashing()
@@ -145,7 +175,15 @@ class Settings(BaseSettings):
             raise ValueError("set udp_port or ice_port_range, not both")
         if self.cluster and not self.redis_url:
             raise ValueError("cluster needs redis_url: the nodes find each other in Redis")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set tls_cert and tls_key together")
+        if self.tls_self_signed and self.tls_cert is not None:
+            raise ValueError("set tls_cert and tls_key, or tls_self_signed, not both")
         return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None or self.tls_self_signed
 
     @property
     def effective_node_id(self) -> str:
@@ -178,7 +216,8 @@ class Settings(BaseSettings):
 
     @property
     def base_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls_enabled else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
 
     @property
     def effective_database_url(self) -> str:
@@ -212,7 +251,11 @@ def over_default(default: BaseModel, given: dict[str, Any]) -> dict[str, Any]:
     merged: dict[str, Any] = {name: getattr(default, name) for name in type(default).model_fields}
     for name, value in given.items():
         current = merged.get(name)
-        merged[name] = over_default(current, value) if isinstance(current, BaseModel) and isinstance(value, dict) else value
+        merged[name] = (
+            over_default(current, value)
+            if isinstance(current, BaseModel) and isinstance(value, dict)
+            else value
+        )
     return merged
 
 

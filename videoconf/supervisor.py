@@ -6,7 +6,8 @@ processes, child ``i`` pinned to core ``i`` (modulo the cores there are), on HTT
 (``signaling_url`` may name ``{port}`` or ``{index}``; without one, each child's is derived from its
 port).  The children are nodes of one cluster (``cluster`` and ``redis_url`` are required): the API
 places each meeting on one of them.  SIGTERM or SIGINT is passed on to every child (a cluster
-node drains on SIGTERM; a second signal stops it at once).  A child that exits when nobody asked
+node drains on SIGTERM; a second signal stops it at once), and so is SIGHUP (certificates are
+loaded again).  A child that exits when nobody asked
 is started again after a second, at most ``MAX_RESTARTS`` times a minute."""
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def check(settings: Settings, processes: int) -> None:
     if processes < 1:
         raise ConfigError("--processes must be at least 1")
     if not settings.cluster:
-        raise ConfigError("--processes needs cluster = true (and redis_url): the processes share meetings through Redis")
+        raise ConfigError(
+            "--processes needs cluster = true (and redis_url): the processes share meetings through Redis"
+        )
     if settings.ice_port_range is not None:
         raise ConfigError("with --processes, give udp_port (child i takes udp_port + i), not ice_port_range")
     if settings.port == 0:
@@ -91,7 +94,9 @@ class Supervisor:
             _die_with_parent()
 
         self.children[index] = subprocess.Popen(
-            command, env={**os.environ, **child_environment(self.settings, index)}, preexec_fn=in_child,
+            command,
+            env={**os.environ, **child_environment(self.settings, index)},
+            preexec_fn=in_child,
         )
 
     def signalled(self, signum: int, frame: FrameType | None) -> None:
@@ -100,9 +105,16 @@ class Supervisor:
             if child is not None and child.poll() is None:
                 child.send_signal(signum)
 
+    def forward(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP: every node loads its certificates again."""
+        for child in self.children:
+            if child is not None and child.poll() is None:
+                child.send_signal(signum)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.signalled)
         signal.signal(signal.SIGINT, self.signalled)
+        signal.signal(signal.SIGHUP, self.forward)
         for index in range(self.processes):
             self.start(index)
         print(
@@ -116,7 +128,11 @@ class Supervisor:
                     running = running or child is not None
                     continue
                 if not self.stopping and self._may_restart(index):
-                    print(f"videoconf: node {index} exited with {child.returncode}; starting it again", file=sys.stderr, flush=True)
+                    print(
+                        f"videoconf: node {index} exited with {child.returncode}; starting it again",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     time.sleep(RESTART_DELAY)
                     self.start(index)
                     running = True

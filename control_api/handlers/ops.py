@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
+import logging
 import time
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from control_api.cluster import node_channel, node_summary
 from control_api.errors import ServiceError, conflict, forbidden, not_found, unauthorized
@@ -19,6 +21,7 @@ from control_api.openapi import DOCS_HTML, DOCS_INIT_JS
 from control_api.schemas import HealthOut, NodeDrainOut, NodeOut, NodesOut
 
 READY_TIMEOUT = 2.0
+DEPENDENCY_CHECK_INTERVAL = 10.0
 SPEC: web.AppKey[dict[str, Any]] = web.AppKey("openapi_spec", dict)
 
 
@@ -33,6 +36,18 @@ async def healthz(request: web.Request) -> HealthOut:
 )
 async def readyz(request: web.Request) -> web.Response:
     ctx = services(request).ctx
+    checks = await probe_dependencies(ctx)
+    if ctx.draining:
+        checks["node"] = "draining"
+    ok = all(v == "ok" for v in checks.values())
+    body = HealthOut(status="ok" if ok else "unavailable", checks=checks)
+    return web.Response(
+        status=200 if ok else 503, body=body.model_dump_json().encode(), content_type="application/json"
+    )
+
+
+async def probe_dependencies(ctx: Any) -> dict[str, str]:
+    """``ok`` or why not, for the database and (when used) Redis."""
     checks: dict[str, str] = {}
 
     async def check(name: str, probe: Any) -> None:
@@ -45,13 +60,41 @@ async def readyz(request: web.Request) -> web.Response:
     await check("database", ctx.db.ping())
     if ctx.redis is not None:
         await check("redis", ctx.redis.ping())
-    if ctx.draining:
-        checks["node"] = "draining"
-    ok = all(v == "ok" for v in checks.values())
-    body = HealthOut(status="ok" if ok else "unavailable", checks=checks)
-    return web.Response(
-        status=200 if ok else 503, body=body.model_dump_json().encode(), content_type="application/json"
-    )
+    return checks
+
+
+class DependencyWatch:
+    """``videoconf_dependency_up{dependency}`` and ``videoconf_node_draining``: the database and
+    Redis checked every ``interval`` seconds (a scrape cannot wait for them), for the alerts."""
+
+    def __init__(self, ctx: Any, registry: Any, interval: float = DEPENDENCY_CHECK_INTERVAL) -> None:
+        self.ctx, self.interval = ctx, interval
+        self.up = Gauge("videoconf_dependency_up", "1 when the dependency answered its last check", ("dependency",), registry=registry)
+        Gauge("videoconf_node_draining", "1 while this node drains", registry=registry).set_function(lambda: float(ctx.draining))
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self) -> dict[str, str]:
+        checks = await probe_dependencies(self.ctx)
+        for name, outcome in checks.items():
+            self.up.labels(name).set(1.0 if outcome == "ok" else 0.0)
+        return checks
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:  # never stop watching; the gauges keep their last values
+                logging.getLogger(__name__).exception("the dependency check failed")
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="dependency-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def metrics_refusal(authorization: str | None, client: str, token: str | None) -> ServiceError | None:

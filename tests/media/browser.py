@@ -32,7 +32,7 @@ MODULE = "/web/js/sfu-client.js"
 
 
 @asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
+async def chromium(extra_args: list[str] | None = None) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     if shutil.which(CHROMIUM) is None:
@@ -40,7 +40,9 @@ async def chromium() -> AsyncIterator[Any]:
     profile = tempfile.mkdtemp(prefix="videoconf-chromium-")
     try:
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *(extra_args or [])], headless=True
+            )
             try:
                 yield browser
             finally:

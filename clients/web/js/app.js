@@ -4,7 +4,7 @@
 
 import { api, blobUrl, login, logout, register, session, updateUser } from "./api.js";
 import { enterRoom } from "./room.js";
-import { announce, errorText, h, initials, show } from "./ui.js";
+import { announce, errorText, h, initials, mediaUnavailable, show } from "./ui.js";
 
 const nav = document.getElementById("nav");
 
@@ -310,7 +310,8 @@ async function preJoinView(meetingId, known = null) {
   async function preview() {
     if (stream) stream.getTracks().forEach((t) => t.stop());
     stream = null;
-    mediaError.textContent = "";
+    mediaError.textContent = mediaUnavailable() ?? "";
+    if (mediaError.textContent) return;
     const constraints = {
       video: { width: { ideal: 1280 }, height: { ideal: 720 }, ...(cameras.value ? { deviceId: { exact: cameras.value } } : {}) },
       audio: mics.value ? { deviceId: { exact: mics.value } } : true,

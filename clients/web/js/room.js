@@ -11,7 +11,7 @@
 
 import { api, session } from "./api.js";
 import { SfuClient } from "./sfu-client.js";
-import { announce, errorText, h, initials, show } from "./ui.js";
+import { announce, errorText, h, initials, mediaUnavailable, show } from "./ui.js";
 
 // State --------------------------------------------------------------------------------------------
 
@@ -395,6 +395,7 @@ function setRecording(room, status) {
 async function startShare(room) {
   const { client } = room;
   try {
+    if (!navigator.mediaDevices?.getDisplayMedia) throw new Error(mediaUnavailable() ?? "This browser cannot share a screen.");
     const display = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
     const track = display.getVideoTracks()[0];
     const [trackId] = await client.publish([{ track, source: "screen", simulcast: false }]);

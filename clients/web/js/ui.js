@@ -53,6 +53,17 @@ export function errorText(error) {
   return error?.message ?? String(error);
 }
 
+// Browsers give camera, microphone and screen only to secure pages (https://, or localhost):
+// elsewhere navigator.mediaDevices does not exist.  Why, in words, or null when media can work.
+export function mediaUnavailable() {
+  if (window.isSecureContext && navigator.mediaDevices?.getUserMedia) return null;
+  if (!window.isSecureContext) {
+    return `Your browser allows the camera and microphone only on secure pages, and this page was opened over plain HTTP (${location.origin}). ` +
+      "Open it with https:// (ask whoever runs this server to set up HTTPS), or on this computer at localhost. You can still join to watch and listen.";
+  }
+  return "This browser gives this page no camera or microphone. You can still join to watch and listen.";
+}
+
 export function initials(name) {
   return (name || "?").split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join("") || "?";
 }
