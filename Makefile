@@ -33,8 +33,9 @@ migrate: $(VENV)/.installed-run
 # an independent WebRTC peer (run by Debian's python3), openssl for the TLS tests, and private
 # PostgreSQL and Redis servers that the fault tests stop and start (the shared ones are never touched),
 # and for the deploy checks: nginx (the README's reverse proxy, run in front of a node) and
-# prometheus (promtool checks the scrape configuration and tests the alert rules).
-TEST_PACKAGES := chromium fonts-liberation coturn openssl python3 redis-server postgresql nginx-light prometheus \
+# prometheus (promtool checks the scrape configuration and tests the alert rules), and python3-venv
+# (the container test builds the image's environment with Debian's Python, which its user may run).
+TEST_PACKAGES := chromium fonts-liberation coturn openssl python3 python3-venv redis-server postgresql nginx-light prometheus \
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-libav python3-gi python3-gst-1.0 \
   gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0
