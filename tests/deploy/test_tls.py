@@ -130,6 +130,16 @@ def test_the_node_serves_https_and_loads_a_renewed_certificate_on_sighup_refusin
         assert _metric(server, "videoconf_tls_certificate_expiry_timestamp_seconds") == first.not_valid_after_utc.timestamp()
         health = server.cli("health")
         assert health.returncode == 0 and "https://127.0.0.1" in health.stdout, health.stderr
+        # Not TLS, a truncated or oversized handshake, and idle connections: each is dropped
+        # alone, the node answers others meanwhile and logs no traceback.
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(100)]
+        for junk in (b"\x00" * 10, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\xff\xff" + b"A" * 70000):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+                raw.sendall(junk)
+                assert raw.recv(100) == b""  # closed, nothing served in plain text
+        assert request(server.base + "/healthz")[0] == 200
+        for connection in idle:
+            connection.close()
 
         # A renewal (certbot writes new files), then SIGHUP: new connections get the new one.
         (live / "cert.pem").write_bytes(second_cert.read_bytes())
@@ -153,6 +163,7 @@ def test_the_node_serves_https_and_loads_a_renewed_certificate_on_sighup_refusin
     finally:
         code, log = server.stop()
     assert code == 0, log
+    assert "Traceback" not in log
 
 
 def test_a_certificate_that_cannot_be_loaded_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
