@@ -13,7 +13,7 @@ from videoconf import runtime
 from videoconf.config import ConfigError, Settings, load_settings, masked
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, secrets_needed: tuple[str, ...] | None = None) -> Settings:
     overrides: dict[str, Any] = {}
     if getattr(args, "host", None):
         overrides["host"] = args.host
@@ -23,6 +23,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["tls_self_signed"] = True
         # the processes of --processes read their settings from the environment
         os.environ["VIDEOCONF_TLS_SELF_SIGNED"] = "true"
+    if secrets_needed is not None:
+        return load_settings(args.config, secrets_needed=secrets_needed, **overrides)
     return load_settings(args.config, **overrides)
 
 
@@ -215,7 +217,7 @@ def cmd_turn(args: argparse.Namespace) -> int:
     from videoconf.logs import setup_logging
     from videoconf.tls import TlsError, TlsReloader, turn_certificate
 
-    settings = _settings(args)
+    settings = _settings(args, secrets_needed=())  # TURN signs no tokens
     setup_logging(settings.log_level, settings.log_json)
     if not settings.turn.secrets and not settings.turn.users:
         raise ConfigError("the TURN server needs turn.secrets or turn.users")

@@ -297,8 +297,12 @@ def _dev_secrets(path: Path, missing: list[str]) -> dict[str, str]:
     return {name: stored[name] for name in missing}
 
 
-def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Load settings from overrides, environment and TOML file, then settle the secrets."""
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None, *, secrets_needed: tuple[str, ...] = SECRET_FIELDS, **overrides: Any
+) -> Settings:
+    """Load settings from overrides, environment and TOML file, then settle the secrets.
+    ``secrets_needed``: the signing keys this process uses (``videoconf turn`` uses none, so a
+    TURN host need not hold them)."""
     previous = os.environ.get("VIDEOCONF_CONFIG")
     if config_file is not None:
         if not Path(config_file).is_file():
@@ -314,14 +318,14 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
                 os.environ.pop("VIDEOCONF_CONFIG", None)
             else:
                 os.environ["VIDEOCONF_CONFIG"] = previous
-    return settle_secrets(settings)
+    return settle_secrets(settings, secrets_needed)
 
 
-def settle_secrets(settings: Settings) -> Settings:
-    missing = [name for name in SECRET_FIELDS if getattr(settings, name) is None]
+def settle_secrets(settings: Settings, needed: tuple[str, ...] = SECRET_FIELDS) -> Settings:
+    missing = [name for name in needed if getattr(settings, name) is None]
     if settings.env == "production":
         problems = [f"{name} is missing" for name in missing]
-        for name in SECRET_FIELDS:
+        for name in needed:
             value = getattr(settings, name)
             if value is not None and (why := weakness(value.get_secret_value())):
                 problems.append(f"{name} is weak: {why}")

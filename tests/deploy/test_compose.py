@@ -95,7 +95,9 @@ def test_no_secret_is_committed_and_every_variable_is_in_the_example() -> None:
     assert "deploy/.env" in ignored and "deploy/certs/" in ignored
 
 
-def node_settings(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
+def node_settings(
+    service: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, secrets_needed: tuple[str, ...] | None = None
+) -> Settings:
     """The settings a container of ``service`` runs with: the image's environment, then the
     service's (the image's ENV lines come from the Dockerfile)."""
     from tests.deploy.test_container import DOCKERFILE, env_of, stages
@@ -109,7 +111,7 @@ def node_settings(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_
             monkeypatch.setenv(name, str(value))
     monkeypatch.setenv("VIDEOCONF_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("VIDEOCONF_RECORDINGS_DIR", str(tmp_path / "recordings"))
-    settings = load_settings(None)
+    settings = load_settings(None) if secrets_needed is None else load_settings(None, secrets_needed=secrets_needed)
     assert settings.env == "production"
     return settings
 
@@ -155,7 +157,9 @@ def test_the_turn_server_publishes_its_listeners_and_relay_range_and_is_scraped(
 ) -> None:
     service = compose["services"]["turn"]
     assert service["command"] == ["turn"]
-    settings = node_settings(service, monkeypatch, tmp_path)
+    # Least privilege: the TURN server gets its own secret and no token signing key ...
+    assert not {"VIDEOCONF_ACCESS_TOKEN_SECRET", "VIDEOCONF_ROOM_TOKEN_SECRET"} & set(service["environment"])
+    settings = node_settings(service, monkeypatch, tmp_path, secrets_needed=())  # ... as `videoconf turn` asks
     turn = settings.turn
     ports = published(service)
     assert {f"{turn.udp_port}:{turn.udp_port}/udp", f"{turn.tcp_port}:{turn.tcp_port}/tcp", f"{turn.tls_port}:{turn.tls_port}/tcp"} <= ports

@@ -156,6 +156,11 @@ def pod_environment(
                 lambda m: "$" if m.group(0) == "$$" else environment.get(m.group(1), m.group(0)),
                 entry["value"],
             )
+        elif "secretKeyRef" in entry["valueFrom"]:
+            reference = entry["valueFrom"]["secretKeyRef"]
+            assert reference["name"] == "videoconf", "the pods' Secret is the template's"
+            assert reference["key"] in secret, f"the Secret template has no key {reference['key']}"
+            value = secret[reference["key"]]
         else:
             value = fields[entry["valueFrom"]["fieldRef"]["fieldPath"]]
         environment[entry["name"]] = value
@@ -199,6 +204,10 @@ def load_pod_settings(
             if name.startswith("VIDEOCONF_"):
                 patch.setenv(name, value)
         patch.setenv("VIDEOCONF_CONFIG", str(config))
+        if spec.get("args", spec.get("command", []))[-1:] == ["turn"]:
+            # as `videoconf turn` loads them: with no token signing key, which it is not given
+            assert not {"VIDEOCONF_ACCESS_TOKEN_SECRET", "VIDEOCONF_ROOM_TOKEN_SECRET"} & set(environment)
+            return load_settings(secrets_needed=())
         return load_settings()
 
 

@@ -163,3 +163,32 @@ def test_config_file_is_taken_before_or_after_the_command(tmp_path, monkeypatch,
         assert main(argv) == 0
         assert json.loads(capsys.readouterr().out)["port"] == 9123
     assert main(["config", "show"]) == 0 and json.loads(capsys.readouterr().out)["port"] == 8080
+
+
+def test_the_turn_server_needs_no_token_signing_key_in_production(tmp_path, monkeypatch, capsys) -> None:
+    turn = {"secrets": [STRONG + "t"]}
+    with pytest.raises(ConfigError, match="access_token_secret is missing"):
+        load_settings(env="production", data_dir=tmp_path, turn=turn)
+    settings = load_settings(env="production", data_dir=tmp_path, turn=turn, secrets_needed=())
+    assert settings.access_token_secret is None and settings.turn.secrets
+    with pytest.raises(ConfigError, match=r"turn.secrets\[0\] is weak"):
+        load_settings(env="production", data_dir=tmp_path, turn={"secrets": ["short"]}, secrets_needed=())
+    # `videoconf turn` asks for none of them: it stops at the TURN secret's own check.
+    monkeypatch.setenv("VIDEOCONF_ENV", "production")
+    monkeypatch.setenv("VIDEOCONF_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("VIDEOCONF_TURN__SECRETS", '["short"]')
+    assert main(["turn"]) == 2
+    refusal = capsys.readouterr().err
+    assert "turn.secrets[0] is weak" in refusal and "access_token_secret" not in refusal
+
+
+def test_tls_settings_go_together_and_make_the_public_url_https(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="tls_cert and tls_key together"):
+        load_settings(data_dir=tmp_path, tls_cert=tmp_path / "cert.pem")
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(data_dir=tmp_path, tls_cert=tmp_path / "c", tls_key=tmp_path / "k", tls_self_signed=True)
+    with pytest.raises(ConfigError, match="tls_hostnames"):
+        load_settings(data_dir=tmp_path, tls_self_signed=True, tls_hostnames=["bad name/with slash"])
+    settings = load_settings(data_dir=tmp_path, tls_self_signed=True, port=8443)
+    assert settings.base_url == "https://127.0.0.1:8443"
+    assert settings.effective_signaling_url == "wss://127.0.0.1:8443/signaling"
