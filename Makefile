@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP_FLAGS ?= --disable-pip-version-check --quiet
+# Options for `make run`, e.g. RUN_ARGS="--dev-tls --host 0.0.0.0" (HTTPS for other devices on the LAN).
+RUN_ARGS ?=
 
 .PHONY: run test migrate bench-api bench-side-by-side loadtest clean test-packages janus
 

@@ -305,17 +305,19 @@ class UpTrack:
         ntp = current_ntp_time()
         abs_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
         sent = 0
+        copy_delay, clock = self.metrics.counts.copy_delay.observe, time.perf_counter
         for downtrack in self.downtracks:
             wants = downtrack.forwarder
             if wants.current is layer or wants.target is layer:
                 try:
                     if downtrack.forward(cached, layer, ntp, abs_time, now):
                         sent += 1
+                        copy_delay(clock() - started)
                 except Exception as exc:
                     self._failed("forward", downtrack, exc)
         if sent:
             octets = sent * len(cached.payload)
-            self.metrics.record_forward(self.kind, sent, octets, time.perf_counter() - started)
+            self.metrics.record_forward(self.kind, sent, octets, clock() - started)
 
     def _failed(self, where: str, consumer: Any, exc: Exception) -> None:
         """Count a failure in the packet path; log the 1st, 2nd, 4th, 8th... of each consumer."""

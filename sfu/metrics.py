@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 DELAY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 LOSS_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -45,6 +46,58 @@ class DroppedDatagrams:
         yield family
 
 
+class PacketHistogram:
+    """A histogram for the packet path: a list of counts and a sum, read at each scrape.
+    prometheus-client's takes a lock on every observation; this is a bisect and two additions
+    (one event loop writes it, and a scrape runs on that loop too)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
+
+
+class PacketCounts:
+    """The packet path's counters and delay histograms as plain numbers, exported at each scrape."""
+
+    def __init__(self) -> None:
+        self.forwarded = {"audio": 0, "video": 0}
+        self.octets = {"audio": 0, "video": 0}
+        self.received = {"audio": 0, "video": 0}
+        self.delay = PacketHistogram(DELAY_BUCKETS)  # arrival to the last copy of a packet
+        self.copy_delay = PacketHistogram(DELAY_BUCKETS)  # arrival to each copy
+
+    def collect(self) -> Iterator[Metric]:
+        for name, help_text, values in (
+            ("videoconf_sfu_packets_forwarded", "RTP packets written to subscribers", self.forwarded),
+            ("videoconf_sfu_packets_received", "RTP packets received from publishers (RTX included)", self.received),
+            ("videoconf_sfu_bytes_forwarded", "RTP payload bytes written to subscribers", self.octets),
+        ):
+            family = CounterMetricFamily(name, help_text, labels=["kind"])
+            for kind, value in values.items():
+                family.add_metric([kind], value)
+            yield family
+        yield self.delay.family(
+            "videoconf_sfu_forward_delay_seconds",
+            "From a packet reaching the SFU to its last copy being written (grows with the fan-out)",
+        )
+        yield self.copy_delay.family(
+            "videoconf_sfu_forward_copy_delay_seconds",
+            "From a packet reaching the SFU to each of its copies being written (one observation per copy)",
+        )
+
+
 class SfuMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -54,15 +107,8 @@ class SfuMetrics:
         self.peer_connections = Gauge(
             "videoconf_sfu_peer_connections", "Peer connections of this node not closed", registry=registry
         )
-        self.packets = Counter(
-            "videoconf_sfu_packets_forwarded", "RTP packets written to subscribers", ("kind",), registry=registry
-        )
-        self.received = Counter(
-            "videoconf_sfu_packets_received", "RTP packets received from publishers (RTX included)", ("kind",), registry=registry
-        )
-        self.bytes = Counter(
-            "videoconf_sfu_bytes_forwarded", "RTP payload bytes written to subscribers", ("kind",), registry=registry
-        )
+        self.counts = PacketCounts()
+        registry.register(self.counts)
         self.nacks_received = Counter("videoconf_sfu_nacks_received", "Sequence numbers NACKed by subscribers", registry=registry)
         self.nacks_sent = Counter("videoconf_sfu_nacks_sent", "Sequence numbers NACKed to publishers", registry=registry)
         self.retransmissions = Counter("videoconf_sfu_retransmissions", "Packets resent to subscribers from the cache", registry=registry)
@@ -78,12 +124,6 @@ class SfuMetrics:
             "tap: a recorder's, receive: a publisher's packet)",
             ("where",), registry=registry,
         )
-        self.forward_delay = Histogram(
-            "videoconf_sfu_forward_delay_seconds",
-            "From a packet reaching the SFU to its last copy being written",
-            buckets=DELAY_BUCKETS,
-            registry=registry,
-        )
         self.layer_switches = Counter(
             "videoconf_sfu_layer_switches", "Switches of the layer a subscriber's video stream is forwarded from",
             registry=registry,
@@ -96,9 +136,6 @@ class SfuMetrics:
         )
         for kind in ("decoder", "encoder"):
             self.codec_instances.labels(kind)  # exported as 0 from the start
-        self._packets = {kind: self.packets.labels(kind) for kind in ("audio", "video")}
-        self._bytes = {kind: self.bytes.labels(kind) for kind in ("audio", "video")}
-        self._received = {kind: self.received.labels(kind) for kind in ("audio", "video")}
 
     def observe(self, node: NodeState) -> None:
         """Read the gauges from ``node`` at every scrape."""
@@ -111,12 +148,13 @@ class SfuMetrics:
 
     def forwarded_total(self) -> float:
         """RTP packets written to subscribers since the start, both kinds."""
-        return sum(child._value.get() for child in self._packets.values())
+        return float(sum(self.counts.forwarded.values()))
 
     def record_receive(self, kind: str) -> None:
-        self._received[kind].inc()
+        self.counts.received[kind] += 1
 
     def record_forward(self, kind: str, packets: int, octets: int, delay: float) -> None:
-        self._packets[kind].inc(packets)
-        self._bytes[kind].inc(octets)
-        self.forward_delay.observe(delay)
+        counts = self.counts
+        counts.forwarded[kind] += packets
+        counts.octets[kind] += octets
+        counts.delay.observe(delay)

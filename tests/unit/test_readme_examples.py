@@ -23,7 +23,7 @@ from videoconf.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^ {0,3}```(\w*)\n(.*?)^ {0,3}```", re.S | re.M)  # CommonMark: a fence may be indented 3
 ENV_ASSIGNMENT = re.compile(r"\bVIDEOCONF_[A-Z0-9_]+=[^\s`]+")
 ENV_NAME = re.compile(r"\bVIDEOCONF_[A-Z0-9_]*[A-Z0-9]\b")
 HARNESS = ("tests", "benchmarks", "videoconf", "clients")  # where non-setting variables are read
@@ -110,7 +110,7 @@ def test_each_environment_example_loads_as_written(assignment: str, tmp_path: Pa
     settings = load_settings(data_dir=tmp_path)
     assert str(value_at(settings, path)).lower() == value.lower()
     parent, default = value_at(settings, path[:-1]), value_at(defaults(), path[:-1])
-    if isinstance(parent, BaseModel):  # the other keys of a nested setting keep their defaults
+    if len(path) > 1 and isinstance(parent, BaseModel):  # the other keys of a nested setting keep their defaults
         assert parent.model_dump(exclude={path[-1]}) == default.model_dump(exclude={path[-1]})
 
 
@@ -214,6 +214,10 @@ class Parsed(Exception):
 
 
 BENCHMARK_COMMANDS = [c for c in commands("python") if c.startswith(("python benchmarks/", "python -m benchmarks."))]
+
+
+def test_the_readme_has_benchmark_commands() -> None:
+    assert "python -m benchmarks.side_by_side [--quick]" in BENCHMARK_COMMANDS
 
 
 @pytest.mark.parametrize("command", BENCHMARK_COMMANDS)
