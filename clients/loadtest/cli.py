@@ -91,6 +91,7 @@ COLUMNS = (
     ("Mbit/s out", lambda r: _fmt(r["mbit_out"])),
     ("SFU CPU", lambda r: f"{r['sfu_cpu']:.0%}"),
     ("delay p50/p99 ms", lambda r: f"{_fmt(r['forward_delay_ms']['p50'], 2)}/{_fmt(r['forward_delay_ms']['p99'], 2)}"),
+    ("per-copy delay p50/p99 ms", lambda r: "/".join(_fmt((r.get("copy_delay_ms") or {}).get(q), 2) for q in ("p50", "p99"))),
     ("fps (sent)", lambda r: f"{_fmt(r['frame_rate']['median'])} ({r['frame_rate']['sent']})" if r["frame_rate"]["sent"] else "-"),
     ("freezes", lambda r: _fmt(r["freezes"])),
     ("loss", lambda r: "-" if r["packet_loss"] is None else f"{r['packet_loss']:.2%}"),

@@ -43,7 +43,8 @@ FORWARDED = "videoconf_sfu_packets_forwarded_total"
 RECEIVED = "videoconf_sfu_packets_received_total"
 BYTES_OUT = "videoconf_sfu_bytes_forwarded_total"
 CPU = "process_cpu_seconds_total"
-DELAY = "videoconf_sfu_forward_delay_seconds"
+DELAY = "videoconf_sfu_forward_delay_seconds"  # arrival to the last copy of each packet
+COPY_DELAY = "videoconf_sfu_forward_copy_delay_seconds"  # arrival to each copy
 
 
 class LoadTestError(Exception):
@@ -423,6 +424,8 @@ async def measure(meeting: Meeting, window: float) -> dict[str, Any]:
     before = scrape0.buckets(DELAY)
     after = scrape1.buckets(DELAY)
     p50, p99 = histogram_quantile(0.5, before, after), histogram_quantile(0.99, before, after)
+    copies0, copies1 = scrape0.buckets(COPY_DELAY), scrape1.buckets(COPY_DELAY)
+    copy_p50, copy_p99 = histogram_quantile(0.5, copies0, copies1), histogram_quantile(0.99, copies0, copies1)
     sfu_cpu = delta(CPU) / wall
     forwarded = delta(FORWARDED)
     fps_median = percentile(fps, 0.5) if fps else None
@@ -441,7 +444,8 @@ async def measure(meeting: Meeting, window: float) -> dict[str, Any]:
         "mbit_out": round(delta(BYTES_OUT) * 8 / wall / 1e6, 3),
         "sfu_cpu": round(sfu_cpu, 4),
         "sfu_us_per_forwarded_packet": round(delta(CPU) * 1e6 / forwarded, 2) if forwarded else None,
-        "forward_delay_ms": {"p50": _ms(p50), "p99": _ms(p99)},
+        "forward_delay_ms": {"p50": _ms(p50), "p99": _ms(p99)},  # to the last copy of each packet
+        "copy_delay_ms": {"p50": _ms(copy_p50), "p99": _ms(copy_p99)},  # to each copy
         "received_packets": int(received["packets"]),
         "received_per_second": round(received["packets"] / wall, 1),
         "packet_loss": round(received["lost"] / received["expected"], 5) if received["expected"] else None,

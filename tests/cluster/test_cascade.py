@@ -56,6 +56,14 @@ async def cluster(tmp_path: Path, count: int = 3, limit: int = 2, **env: str) ->
         await nodes[0].start()
         await asyncio.gather(*(node.start(migrate=False) for node in nodes[1:]))
         yield nodes
+    except BaseException:
+        # What each node logged at WARNING and above: shown with the failure (pytest prints it).
+        for node in nodes:
+            log = node.server.log.read_text(errors="replace").splitlines() if node.server.log.exists() else []
+            worth = [line for line in log if '"level": "WARNING"' in line or '"level": "ERROR"' in line]
+            print(f"--- {node.server.env.get('VIDEOCONF_NODE_ID')}: {len(worth)} warnings and errors, the last 30:")
+            print("\n".join(line[:400] for line in worth[-30:]))
+        raise
     finally:
         await asyncio.gather(*(node.close() for node in nodes), return_exceptions=True)
         keys = [key async for key in redis.scan_iter(match=prefix + "*")]
@@ -161,9 +169,17 @@ async def test_one_meeting_spans_three_nodes_with_media_chat_and_host_actions_be
         # Media still flows between the rest.
         rest = [p for p in people if p is not removed]
         start = {id(p): {o.identity: verified_frames(p, o.identity) for o in rest} for p in rest}
+        def stuck() -> str:
+            pairs = [
+                f"{o.identity}@{placed[people.index(o)]} -> {p.identity}@{placed[people.index(p)]}: "
+                f"{verified_frames(p, o.identity) - start[id(p)][o.identity]} new frames"
+                for p in rest for o in rest if o is not p and verified_frames(p, o.identity) < start[id(p)][o.identity] + 10
+            ]
+            return "video among the rest after the removal; pairs still short: " + "; ".join(pairs)
+
         await until(
             lambda: all(verified_frames(p, o.identity) >= start[id(p)][o.identity] + 10 for p in rest for o in rest if o is not p),
-            30, "video among the rest after the removal",
+            30, stuck,
         )
 
         # The host ends the meeting: everyone on every node is told.

@@ -47,8 +47,10 @@ async def test_tiny_livestream_report_is_complete_and_consistent(meeting: Meetin
     assert report["packet_loss"] is not None and report["packet_loss"] <= 0.05
     assert 0 < report["mbit_in"] < report["mbit_out"]
     assert report["frame_rate"]["sent"] == 30 and report["frame_rate"]["median"] > 5
-    delay = report["forward_delay_ms"]
+    delay, copies = report["forward_delay_ms"], report["copy_delay_ms"]
     assert delay["p50"] is not None and 0 < delay["p50"] <= delay["p99"]
+    # Each copy leaves no later than the last copy of its packet.
+    assert copies["p50"] is not None and 0 < copies["p50"] <= delay["p50"] and copies["p99"] <= delay["p99"]
     assert report["join_ms"]["p50"] > 0 and report["first_media_ms"]["p50"] >= report["join_ms"]["p50"]
     assert report["sfu_cpu"] > 0 and report["sfu_us_per_forwarded_packet"] > 0
     assert report["decoded"]["receivers"] == 1
