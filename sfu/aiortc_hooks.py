@@ -36,6 +36,7 @@ import itertools
 import logging
 import socket
 import struct
+import time
 import types
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -53,6 +54,7 @@ from aiortc.rtp import (
     RTCP_PSFB_APP,
     RtcpPsfbPacket,
     RtpPacket,
+    is_rtcp,
     pack_remb_fci,
     unpack_remb_fci,
     unwrap_rtx,
@@ -439,6 +441,9 @@ def guard_datagrams() -> None:
         self.receiver.data_received(data, self.local_candidate.component)
 
     def data_received(self: Any, data: bytes, component: int) -> None:
+        dtls = self.__dict__.get("_vc_dtls")
+        if dtls is not None and 127 < data[0] < 192 and not self._queue.qsize() and receive_now(dtls, data):
+            return
         if self._queue.qsize() >= DATA_QUEUE_LIMIT:
             GUARD.drop("queue_full")
             return
@@ -447,7 +452,75 @@ def guard_datagrams() -> None:
     protocol_class.datagram_received = datagram_received  # type: ignore[method-assign]
     aioice.ice.Connection.data_received = data_received  # type: ignore[method-assign]
     _guard_parsing()
+    _track_receive_now()
     _guard_installed = True
+
+
+# Receiving SRTP without a task -----------------------------------------------------------------
+#
+# aiortc hands every datagram through aioice's queue to the DTLS transport's receive task, which
+# decrypts it and awaits four coroutines deep before the SFU sees it: per packet, a queue put and
+# get, a future and a task step.  For a connection whose receivers are all the SFU's taps, an
+# SRTP packet (not RTCP, which the interceptors await) is instead decrypted and handled while its
+# datagram is delivered, when nothing is waiting in the queue before it (order is kept).
+
+NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900 (NTP, aiortc's arrival clock) to 1970
+
+
+def enable_receive_now(dtls: Any) -> None:
+    """Let ``dtls``'s SRTP packets take ``receive_now`` once it is connected (now, if it is)."""
+    dtls._vc_receive_now = True
+    if dtls.state == "connected":
+        dtls.transport._connection._vc_dtls = dtls
+
+
+def receive_now(dtls: Any, data: bytes) -> bool:
+    """Decrypt and handle one SRTP packet of ``dtls`` now; False leaves it to aiortc's task."""
+    srtp = dtls._rx_srtp
+    if srtp is None or dtls._state is not _DTLS_CONNECTED or is_rtcp(data):
+        return False
+    dtls._RTCDtlsTransport__rx_bytes += len(data)
+    dtls._RTCDtlsTransport__rx_packets += 1
+    arrival_ms = int((time.time() + NTP_UNIX_OFFSET) * 1000)
+    try:
+        plain = srtp.unprotect(data)
+    except pylibsrtp.Error:
+        GUARD.drop("srtp_unprotect")
+        return True
+    try:
+        packet = RtpPacket.parse(plain, dtls._rtp_header_extensions_map)
+    except (ValueError, struct.error):
+        GUARD.drop("malformed_rtp")
+        return True
+    receiver = dtls._rtp_router.route_rtp(packet)
+    if receiver is None:
+        return True
+    tap = receiver.__dict__.get("_vc_tap")
+    if tap is not None:
+        tap.handle_now(packet, arrival_ms)
+    else:  # not the SFU's (yet): aiortc's own handling, in order for that receiver
+        asyncio.get_running_loop().create_task(receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_ms))
+    return True
+
+
+def _track_receive_now() -> None:
+    """A DTLS transport marked by ``enable_receive_now`` offers its connection the fast path
+    when it connects, and withdraws it when it closes or fails."""
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    set_state = RTCDtlsTransport._set_state
+
+    def _set_state(self: Any, state: Any) -> None:
+        set_state(self, state)
+        if not getattr(self, "_vc_receive_now", False):
+            return
+        connection = self.transport._connection
+        if state is _DTLS_CONNECTED:
+            connection._vc_dtls = self
+        elif connection.__dict__.get("_vc_dtls") is self:
+            del connection._vc_dtls
+
+    RTCDtlsTransport._set_state = _set_state  # type: ignore[method-assign]
 
 
 def _guard_parsing() -> None:
@@ -526,6 +599,7 @@ def count_codec_instances() -> CodecCounter:
 # Publisher side ------------------------------------------------------------------------------
 
 PacketHandler = Callable[[RtpPacket, RTCRtpCodecParameters, int, bool], Awaitable[None]]
+PacketHandlerNow = Callable[[RtpPacket, RTCRtpCodecParameters, int, bool], None]
 ErrorHandler = Callable[[Exception], None]
 
 
@@ -553,9 +627,16 @@ class ReceiverTap:
         on_packet: PacketHandler,
         interceptors: Sequence[Interceptor] = (),
         on_error: ErrorHandler | None = None,
+        on_packet_now: PacketHandlerNow | None = None,
     ) -> None:
+        """``on_packet_now``: the same handler, synchronous.  With it, the publisher's SRTP
+        packets skip aiortc's queue and receive task: they are decrypted and handled as their
+        datagram arrives (see ``receive_now``)."""
         self.receiver = receiver
         self._on_packet = on_packet
+        self._on_packet_now = on_packet_now
+        self._rtcp_sends: set[asyncio.Task[None]] = set()
+        self.handled_now = 0  # packets that took ``handle_now`` (the rest took aiortc's task)
         self.interceptors = list(interceptors)
         self._on_error = on_error
         self.errors = 0
@@ -566,6 +647,9 @@ class ReceiverTap:
         self._send_rtcp_stock = receiver._send_rtcp
         receiver._send_rtcp = self._send_rtcp  # type: ignore[method-assign]
         self.unsendable_rtcp = 0
+        if on_packet_now is not None:
+            receiver._vc_tap = self  # type: ignore[attr-defined]
+            enable_receive_now(receiver.transport)
 
     async def _send_rtcp(self, packet: Any) -> None:
         """aiortc's RTCP task ends, silently, on any error but a cancellation, and stopping the
@@ -608,6 +692,40 @@ class ReceiverTap:
                 log.error("handling a publisher's packet failed", exc_info=exc)
 
     async def _receive(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        prepared = self._prepare(packet, arrival_time_ms)
+        if prepared is None:
+            return
+        packet, codec, repaired, remb = prepared
+        if remb is not None:
+            await self.receiver._send_rtcp(remb)
+        await self._on_packet(packet, codec, arrival_time_ms, repaired)
+
+    def handle_now(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        """``_handle`` without a coroutine: the packet handled now, a REMB sent by a task."""
+        self.handled_now += 1
+        try:
+            prepared = self._prepare(packet, arrival_time_ms)
+            if prepared is None:
+                return
+            packet, codec, repaired, remb = prepared
+            if remb is not None:
+                task = asyncio.get_running_loop().create_task(self.receiver._send_rtcp(remb))
+                self._rtcp_sends.add(task)
+                task.add_done_callback(self._rtcp_sends.discard)
+            assert self._on_packet_now is not None
+            self._on_packet_now(packet, codec, arrival_time_ms, repaired)
+        except Exception as exc:
+            self.errors += 1
+            if self._on_error is not None:
+                self._on_error(exc)
+            elif self.errors == 1:
+                log.error("handling a publisher's packet failed", exc_info=exc)
+
+    def _prepare(
+        self, packet: RtpPacket, arrival_time_ms: int
+    ) -> tuple[RtpPacket, RTCRtpCodecParameters, bool, RtcpPsfbPacket | None] | None:
+        """What aiortc's receiver keeps of a packet (its statistics and bitrate estimate), and
+        the packet as the SFU takes it (RTX unwrapped): None when it is of no known codec."""
         receiver = self.receiver
         if not self._decoder_stopped:
             self._decoder_stopped = True
@@ -615,13 +733,14 @@ class ReceiverTap:
         codecs = getattr(receiver, f"{_R}codecs")
         codec = codecs.get(packet.payload_type)
         if codec is None:
-            return
+            return None
         streams: dict[int, StreamStatistics] = getattr(receiver, f"{_R}remote_streams")
         stats = streams.get(packet.ssrc)
         if stats is None:
             stats = streams[packet.ssrc] = StreamStatistics(codec.clockRate)
         stats.add(packet)
         estimator: RemoteBitrateEstimator | None = getattr(receiver, f"{_R}remote_bitrate_estimator")
+        remb_packet = None
         if estimator is not None and packet.extensions.abs_send_time is not None:
             remb = estimator.add(
                 abs_send_time=packet.extensions.abs_send_time,
@@ -635,21 +754,20 @@ class ReceiverTap:
                 bitrate = float(estimate)
                 for interceptor in self.interceptors:
                     bitrate = interceptor.outgoing_remb(bitrate)
-                bitrate = int(bitrate)
-                await receiver._send_rtcp(
-                    RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs))
+                remb_packet = RtcpPsfbPacket(
+                    fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(int(bitrate), ssrcs)
                 )
         repaired = False
         if is_rtx(codec):
             apt = codec.parameters.get("apt")
             if not isinstance(apt, int) or apt not in codecs or len(packet.payload) < 2:
-                return
+                return None
             # The up-track maps the RTX SSRC to its layer (FID group, repaired RID, or the one
             # media SSRC of a plain stream); the SSRC stays the RTX one here.
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=packet.ssrc)
             codec = codecs[apt]
             repaired = True
-        await self._on_packet(packet, codec, arrival_time_ms, repaired)
+        return packet, codec, repaired, remb_packet
 
     def rtx_media_ssrc(self, rtx_ssrc: int) -> int | None:
         """The media SSRC an RTX SSRC repairs, as the SDP's FID group said."""

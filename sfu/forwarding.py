@@ -127,7 +127,7 @@ class UpTrack:
 
     def attach(self, receiver: RTCRtpReceiver) -> None:
         interceptors = [self.remb_hold, SenderReports(self._on_sender_report)]
-        self.tap = ReceiverTap(receiver, self._on_packet, interceptors, self._receive_failed)
+        self.tap = ReceiverTap(receiver, self._on_packet, interceptors, self._receive_failed, self.receive_now)
 
     def bind_layer(self, layer: Layer, tap: ReceiverTap, ssrc: int | None, rtx: int | None) -> None:
         """A relayed track: ``layer`` arrives on a receiver of its own (``tap``) as ``ssrc``, repaired
@@ -218,6 +218,10 @@ class UpTrack:
         return layer
 
     async def _on_packet(self, packet: RtpPacket, codec: RTCRtpCodecParameters, arrival_ms: int, repaired: bool = False) -> None:
+        self.receive_now(packet, codec, arrival_ms, repaired)
+
+    def receive_now(self, packet: RtpPacket, codec: RTCRtpCodecParameters, arrival_ms: int, repaired: bool = False) -> None:
+        """One packet of the publisher, handled and fanned out synchronously."""
         started = time.perf_counter()
         now = self.clock()
         layer = self._layer_for(packet, repaired)

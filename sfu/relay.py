@@ -267,17 +267,20 @@ class RelayLink:
         track_id, _, position = key.rpartition("/")
         receiver, _, _ = self.layers[key]
 
-        async def on_packet(packet: Any, codec: Any, arrival: int, repaired: bool = False) -> None:
+        def on_packet_now(packet: Any, codec: Any, arrival: int, repaired: bool = False) -> None:
             up = self._bound(track_id, key)
             if up is not None:
-                await up._on_packet(packet, codec, arrival, repaired)
+                up.receive_now(packet, codec, arrival, repaired)
+
+        async def on_packet(packet: Any, codec: Any, arrival: int, repaired: bool = False) -> None:
+            on_packet_now(packet, codec, arrival, repaired)
 
         def on_report(ssrc: int, ntp: int, rtp: int) -> None:
             up = self._bound(track_id, key)
             if up is not None:
                 up._on_sender_report(ssrc, ntp, rtp)
 
-        self.taps[key] = ReceiverTap(receiver, on_packet, [SenderReports(on_report)])
+        self.taps[key] = ReceiverTap(receiver, on_packet, [SenderReports(on_report)], on_packet_now=on_packet_now)
 
     def _bound(self, track_id: str, key: str) -> UpTrack | None:
         up = self.room.remote_track(track_id)
