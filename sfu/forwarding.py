@@ -83,6 +83,7 @@ class UpTrack:
         self.codec: RTCRtpCodecParameters | None = None
         self.muted = False  # as the publisher says
         self.blocked = False  # muted by a host: nothing is forwarded
+        self.on_gap: Callable[[], None] | None = None  # a packet went missing upstream (the node's wake)
         self.downtracks: list[DownTrack] = []
         self.simulcast = simulcast
         if simulcast is not None and simulcast.layers > 1:
@@ -260,7 +261,8 @@ class UpTrack:
     ) -> tuple[bool, Vp8Descriptor | None, int | None, int | None, int | None] | None:
         """(keyframe, VP8 descriptor, temporal layer, picture ID, TL0PICIDX) of a video packet,
         the latter two unwrapped; the layer learns its loss, size and rates.  None: malformed."""
-        layer.losses.on_packet(sequence, now)
+        if layer.losses.on_packet(sequence, now) and self.on_gap is not None:
+            self.on_gap()
         vp8 = tid = picture_id = tl0 = None
         name = codec.name.lower()
         if name == "vp8":
@@ -333,6 +335,9 @@ class UpTrack:
 
     def _receive_failed(self, exc: Exception) -> None:
         self._failed("receive", self, exc)
+
+    def losses_pending(self) -> bool:
+        return any(layer.losses.pending for layer in self.layers)
 
     async def tick(self) -> None:
         """Periodic work: NACK what is still missing upstream, per layer."""

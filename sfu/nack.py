@@ -30,12 +30,13 @@ class LossTracker:
         self.recovered = 0
         self.abandoned = 0
 
-    def on_packet(self, sequence: int, now: float) -> None:
+    def on_packet(self, sequence: int, now: float) -> bool:
+        """Take one arrival; True when it opened a gap (packets are now missing that were not)."""
         highest = self._highest
         if highest is None:
             self._highest = sequence
-            return
-        if sequence > highest:
+            return False
+        if sequence > highest + 1:
             first_gap = max(highest + 1, sequence - self.max_missing)
             for seq in range(first_gap, sequence):
                 self._missing[seq] = _Missing(now, now, 0)
@@ -44,8 +45,17 @@ class LossTracker:
                 for seq in sorted(self._missing)[: len(self._missing) - self.max_missing]:
                     del self._missing[seq]
                     self.abandoned += 1
+            return True
+        if sequence == highest + 1:
+            self._highest = sequence
         elif self._missing.pop(sequence, None) is not None:
             self.recovered += 1
+        return False
+
+    @property
+    def pending(self) -> bool:
+        """Packets are missing: the next NACK is due within a tick."""
+        return bool(self._missing)
 
     def due(self, now: float, rtt: float | None = None) -> list[int]:
         """Sequence numbers to NACK now; each is asked for again after about one round trip,

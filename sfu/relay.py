@@ -144,6 +144,7 @@ def remote_track(info: dict[str, Any], owner: str, room: Room) -> UpTrack:
     up.muted = bool(info.get("muted"))
     up.blocked = bool(info.get("blocked"))
     up.remote = True
+    up.on_gap = room.node.wake
     now = room.node.clock()
     for layer in up.layers:
         layer.resumed_at = now  # to be had: the link brings it once it is wanted

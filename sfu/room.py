@@ -65,7 +65,8 @@ from sfu.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 20.0
-TICK_INTERVAL = 0.02
+TICK_INTERVAL = 0.02  # while packets are missing upstream: NACKs are due within a tick
+CALM_TICK_INTERVAL = 0.1  # otherwise; a new gap wakes the ticker at once
 SPEAKER_INTERVAL = 0.25
 ALLOCATE_INTERVAL = 0.5
 DYNACAST_INTERVAL = 1.0
@@ -246,6 +247,7 @@ class Participant:
                 simulcast=simulcast.get(mid) if transceiver.kind == "video" else None,
             )
             up.muted = bool(info.get("muted"))
+            up.on_gap = self.room.node.wake
             media = [c for c in negotiated_codecs(transceiver) if not is_rtx(c)]
             if not media:
                 continue
@@ -737,6 +739,9 @@ class SfuNode:
         self.rooms: dict[str, Room] = {}
         self.clock: Callable[[], float] = time.monotonic
         self._ticker: asyncio.Task[None] | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._calm = True
         self.removal_listeners: list[Callable[[Participant, str], None]] = []
         self.peer_connections: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()  # all it made
         enable_simulcast()
@@ -780,11 +785,35 @@ class SfuNode:
     async def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick(), name="sfu-ticker")
 
+    def wake(self) -> None:
+        """A packet went missing upstream: tick within ``TICK_INTERVAL`` (a packet merely
+        reordered has that long to arrive before it is NACKed, as before), and every
+        ``TICK_INTERVAL`` while anything is missing."""
+        wake, timer = self._wake, self._timer
+        if wake is None or wake.done() or timer is None or not self._calm:
+            return
+        timer.cancel()
+        self._calm = False
+        self._timer = asyncio.get_running_loop().call_later(TICK_INTERVAL, _settle, wake)
+
     async def _tick(self) -> None:
+        """The node's clock: upstream NACKs, active speakers, allocation and dynacast.  It runs
+        every ``TICK_INTERVAL`` while packets are missing upstream, else every
+        ``CALM_TICK_INTERVAL`` (50 wake-ups a second cost an idle node about 1% of a core)."""
+        loop = asyncio.get_running_loop()
         last_speakers = last_allocation = last_dynacast = self.clock()
+        missing = False
         while True:
-            await asyncio.sleep(TICK_INTERVAL)
+            self._wake = wake = loop.create_future()
+            self._calm = not missing
+            self._timer = loop.call_later(TICK_INTERVAL if missing else CALM_TICK_INTERVAL, _settle, wake)
+            try:
+                await wake
+            finally:
+                self._timer.cancel()
+                self._wake = self._timer = None
             now = self.clock()
+            missing = False
             for room in list(self.rooms.values()):
                 for participant in list(room.participants.values()):
                     for up in list(participant.uptracks.values()):
@@ -794,6 +823,7 @@ class SfuNode:
                             pass
                         except Exception:
                             log.exception("NACK tick failed for %s", up.track_id)
+                        missing = missing or up.losses_pending()
             await self._periodic(now, last_speakers, SPEAKER_INTERVAL, Room.update_speakers)
             if now - last_speakers >= SPEAKER_INTERVAL:
                 last_speakers = now
@@ -829,3 +859,8 @@ class SfuNode:
                 pass
         for room in list(self.rooms.values()):
             await room.close()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -191,3 +191,14 @@ def test_down_track_header_template_matches_a_packet_built_field_by_field(mid, a
         expected = build_packet(1, 111, 70000, 2**33 + 5, 0xDEADBEEF, extension_block(elements), b"payload")
         assert packet == expected
         assert RtpPacket.parse(expected).sequence_number == 70000 & 0xFFFF
+
+
+def test_loss_tracker_says_when_a_gap_opens_and_while_packets_are_missing() -> None:
+    tracker = LossTracker()
+    assert [tracker.on_packet(seq, now=0.0) for seq in (10, 11, 12)] == [False, False, False]
+    assert not tracker.pending
+    assert tracker.on_packet(15, now=0.0) is True and tracker.pending  # 13 and 14 are missing
+    assert tracker.on_packet(16, now=0.0) is False  # no new gap
+    assert tracker.on_packet(13, now=0.01) is False and tracker.pending
+    assert tracker.on_packet(14, now=0.01) is False and not tracker.pending  # both came after all
+    assert tracker.on_packet(12, now=0.02) is False and not tracker.pending  # a late duplicate
