@@ -853,10 +853,7 @@ class SfuNode:
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-            try:
-                await self._ticker
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait({self._ticker}, timeout=5)
         for room in list(self.rooms.values()):
             await room.close()
 

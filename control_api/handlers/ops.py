@@ -72,6 +72,7 @@ class DependencyWatch:
         self.up = Gauge("videoconf_dependency_up", "1 when the dependency answered its last check", ("dependency",), registry=registry)
         Gauge("videoconf_node_draining", "1 while this node drains", registry=registry).set_function(lambda: float(ctx.draining))
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def check(self) -> dict[str, str]:
         checks = await probe_dependencies(self.ctx)
@@ -80,21 +81,28 @@ class DependencyWatch:
         return checks
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.check()
             except Exception:  # never stop watching; the gauges keep their last values
                 logging.getLogger(__name__).exception("the dependency check failed")
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dependency-watch")
 
     async def stop(self) -> None:
+        """Let a check in flight finish (each probe gives up after ``READY_TIMEOUT``) rather than
+        cancel it mid-command: a Redis command cancelled while the client is being closed can
+        leave the close waiting."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=2 * READY_TIMEOUT + 1)
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({self._task}, timeout=1)
 
 
 def metrics_refusal(authorization: str | None, client: str, token: str | None) -> ServiceError | None:
