@@ -489,10 +489,10 @@ def receive_now(dtls: Any, data: bytes) -> bool:
         return True
     try:
         packet = RtpPacket.parse(plain, dtls._rtp_header_extensions_map)
-    except (ValueError, struct.error):
+        receiver = dtls._rtp_router.route_rtp(packet)
+    except Exception:  # network input, decrypted: nothing it holds may raise out of delivery
         GUARD.drop("malformed_rtp")
         return True
-    receiver = dtls._rtp_router.route_rtp(packet)
     if receiver is None:
         return True
     tap = receiver.__dict__.get("_vc_tap")
@@ -685,11 +685,14 @@ class ReceiverTap:
         try:
             await self._receive(packet, arrival_time_ms)
         except Exception as exc:
-            self.errors += 1
-            if self._on_error is not None:
-                self._on_error(exc)
-            elif self.errors == 1:
-                log.error("handling a publisher's packet failed", exc_info=exc)
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        self.errors += 1
+        if self._on_error is not None:
+            self._on_error(exc)
+        elif self.errors == 1:
+            log.error("handling a publisher's packet failed", exc_info=exc)
 
     async def _receive(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         prepared = self._prepare(packet, arrival_time_ms)
@@ -715,11 +718,7 @@ class ReceiverTap:
             assert self._on_packet_now is not None
             self._on_packet_now(packet, codec, arrival_time_ms, repaired)
         except Exception as exc:
-            self.errors += 1
-            if self._on_error is not None:
-                self._on_error(exc)
-            elif self.errors == 1:
-                log.error("handling a publisher's packet failed", exc_info=exc)
+            self._failed(exc)
 
     def _prepare(
         self, packet: RtpPacket, arrival_time_ms: int

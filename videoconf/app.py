@@ -4,7 +4,6 @@ application (one process, one core)."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +29,7 @@ from signaling.server import SignalingServer
 from turn.metrics import TurnCollector
 from turn.transport import TurnService
 from videoconf.config import Settings
-from videoconf.tls import CertificateFiles, TlsReloader, turn_certificate
+from videoconf.tls import CertificateFiles, TlsReloader, is_ip, turn_certificate
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "clients" / "web"
 
@@ -66,18 +65,10 @@ def _ice_servers(servers: list) -> list[RTCIceServer]:
 
 def sfu_media_addresses(settings: Settings) -> list[str]:
     """The IP addresses the SFU offers candidates on: the only peers a `turn.sfu_only` relay reaches."""
-    addresses = [a for a in settings.ice_addresses or [] if _is_ip(a)]
+    addresses = [a for a in settings.ice_addresses or [] if is_ip(a)]
     if settings.announced_ip:
         addresses.append(settings.announced_ip)
     return addresses
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 class Drain:

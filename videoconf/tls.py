@@ -89,7 +89,7 @@ def host_names(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     return list(seen)
 
 
-def _is_ip(name: str) -> bool:
+def is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -99,7 +99,7 @@ def _is_ip(name: str) -> bool:
 
 def _alt_names(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(
-        [x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n) for n in names]
+        [x509.IPAddress(ipaddress.ip_address(n)) if is_ip(n) else x509.DNSName(n) for n in names]
     )
 
 
@@ -141,6 +141,13 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+def _key_usage(**allowed: bool) -> x509.KeyUsage:
+    """A KeyUsage extension allowing what ``allowed`` names and nothing else."""
+    names = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+             "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    return x509.KeyUsage(**{name: allowed.get(name, False) for name in names})
 
 
 def spki_sha256(cert: x509.Certificate) -> str:
@@ -186,17 +193,7 @@ def dev_certificate(
                 .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
                 .add_extension(
-                    x509.KeyUsage(
-                        digital_signature=False,
-                        content_commitment=False,
-                        key_encipherment=False,
-                        data_encipherment=False,
-                        key_agreement=False,
-                        key_cert_sign=True,
-                        crl_sign=True,
-                        encipher_only=False,
-                        decipher_only=False,
-                    ),
+                    _key_usage(key_cert_sign=True, crl_sign=True),
                     critical=True,
                 )
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
@@ -237,17 +234,7 @@ def dev_certificate(
                 .add_extension(_alt_names(covered), critical=False)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(
-                    x509.KeyUsage(
-                        digital_signature=True,
-                        content_commitment=False,
-                        key_encipherment=False,
-                        data_encipherment=False,
-                        key_agreement=False,
-                        key_cert_sign=False,
-                        crl_sign=False,
-                        encipher_only=False,
-                        decipher_only=False,
-                    ),
+                    _key_usage(digital_signature=True),
                     critical=True,
                 )
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

@@ -45,22 +45,35 @@ async def test_the_ticker_is_calm_until_a_gap_and_quick_while_packets_are_missin
     monkeypatch.setattr(node, "_periodic", no_periodic)
     monkeypatch.setattr(node, "_guarded", guarded)
     await node.start()
+    loop = asyncio.get_running_loop()
+
+    async def next_tick() -> float:
+        """Seconds until the track's next tick (bounded: a stuck ticker fails the test)."""
+        start, count = loop.time(), len(track.ticks)
+        while len(track.ticks) == count:
+            assert loop.time() - start < 2.0, "the ticker stopped"
+            await asyncio.sleep(0.002)
+        return track.ticks[-1] - start
+
+    def gaps(count: int) -> list[float]:
+        times = track.ticks[-count - 1:]
+        return [b - a for a, b in zip(times, times[1:], strict=False)]
+
     try:
-        await asyncio.sleep(CALM_TICK_INTERVAL * 3.5)
-        calm = len(track.ticks)
-        assert 2 <= calm <= 4  # calm: about one tick per CALM_TICK_INTERVAL
+        for _ in range(4):
+            await next_tick()
+        assert min(gaps(3)) > (TICK_INTERVAL + CALM_TICK_INTERVAL) / 2  # calm while nothing is missing
+        await next_tick()  # just ticked: the calm timer is a whole CALM_TICK_INTERVAL away
         track.missing = True
-        woken = asyncio.get_running_loop().time()
         node.wake()  # a gap: the next tick comes within TICK_INTERVAL, not CALM_TICK_INTERVAL
-        await asyncio.sleep(TICK_INTERVAL * 1.8)
-        assert len(track.ticks) == calm + 1 and track.ticks[-1] - woken < CALM_TICK_INTERVAL / 2
-        await asyncio.sleep(TICK_INTERVAL * 5)
-        assert len(track.ticks) >= calm + 4  # quick while missing
+        assert await next_tick() < (TICK_INTERVAL + CALM_TICK_INTERVAL) / 2
+        for _ in range(5):
+            await next_tick()
+        assert sorted(gaps(5))[2] < (TICK_INTERVAL + CALM_TICK_INTERVAL) / 2  # quick while missing
         track.missing = False
-        await asyncio.sleep(TICK_INTERVAL * 2)
-        settled = len(track.ticks)
-        await asyncio.sleep(CALM_TICK_INTERVAL * 0.8)
-        assert len(track.ticks) <= settled + 1  # calm again
+        for _ in range(5):
+            await next_tick()
+        assert sorted(gaps(3))[1] > (TICK_INTERVAL + CALM_TICK_INTERVAL) / 2  # calm again
     finally:
         node.rooms.clear()
         await node.stop()
