@@ -60,6 +60,8 @@ from aiortc.rtp import (
     unwrap_rtx,
 )
 
+from sfu import fastsend
+from sfu.fastsend import TRAILERS, SendBatch, pack_address, session_pointer, socket_of
 from sfu.udp_mux import MuxTable
 
 log = logging.getLogger(__name__)
@@ -803,6 +805,30 @@ def _queue_size_of(transport: Any) -> Callable[[], int]:
     return transport.get_write_buffer_size
 
 
+def _route_of(pair: Any) -> tuple[int, bytes, Callable[[], int], Any, tuple[str, int], Any] | None:
+    """Where ``SenderTap.send_soon`` writes for ``pair``: the socket under its transport (the
+    shared one of ``udp_port``), the remote address packed, and how to read the user-space
+    queue; None for a transport without a socket of this process (TURN) or without the helper."""
+    if fastsend.NATIVE is None:
+        return None
+    transport = pair.protocol.transport
+    under, table = transport, None
+    if isinstance(transport, _MuxedTransport):
+        if transport.shared.transport is None:
+            return None
+        under, table = transport.shared.transport, transport.shared.table
+    found = socket_of(under)
+    if found is None:
+        return None
+    fd, family = found
+    address = pair.remote_addr
+    try:
+        sockaddr = pack_address(family, address[0], address[1])
+    except (OSError, ValueError):  # an address of the other family
+        return None
+    return fd, sockaddr, _queue_size_of(under), transport, (address[0], address[1]), table
+
+
 class SenderTap:
     """The SFU's view of a subscriber-side ``RTCRtpSender`` whose track is parked."""
 
@@ -811,6 +837,13 @@ class SenderTap:
         self.interceptors = list(interceptors)
         self._transport: Any = None
         self._queued: Callable[[], int] = lambda: 0
+        # send_soon's route for the nominated pair: (fd, sockaddr, queued, transport, address,
+        # mux table or None), None when the pair's transport has no socket of this process
+        self._pair: Any = None
+        self._route: tuple[int, bytes, Callable[[], int], Any, tuple[str, int], Any] | None = None
+        self._srtp: Any = None
+        self._session = 0
+        self._trailer = 16
         self._original_rtcp = sender._handle_rtcp_packet
         sender._handle_rtcp_packet = self._rtcp  # type: ignore[method-assign]
 
@@ -870,6 +903,33 @@ class SenderTap:
         data = dtls._tx_srtp.protect(data)
         transport.sendto(data, pair.remote_addr)
         dtls._RTCDtlsTransport__tx_bytes += len(data)
+        dtls._RTCDtlsTransport__tx_packets += 1
+
+    def send_soon(self, data: bytes, batch: SendBatch) -> None:
+        """``send_now``, with the protect and the write left to ``batch`` (the native helper)
+        when the nominated pair's transport is a UDP socket of this process with nothing queued
+        in user space; otherwise (a TURN-relayed pair, a queue) ``send_now`` itself."""
+        dtls = self.sender.transport
+        if dtls._state is not _DTLS_CONNECTED:
+            raise ConnectionError("the subscriber's DTLS transport is not connected")
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("the subscriber's ICE connection has no nominated pair")
+        if pair is not self._pair:
+            self._pair, self._route = pair, _route_of(pair)
+        route = self._route
+        if route is None or route[2]():
+            self.send_now(data)
+            return
+        srtp = dtls._tx_srtp
+        if srtp is not self._srtp:
+            self._srtp, self._session = srtp, session_pointer(srtp)
+            self._trailer = TRAILERS.get(dtls._ssl.get_selected_srtp_profile(), 16)
+        fd, sockaddr, _, transport, address, table = route
+        if table is not None:
+            table.sent(transport, address, data)
+        batch.add(fd, self._session, sockaddr, data, transport, address)
+        dtls._RTCDtlsTransport__tx_bytes += len(data) + self._trailer
         dtls._RTCDtlsTransport__tx_packets += 1
 
     def record_sent(self, ntp_time: int, rtp_timestamp: int, octets: int) -> None:

@@ -28,8 +28,10 @@ from aiortc.clock import current_ntp_time
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from sfu import fastsend
 from sfu.aiortc_hooks import ReceiverTap, SenderTap
 from sfu.bandwidth import RateMeter
+from sfu.fastsend import SendBatch
 from sfu.forwarder import Drop, Forward, Forwarder, ForwardsLayers
 from sfu.h264 import sps_dimensions
 from sfu.interceptors import NackResponder, RembHold, SenderReports, SubscriberFeedback
@@ -113,6 +115,7 @@ class UpTrack:
         self.remote = False  # published on another node, relayed here (never relayed again)
         self.relay_link: Any = None  # the link its layers now arrive on (sfu.relay.RelayLink)
         self.relay_layers: set[str] = set()
+        self._batch = SendBatch()  # the copies of the packet being fanned out (sfu.fastsend)
 
     @property
     def is_simulcast(self) -> bool:
@@ -311,16 +314,29 @@ class UpTrack:
         ntp = current_ntp_time()
         abs_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
         sent = 0
-        copy_delay, clock = self.metrics.counts.copy_delay.observe, time.perf_counter
+        copy_delay, clock = self.metrics.counts.copy_delay, time.perf_counter
+        batch = self._batch if fastsend.NATIVE is not None else None
         for downtrack in self.downtracks:
             wants = downtrack.forwarder
             if wants.current is layer or wants.target is layer:
                 try:
-                    if downtrack.forward(cached, layer, ntp, abs_time, now):
+                    if downtrack.forward(cached, layer, ntp, abs_time, now, batch):
                         sent += 1
-                        copy_delay(clock() - started)
+                        if batch is None:
+                            copy_delay.observe(clock() - started)
                 except Exception as exc:
                     self._failed("forward", downtrack, exc)
+        if batch is not None and batch.items:
+            batched = len(batch.items)
+            try:
+                lost = batch.flush()
+            except Exception as exc:  # the helper refused its input: nothing of it left
+                self._failed("forward", batch, exc)
+                lost = batched
+            if lost:
+                self.metrics.packet_errors.labels("protect").inc(lost)
+            copy_delay.observe_many(clock() - started, sent - lost)  # the batch's copies left together
+            sent -= lost
         if sent:
             octets = sent * len(cached.payload)
             self.metrics.record_forward(self.kind, sent, octets, clock() - started)
@@ -501,8 +517,11 @@ class DownTrack(ForwardsLayers):
             elements.append((self._level_id, audio_level(*packet.audio_level)))
         return extension_block(elements)
 
-    def forward(self, packet: CachedPacket, layer: Layer, ntp: int, abs_time: bytes, now: float) -> bool:
-        """Decide, then send one packet, synchronously; False when it was not sent."""
+    def forward(
+        self, packet: CachedPacket, layer: Layer, ntp: int, abs_time: bytes, now: float, batch: SendBatch | None = None
+    ) -> bool:
+        """Decide, then send one packet, synchronously or into ``batch`` (written when the
+        caller flushes it); False when it was not sent."""
         if not self.bound and not self._bind():
             return False
         verdict = self.forwarder.decide(packet, layer, now)
@@ -513,7 +532,10 @@ class DownTrack(ForwardsLayers):
         sequence, timestamp, payload = verdict  # type: ignore[misc]
         data = self._header(packet.marker, sequence, timestamp, packet.audio_level, abs_time, payload)
         try:
-            self.tap.send_now(data)
+            if batch is None:
+                self.tap.send_now(data)
+            else:
+                self.tap.send_soon(data, batch)
         except ConnectionError:
             return False
         self.forwarder.sent(packet, now)

@@ -60,6 +60,12 @@ class PacketHistogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
+    def observe_many(self, value: float, count: int) -> None:
+        """``count`` observations of ``value`` (copies that left together)."""
+        if count > 0:
+            self.counts[bisect_left(self.bounds, value)] += count
+            self.total += value * count
+
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         cumulative, buckets = 0, []
         for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
