@@ -431,6 +431,7 @@ class DownTrack(ForwardsLayers):
         self._rtx_seq = (rng or random.Random()).randrange(0, 1 << 16)
         self._mid_element: tuple[int, bytes] | None = None
         self._abs_id: int | None = None
+        self._ssrc = 0  # the sender's SSRC, read at _bind
         self._level_id: int | None = None
         # Header templates: the first byte and the extension block cut around the slots of
         # abs-send-time and audio level (see _template); without and with an audio level.
@@ -461,6 +462,7 @@ class DownTrack(ForwardsLayers):
         self._level_id = ids.get("audio_level")
         if self.up.codec is not None:
             self.forwarder.clock_rate = self.up.codec.clockRate
+        self._ssrc = self.tap.ssrc
         self._plain = self._template(with_level=False)
         self._levelled = self._template(with_level=True)
         self.bound = True
@@ -496,7 +498,7 @@ class DownTrack(ForwardsLayers):
         """The packet (header, extensions, then ``payload``) joined from the template once."""
         use_level = level is not None and self._level_id is not None
         first, pieces, has_abs, has_level = self._levelled if use_level else self._plain
-        fixed = HEADER.pack(first, (marker << 7) | self.payload_type, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, self.tap.ssrc)
+        fixed = HEADER.pack(first, (marker << 7) | self.payload_type, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, self._ssrc)
         if has_level:
             assert level is not None
             value = audio_level(*level)

@@ -81,7 +81,8 @@ class Munger:
         the start point, packets dropped earlier, and packets later than ``MAX_LATE``."""
         if self._start_seq is None or sequence < self._start_seq or sequence in self._dropped:
             return None
-        out_seq = sequence + self._offset(sequence)
+        first, offset = self._segments[-1]  # nearly always: the newest segment
+        out_seq = sequence + (offset if sequence >= first else self._offset(sequence))
         last = self._last_out_seq
         if last is not None and out_seq < last - MAX_LATE:
             return None

@@ -76,3 +76,35 @@ def test_what_cannot_be_decrypted_or_parsed_is_dropped_and_counted_never_raised(
     assert tap.packets == []
     assert GUARD.dropped.get("srtp_unprotect", 0) == before.get("srtp_unprotect", 0) + 1
     assert GUARD.dropped.get("malformed_rtp", 0) == before.get("malformed_rtp", 0) + 1
+
+
+async def test_rtp_waits_only_behind_rtp_in_aioices_queue() -> None:
+    """A datagram queued for aiortc's task holds later RTP back (order is kept) only when it is
+    RTP itself: a receiver report or a DTLS record in the queue does not send everything behind
+    it the slow way.  Once the task has taken the queued RTP, packets go straight to the tap."""
+    import aioice.ice
+
+    from sfu.aiortc_hooks import guard_datagrams
+
+    guard_datagrams()
+    tap = FakeTap()
+    connection = aioice.ice.Connection(ice_controlling=True)
+    connection._nominated[1] = object()  # recvfrom refuses an unconnected connection
+    sender_report = bytes([0x80, 200, 0, 6]) + b"\x00" * 24
+    dtls_record = bytes([22, 0xFE, 0xFD]) + b"\x00" * 20
+
+    connection.data_received(sender_report, 1)
+    connection.data_received(dtls_record, 1)
+    connection._vc_dtls = dtls(FakeSrtp(), receiver_with(tap))
+    connection.data_received(rtp(1), 1)
+    assert [s for s, _ in tap.packets] == [1]  # past the report and the record in the queue
+
+    connection._vc_dtls = dtls(None, receiver_with(tap))  # not keyed yet: RTP is queued
+    connection.data_received(rtp(2), 1)
+    connection._vc_dtls = dtls(FakeSrtp(), receiver_with(tap))
+    connection.data_received(rtp(3), 1)  # behind 2, in order
+    assert [s for s, _ in tap.packets] == [1]
+    queued = [(await connection.recvfrom())[0] for _ in range(4)]
+    assert queued == [sender_report, dtls_record, rtp(2), rtp(3)]
+    connection.data_received(rtp(4), 1)  # nothing of RTP is waiting any more
+    assert [s for s, _ in tap.packets] == [1, 4]
