@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ from benchmarks.netns import JANUS_ADDRESS, confine
 from benchmarks.relay_baseline import RelayBaseline
 from clients.loadtest.local import LocalNode
 from clients.loadtest.polling import until
+from clients.loadtest.process import free_port
 from clients.loadtest.runner import Meeting, QualityBar, Target, capacity_search
 from clients.loadtest.scenarios import SINGLE_LAYER, scenario
 from clients.loadtest.stats import RtpCounter, histogram_quantile, median, tap_counter
@@ -328,7 +330,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     raw: dict[str, dict[int, list[dict[str, Any]]]] = {s: {n: [] for n in counts} for s in systems}
     capacity: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as workdir:
-        node = LocalNode(Path(workdir) / "sfu", core=0, load_settings=load_settings)
+        # As deployed (deploy/compose.yaml): every connection's ICE on one UDP port, so that
+        # the copies of a packet leave in one sendmmsg.
+        node = LocalNode(Path(workdir) / "sfu", core=0, load_settings=load_settings,
+                         env={"VIDEOCONF_UDP_PORT": str(free_port(socket.SOCK_DGRAM))})
         node.workdir.mkdir()
         _, room_tokens = token_codecs(node.settings(), utc_now)
         target = Target(node.base, room_tokens)

@@ -942,9 +942,9 @@ class SenderTap:
             self._srtp, self._session = srtp, session_pointer(srtp)
             self._trailer = TRAILERS.get(dtls._ssl.get_selected_srtp_profile(), 16)
         fd, sockaddr, _, transport, address, table = route
-        if table is not None:
+        if table is not None and table.owners.get(address) is not transport:
             table.sent(transport, address, data)
-        batch.add(fd, self._session, sockaddr, data, transport, address)
+        batch.items.append((fd, self._session, sockaddr, data, transport, address))
         dtls._RTCDtlsTransport__tx_bytes += len(data) + self._trailer
         dtls._RTCDtlsTransport__tx_packets += 1
 

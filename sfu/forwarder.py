@@ -56,6 +56,7 @@ class Drop(enum.Enum):
 
 
 Verdict = Forward | Drop
+_forward = tuple.__new__  # Forward(...) without the named tuple's Python-level __new__ (per copy)
 
 
 class Selection(enum.Enum):
@@ -183,22 +184,30 @@ class Forwarder:
 
     def decide(self, packet: CachedPacket, layer: LayerRef, now: float) -> Verdict:
         """Whether and as what ``packet`` (of ``layer``) goes to this subscriber."""
-        selection = self.select(packet, layer, now)
-        if selection.__class__ is Drop:
-            return selection  # type: ignore[return-value]
-        if not self._frame_forwarded(packet):
+        if layer is not self.current:  # (the current layer's packets, nearly all, skip the call)
+            selection = self.select(packet, layer, now)
+            if selection.__class__ is Drop:
+                return selection  # type: ignore[return-value]
+        picture = packet.picture_id
+        if picture is None:
+            forward = packet.tid is None or self.temporal is None or packet.tid <= self.temporal
+        else:  # decided once per frame: the frame's first packet decides, the others look it up
+            known = self.vp8.frames.get(picture, False)
+            forward = self._frame_forwarded(packet) if known is False else known is not None
+        if not forward:
             self.munger.drop(packet.sequence)
             return Drop.TEMPORAL
         mapped = self.munger.map(packet.sequence, packet.timestamp)
         if mapped is None:
             return Drop.STALE
-        return Forward(mapped[0], mapped[1], self.vp8.payload(packet))
+        return _forward(Forward, (mapped[0], mapped[1], self.vp8.payload(packet)))
 
     def sent(self, packet: CachedPacket, now: float) -> None:
         """``packet`` went out as decided."""
         self.last_sent_at = now
         self.frame_open = not packet.marker
-        self.vp8.sent(packet)
+        if packet.picture_id is not None or packet.tl0 is not None:
+            self.vp8.sent(packet)
 
     def resend(self, out_sequence: int) -> int | None:
         """The input sequence number of the current layer behind an output number a subscriber

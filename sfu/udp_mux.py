@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 
 STUN_MAGIC_COOKIE = 0x2112A442
 COOKIE = STUN_MAGIC_COOKIE.to_bytes(4, "big")
@@ -66,6 +66,7 @@ class MuxTable:
         self._by_ufrag: dict[str, Hashable] = {}
         self._ufrag_of: dict[Hashable, str] = {}
         self._by_address: OrderedDict[tuple[str, int], Hashable] = OrderedDict()
+        self.owners: Mapping[tuple[str, int], Hashable] = self._by_address  # read-only view: who owns an address
         self._addresses_of: dict[Hashable, OrderedDict[tuple[str, int], None]] = {}
 
     def __len__(self) -> int:

@@ -179,7 +179,7 @@ def test_down_track_header_template_matches_a_packet_built_field_by_field(mid, a
     from sfu.forwarding import DownTrack
     from sfu.rtp import abs_send_time, audio_level
 
-    track = types.SimpleNamespace(_mid_element=mid, _abs_id=abs_id, _level_id=level_id, payload_type=111, tap=types.SimpleNamespace(ssrc=0xDEADBEEF))
+    track = types.SimpleNamespace(_mid_element=mid, _abs_id=abs_id, _level_id=level_id, payload_type=111, _ssrc=0xDEADBEEF)
     track._plain = DownTrack._template(track, with_level=False)
     track._levelled = DownTrack._template(track, with_level=True)
     ntp = 0x1234_5678_9ABC_DEF0
