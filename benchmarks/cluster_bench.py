@@ -73,6 +73,7 @@ from clients.loadtest.runner import LoadTestError, Meeting, Target
 from clients.loadtest.scenarios import SINGLE_LAYER, Scenario
 from clients.loadtest.stats import (
     RtpCounter,
+    count_clear,
     histogram_quantile,
     median,
     payload_kinds,
@@ -83,7 +84,7 @@ from clients.sdk.participant import Participant
 from clients.sdk.replay import ReplayTrack, encoded_audio, encoded_video
 from control_api.app import token_codecs
 from control_api.services.context import utc_now
-from sfu.aiortc_client import intercept_incoming, take_clear_rtp
+from sfu.aiortc_client import intercept_incoming
 from sfu.aiortc_hooks import configure_ice
 from sfu.vp8 import parse_vp8
 from tests.faults.node import Node
@@ -680,16 +681,6 @@ def forward_delay(before: dict[str, float], after: dict[str, float]) -> dict[str
 # 3. Capacity: one process against two -------------------------------------------------------------
 
 
-def count_before_decryption(pc: RTCPeerConnection, counter: RtpCounter) -> RtpCounter:
-    """Count the RTP packets ``pc`` receives by their header, which SRTP leaves in the clear, as
-    they come off its ICE connection, and drop them there: no SRTP decryption, no aiortc routing
-    (``sfu.aiortc_client.take_clear_rtp``).  Idempotent per connection: call it after every
-    negotiation (``Participant.tap_incoming``)."""
-    counter.kinds.update(payload_kinds(pc))
-    take_clear_rtp(pc, counter.add, counter)
-    return counter
-
-
 def capacity_scenario(warmup: float, seconds: float) -> Scenario:
     return Scenario(
         "cluster-capacity", f"{CAPACITY_PUBLISHERS} publishers (640x360 VP8 ~1 Mbit/s + Opus) and N viewers; everyone receives every other publisher",
@@ -704,7 +695,7 @@ async def light_viewers(meeting: Meeting, count: int) -> None:
     bots = await meeting.add_viewers(count)
     for bot in bots:
         if bot.counter is not None:
-            bot.participant.tap_incoming(lambda pc, c=bot.counter: count_before_decryption(pc, c))
+            bot.participant.tap_incoming(lambda pc, c=bot.counter: count_clear(pc, c))
 
 
 async def publishers_sent(meetings: list[Meeting]) -> dict[int, int]:
@@ -749,7 +740,7 @@ async def capacity_search(
             await meeting.add_publishers()
             for bot in meeting.bots:
                 assert bot.counter is not None
-                bot.participant.tap_incoming(lambda pc, c=bot.counter: count_before_decryption(pc, c))
+                bot.participant.tap_incoming(lambda pc, c=bot.counter: count_clear(pc, c))
             node = next((name for name, n in nodes.items() if n.signaling_url == meeting.signaling_url), "?")
             placed[node] = placed.get(node, 0) + 1
         for viewers in viewer_steps:

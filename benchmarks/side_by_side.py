@@ -362,7 +362,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                  f"cpu {result['cpu_share']:.1%}, loss {result['loss']}") if "error" not in result else result["error"]
                         print(f"trial {trial + 1} {system:5} N={n:2}: {shown}", flush=True)
             if args.capacity_limit > 0:
-                plan = scenario("livestream", video_layers=SINGLE_LAYER, tile=None, duration=args.window, warmup=args.warmup, join_concurrency=4)
+                # Viewers count by the clear RTP header (no decryption), so that the load core
+                # holds several times the viewers and the search finds the node's limit.
+                plan = scenario("livestream", video_layers=SINGLE_LAYER, tile=None, duration=args.window, warmup=args.warmup,
+                                join_concurrency=4, clear_count=True)
 
                 def show(text: str) -> None:
                     pass

@@ -120,6 +120,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, help="measured seconds per scenario")
     parser.add_argument("--warmup", type=float, help="seconds between settling and measuring")
     parser.add_argument("--decode", type=int, help="receivers that also decode and verify the video")
+    parser.add_argument("--clear-count", action="store_true", default=None,
+                        help="viewers count RTP by its clear header without decrypting it (several times the viewers per load core; they send no reports or NACKs)")
     parser.add_argument("--capacity", action="store_true", help="search the largest subscriber count that keeps the quality bar")
     parser.add_argument("--capacity-start", type=int, default=10)
     parser.add_argument("--capacity-limit", type=int, default=300)
@@ -147,7 +149,7 @@ async def run(args: argparse.Namespace, settings: NodeSettings, api: str) -> dic
     names = list(SCENARIOS) if args.scenario == "all" else [n.strip() for n in args.scenario.split(",") if n.strip()]
     progress = ProgressLine(quiet=args.quiet)
     overrides = {"publishers": args.publishers, "viewers": args.viewers, "duration": args.duration,
-                 "warmup": args.warmup, "decode": args.decode}
+                 "warmup": args.warmup, "decode": args.decode, "clear_count": args.clear_count}
     report: dict[str, Any] = {"tool": "videoconf loadtest", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "target": api, "scenarios": [], "capacity": None}
     for name in names:

@@ -28,10 +28,10 @@ from clients.loadtest.spread import WorkerClient, api_base, assign_nodes, regist
 from clients.loadtest.stats import (
     RtpCounter,
     Scrape,
+    counting,
     histogram_quantile,
     parse_metrics,
     percentile,
-    tap_counter,
 )
 from clients.sdk.participant import Participant
 from clients.sdk.replay import ReplaySimulcast, ReplayTrack, encoded_audio, encoded_video
@@ -218,7 +218,8 @@ class Meeting:
         receiver = role == "viewer" or self.scenario.publishers > 1
         decode = bot.decode = receiver and sum(1 for b in self.bots if b.decode) < self.scenario.decode
         counter = bot.counter = RtpCounter()
-        participant.tap_incoming(lambda pc: tap_counter(pc, counter, decode=decode))
+        count = counting(self.scenario.clear_count and role == "viewer", decode)
+        participant.tap_incoming(lambda pc: count(pc, counter))
         bot.started_at = time.monotonic()
         try:
             await participant.connect(timeout=30)
@@ -261,7 +262,7 @@ class Meeting:
         specs = []
         for _ in range(count):
             index = self._next_index()
-            specs.append({"index": index, "token": self.mint(f"viewer-{index}"), "url": url})
+            specs.append({"index": index, "token": self.mint(f"viewer-{index}"), "url": url, "clear": self.scenario.clear_count})
         answer = await worker.request({"cmd": "join", "bots": specs, "concurrency": self.scenario.join_concurrency}, timeout=60 + 2 * count)
         for entry in answer["joined"]:
             self.remote_bots.append(RemoteBot(int(entry["index"]), worker, entry.get("join_seconds"), entry.get("failed")))

@@ -26,6 +26,9 @@ class Scenario:
     join_window: float | None = None  # all viewers join spread over this many seconds (a storm)
     join_concurrency: int = 8  # otherwise, at most this many joins at a time
     decode: int = 0  # receivers that also decode and verify the pattern
+    # viewers count RTP by its clear header, undecrypted (stats.count_clear): a load process
+    # then holds several times the viewers, which send no receiver reports or NACKs
+    clear_count: bool = False
     duration: float = 15.0  # measured window, seconds
     warmup: float = 4.0
     settings: dict[str, Any] = field(default_factory=dict)  # meeting settings

@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sfu.aiortc_client import intercept_incoming
+from sfu.aiortc_client import intercept_incoming, take_clear_rtp
 from sfu.aiortc_hooks import negotiated_codecs
 
 Clock = Callable[[], float]
@@ -157,6 +157,24 @@ def tap_counter(pc: Any, counter: RtpCounter, decode: bool = False) -> RtpCounte
     counter.decode = decode
     intercept_incoming(pc, counter)
     return counter
+
+
+def count_clear(pc: Any, counter: RtpCounter) -> RtpCounter:
+    """Count the RTP packets ``pc`` receives by their header, which SRTP leaves in the clear, as
+    they come off its ICE connection, and drop them there: no SRTP decryption, no aiortc routing
+    (``sfu.aiortc_client.take_clear_rtp``), so a load process holds several times the viewers.
+    Such a viewer sends no receiver reports or NACKs.  Idempotent per connection: call it after
+    every negotiation (``Participant.tap_incoming``)."""
+    counter.kinds.update(payload_kinds(pc))
+    take_clear_rtp(pc, counter.add, counter)
+    return counter
+
+
+def counting(clear: bool, decode: bool = False) -> Callable[[Any, RtpCounter], RtpCounter]:
+    """How a bot counts what it receives: by the clear header, or after decryption."""
+    if clear and not decode:
+        return count_clear
+    return lambda pc, counter: tap_counter(pc, counter, decode=decode)
 
 
 # Reading the SFU's metrics ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from clients.loadtest.stats import RtpCounter, tap_counter
+from clients.loadtest.stats import RtpCounter, counting
 from clients.sdk.participant import Participant
 
 
@@ -51,7 +51,8 @@ class Worker:
             async with gate:
                 participant = Participant(str(spec["url"]), str(spec["token"]), ice_servers=[], video_codec="VP8")
                 counter = RtpCounter()
-                participant.tap_incoming(lambda pc: tap_counter(pc, counter))
+                count = counting(bool(spec.get("clear")))
+                participant.tap_incoming(lambda pc: count(pc, counter))
                 bot = WorkerBot(int(spec["index"]), participant, counter, time.monotonic())
                 self.bots.append(bot)
                 try:
