@@ -155,8 +155,40 @@ error:
     return NULL;
 }
 
+/* unprotect(srtp_unprotect address, session, packet) -> the plain packet (bytes), or libsrtp's
+ * error (an int) for a packet that fails authentication, replays or is malformed. */
+static PyObject *
+fastsend_unprotect(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *unprotect_address, *session_address;
+    const char *data;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "OOy#:unprotect", &unprotect_address, &session_address, &data, &size))
+        return NULL;
+    protect_fn unprotect = (protect_fn)PyLong_AsVoidPtr(unprotect_address);
+    void *session = PyLong_AsVoidPtr(session_address);
+    if (unprotect == NULL || session == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "no srtp_unprotect or session address");
+        return NULL;
+    }
+    if (size < 12 || size > BUFFER)
+        return PyLong_FromLong(-1);
+    unsigned char packet[BUFFER];
+    memcpy(packet, data, (size_t)size);
+    int length = (int)size;
+    int status = unprotect(session, packet, &length);
+    if (status != 0)
+        return PyLong_FromLong(status);
+    if (length < 0 || length > size)
+        return PyLong_FromLong(-1);
+    return PyBytes_FromStringAndSize((const char *)packet, length);
+}
+
 static PyMethodDef methods[] = {
     {"send", fastsend_send, METH_VARARGS, "Protect copies with SRTP and write them with sendmmsg (see the module's source)."},
+    {"unprotect", fastsend_unprotect, METH_VARARGS, "Unprotect one SRTP packet: its plain bytes, or libsrtp's error."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -501,7 +501,7 @@ def receive_now(dtls: Any, data: bytes) -> bool:
     dtls._RTCDtlsTransport__rx_packets += 1
     arrival_ms = int((time.time() + NTP_UNIX_OFFSET) * 1000)
     try:
-        plain = srtp.unprotect(data)
+        plain = fastsend.unprotect(srtp, data)
     except pylibsrtp.Error:
         GUARD.drop("srtp_unprotect")
         return True

@@ -21,6 +21,7 @@ import socket
 import sys
 from typing import Any
 
+from pylibsrtp import Error, Session
 from pylibsrtp._binding import ffi, lib
 
 try:
@@ -31,6 +32,7 @@ except ImportError:  # not built (no compiler when installed): the Python path
 log = logging.getLogger(__name__)
 
 PROTECT = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+UNPROTECT = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
 
 # SRTP's trailer per profile (the authentication tag), for the transport's byte counter.
 TRAILERS = {b"SRTP_AES128_CM_SHA1_80": 10, b"SRTP_AEAD_AES_128_GCM": 16, b"SRTP_AEAD_AES_256_GCM": 16}
@@ -46,6 +48,21 @@ NATIVE: Any = _fastsend if native_enabled() else None
 def session_pointer(session: Any) -> int:
     """The ``srtp_t`` of a pylibsrtp ``Session``, as the helper takes it."""
     return int(ffi.cast("uintptr_t", session._srtp[0]))
+
+
+def unprotect(session: Any, data: bytes) -> bytes:
+    """pylibsrtp's ``Session.unprotect`` through the helper (one copy, no allocation but the
+    result); raises ``pylibsrtp.Error`` the same way.  The session's pointer is kept on it."""
+    native = NATIVE
+    if native is None or session.__class__ is not Session:
+        return session.unprotect(data)
+    pointer = session.__dict__.get("_vc_pointer")
+    if pointer is None:
+        pointer = session._vc_pointer = session_pointer(session)
+    plain = native.unprotect(UNPROTECT, pointer, data)
+    if plain.__class__ is int:
+        raise Error(f"srtp_unprotect failed with status {plain}")
+    return plain
 
 
 def pack_address(family: int, host: str, port: int) -> bytes:

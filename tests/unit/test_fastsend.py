@@ -182,3 +182,19 @@ def test_the_helper_refuses_what_is_not_its_input() -> None:
         NATIVE.send(0, [])
     with pytest.raises(ValueError):  # and pylibsrtp itself refuses the same oversized packet
         sessions()[0].protect(rtp(2, size=1400))
+
+
+def test_unprotect_gives_the_plain_packet_and_refuses_tampered_replayed_or_malformed_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pylibsrtp import Error
+
+    tx, rx = sessions(Policy.SRTP_PROFILE_AEAD_AES_128_GCM)
+    protected = [tx.protect(rtp(sequence)) for sequence in range(1, 4)]
+    assert fastsend.unprotect(rx, protected[0]) == rtp(1)
+    tampered = bytearray(protected[1])
+    tampered[-1] ^= 1
+    for bad in (bytes(tampered), protected[0], b"\x80" * 8):  # a flipped tag bit, a replay, too short
+        with pytest.raises(Error):
+            fastsend.unprotect(rx, bad)
+    assert fastsend.unprotect(rx, protected[1]) == rtp(2)  # the session is unharmed
+    monkeypatch.setattr(fastsend, "NATIVE", None)  # the Python path gives the same
+    assert fastsend.unprotect(rx, protected[2]) == rtp(3)
