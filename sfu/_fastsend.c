@@ -27,7 +27,7 @@
 #include <netinet/in.h>
 
 #define BATCH 64
-#define BUFFER 1500
+#define BUFFER 2048 /* sfu.aiortc_hooks.SRTP_BUFFER_BYTES: the SFU's sessions are widened to it */
 #define MAX_TRAILER 144 /* libsrtp's SRTP_MAX_TRAILER_LEN: tag and MKI */
 
 typedef int (*protect_fn)(void *session, void *packet, int *length);
@@ -199,5 +199,10 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__fastsend(void)
 {
-    return PyModule_Create(&module);
+    PyObject *made = PyModule_Create(&module);
+    if (made != NULL && (PyModule_AddIntConstant(made, "BUFFER", BUFFER) < 0 || PyModule_AddIntConstant(made, "MAX_TRAILER", MAX_TRAILER) < 0)) {
+        Py_DECREF(made);
+        return NULL;
+    }
+    return made;
 }

@@ -89,7 +89,7 @@ def test_a_malformed_or_unprotectable_copy_is_reported_and_the_others_still_leav
         (fd, session_pointer(tx), to, rtp(1)),
         "not a tuple",
         (fd, session_pointer(tx), to, b"\x80short"),  # shorter than an RTP header
-        (fd, session_pointer(tx), to, rtp(2, size=1400)),  # no room for the tag
+        (fd, session_pointer(tx), to, rtp(2, size=1900)),  # no room for the tag in the SRTP buffer
         (fd, session_pointer(tx), b"\x02\x00", rtp(3)),  # no socket address
         (fd, 0, to, rtp(4)),  # no session
         (fd, session_pointer(specific), to, rtp(5)),  # libsrtp has no stream for this SSRC
@@ -180,8 +180,19 @@ def test_the_helper_refuses_what_is_not_its_input() -> None:
         NATIVE.send(PROTECT, ("not", "a list"))
     with pytest.raises((ValueError, TypeError)):
         NATIVE.send(0, [])
-    with pytest.raises(ValueError):  # and pylibsrtp itself refuses the same oversized packet
-        sessions()[0].protect(rtp(2, size=1400))
+
+
+def test_the_helpers_buffer_is_the_sfus_widened_srtp_buffer(receivers: list[socket.socket], sender: socket.socket) -> None:
+    """The SFU widens pylibsrtp's buffer (packets up to the path MTU plus its own extensions):
+    the helper takes the same sizes, or large packets would be lost on the native path only."""
+    from sfu.aiortc_hooks import SRTP_BUFFER_BYTES, widen_srtp_session
+
+    assert NATIVE.BUFFER == SRTP_BUFFER_BYTES
+    tx, rx = sessions()
+    widen_srtp_session(rx)
+    largest = rtp(1, size=SRTP_BUFFER_BYTES - NATIVE.MAX_TRAILER - 12)
+    assert NATIVE.send(PROTECT, [(sender.fileno(), session_pointer(tx), address_of(receivers[0]), largest)]) == 1
+    assert rx.unprotect(receivers[0].recv(4096)) == largest
 
 
 def test_unprotect_gives_the_plain_packet_and_refuses_tampered_replayed_or_malformed_ones(monkeypatch: pytest.MonkeyPatch) -> None:
