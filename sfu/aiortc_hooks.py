@@ -821,10 +821,12 @@ def _queue_size_of(transport: Any) -> Callable[[], int]:
     return transport.get_write_buffer_size
 
 
-def _route_of(pair: Any) -> tuple[int, bytes, Callable[[], int], Any, tuple[str, int], Any] | None:
-    """Where ``SenderTap.send_soon`` writes for ``pair``: the socket under its transport (the
-    shared one of ``udp_port``), the remote address packed, and how to read the user-space
-    queue; None for a transport without a socket of this process (TURN) or without the helper."""
+def _route_of(pair: Any) -> tuple[int, bytes, Callable[[], bool], Any, tuple[str, int], Any] | None:
+    """Where ``SenderTap.send_soon`` writes for ``pair``: the descriptor of the socket under its
+    transport (the shared one of ``udp_port``), the remote address packed, ``blocked`` (the
+    transport is closing, so its descriptor may soon be another socket's, or it holds a queue
+    in user space that must drain first, in order), the transport, the address and the mux
+    table; None for a transport without a socket of this process (TURN) or without the helper."""
     if fastsend.NATIVE is None:
         return None
     transport = pair.protocol.transport
@@ -842,7 +844,12 @@ def _route_of(pair: Any) -> tuple[int, bytes, Callable[[], int], Any, tuple[str,
         sockaddr = pack_address(family, address[0], address[1])
     except (OSError, ValueError):  # an address of the other family
         return None
-    return fd, sockaddr, _queue_size_of(under), transport, (address[0], address[1]), table
+    queued, closing, under_closing = _queue_size_of(under), transport.is_closing, under.is_closing
+
+    def blocked() -> bool:
+        return closing() or under_closing() or queued() > 0
+
+    return fd, sockaddr, blocked, transport, (address[0], address[1]), table
 
 
 class SenderTap:
@@ -853,10 +860,9 @@ class SenderTap:
         self.interceptors = list(interceptors)
         self._transport: Any = None
         self._queued: Callable[[], int] = lambda: 0
-        # send_soon's route for the nominated pair: (fd, sockaddr, queued, transport, address,
-        # mux table or None), None when the pair's transport has no socket of this process
+        # send_soon's route for the nominated pair (see _route_of)
         self._pair: Any = None
-        self._route: tuple[int, bytes, Callable[[], int], Any, tuple[str, int], Any] | None = None
+        self._route: tuple[int, bytes, Callable[[], bool], Any, tuple[str, int], Any] | None = None
         self._srtp: Any = None
         self._session = 0
         self._trailer = 16

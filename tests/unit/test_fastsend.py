@@ -209,3 +209,28 @@ def test_unprotect_gives_the_plain_packet_and_refuses_tampered_replayed_or_malfo
     assert fastsend.unprotect(rx, protected[1]) == rtp(2)  # the session is unharmed
     monkeypatch.setattr(fastsend, "NATIVE", None)  # the Python path gives the same
     assert fastsend.unprotect(rx, protected[2]) == rtp(3)
+
+
+async def test_a_route_is_blocked_while_its_transport_queues_or_closes(receivers: list[socket.socket]) -> None:
+    """A closing transport's descriptor may soon belong to another socket (a client's HTTP
+    connection, say): the helper never writes on it; nor past bytes queued in user space."""
+    import asyncio
+    import types
+
+    from sfu.aiortc_hooks import _route_of
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+    to = receivers[0].getsockname()
+    pair = types.SimpleNamespace(protocol=types.SimpleNamespace(transport=transport), remote_addr=to)
+    route = _route_of(pair)
+    assert route is not None
+    fd, sockaddr, blocked, _, address, table = route
+    assert fd == transport.get_extra_info("socket").fileno() and address == to and table is None
+    assert sockaddr == pack_address(socket.AF_INET, *to)
+    assert not blocked()
+    transport.close()
+    assert blocked()
+
+    turn = types.SimpleNamespace(protocol=types.SimpleNamespace(transport=types.SimpleNamespace(get_extra_info=lambda name: None)), remote_addr=to)
+    assert _route_of(turn) is None  # a relayed pair keeps the Python path
