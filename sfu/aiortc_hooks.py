@@ -62,6 +62,7 @@ from aiortc.rtp import (
 
 from sfu import fastsend
 from sfu.fastsend import TRAILERS, SendBatch, pack_address, session_pointer, socket_of
+from sfu.rtp import NTP_UNIX_OFFSET
 from sfu.udp_mux import MuxTable
 
 log = logging.getLogger(__name__)
@@ -482,7 +483,6 @@ def guard_datagrams() -> None:
 # kept; RTCP and DTLS in the queue do not hold it up, or a busy node would send a fifth of its
 # packets the slow way behind one receiver report).
 
-NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900 (NTP, aiortc's arrival clock) to 1970
 
 
 def enable_receive_now(dtls: Any) -> None:

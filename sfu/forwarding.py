@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiortc import RTCRtpReceiver, RTCRtpSender
-from aiortc.clock import current_ntp_time
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
@@ -39,7 +38,7 @@ from sfu.keyframe import h264_keyframe
 from sfu.layer import MAX_TEMPORAL, Layer
 from sfu.metrics import SfuMetrics
 from sfu.packet_cache import CachedPacket, PacketCache
-from sfu.rtp import HEADER, abs_send_time, audio_level, build_packet, extension_block, rtx_payload
+from sfu.rtp import HEADER, abs_send_time, audio_level, build_packet, extension_block, ntp_now, rtx_payload
 from sfu.sdp import SimulcastOffer
 from sfu.tasks import TaskSet
 from sfu.vp8 import Vp8Descriptor, parse_vp8
@@ -311,7 +310,7 @@ class UpTrack:
                     self._failed("tap", tap, exc)
         if not self.downtracks:
             return
-        ntp = current_ntp_time()
+        ntp = ntp_now(time.time())
         abs_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
         sent = 0
         copy_delay, clock = self.metrics.counts.copy_delay, time.perf_counter
@@ -548,7 +547,7 @@ class DownTrack(ForwardsLayers):
 
     async def retransmit(self, packet: CachedPacket, out_sequence: int) -> None:
         timestamp, payload = self.forwarder.resent_as(packet)
-        ntp = current_ntp_time()
+        ntp = ntp_now(time.time())
         rtx_type = self.tap.rtx_payload_type
         if rtx_type is not None:
             self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF

@@ -202,3 +202,16 @@ def test_loss_tracker_says_when_a_gap_opens_and_while_packets_are_missing() -> N
     assert tracker.on_packet(13, now=0.01) is False and tracker.pending
     assert tracker.on_packet(14, now=0.01) is False and not tracker.pending  # both came after all
     assert tracker.on_packet(12, now=0.02) is False and not tracker.pending  # a late duplicate
+
+
+def test_ntp_now_is_aiortcs_ntp_time_for_the_same_instant() -> None:
+    import datetime
+
+    from aiortc.clock import datetime_to_ntp
+
+    from sfu.rtp import ntp_now
+
+    for unix in (0.0, 1_700_000_000.25, 1_796_000_000.999999, 2_000_000_000.5):
+        expected = datetime_to_ntp(datetime.datetime.fromtimestamp(unix, datetime.timezone.utc))
+        assert abs(ntp_now(unix) - expected) < 2**32 // 100_000  # within 10 µs (float rounding)
+        assert ntp_now(unix) >> 32 == expected >> 32
