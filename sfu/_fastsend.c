@@ -25,6 +25,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <stddef.h>
+#include <structmember.h>
 
 #define BATCH 64
 #define BUFFER 2048 /* sfu.aiortc_hooks.SRTP_BUFFER_BYTES: the SFU's sessions are widened to it */
@@ -186,9 +188,412 @@ fastsend_unprotect(PyObject *module, PyObject *args)
     return PyBytes_FromStringAndSize((const char *)packet, length);
 }
 
+/* ---- Lanes: the steady copies of a subscriber, decided and written without Python ----------
+ *
+ * A Lane holds what one down-track needs to forward the packets of its current layer while
+ * nothing about it changes (sfu/lanes.py arms it from the Python state and takes it back):
+ * the sequence/timestamp mapping of its munger's newest segment, the RTP header template, its
+ * SRTP session and the socket address, and counters Python reads back at each tick.
+ * ``fan_out`` maps, writes the header, protects and queues a copy for every armed lane of a
+ * packet; a lane whose packet is not the plain case (before the start point or the segment,
+ * too late, a jump, its connection no longer connected, its socket's transport closing or
+ * holding a queue) is disarmed and returned: Python takes it back and forwards that copy. */
+
+#define MAX_LATE 1000    /* sfu.munger.MAX_LATE */
+#define MAX_DROPOUT 3000 /* sfu.munger.MAX_DROPOUT */
+#define TEMPLATE 64
+
+typedef struct {
+    PyObject_HEAD
+    int armed;
+    int fd;
+    PyObject *session_owner; /* the pylibsrtp Session: kept alive while its pointer is used */
+    void *session;
+    unsigned char sockaddr[sizeof(struct sockaddr_in6)];
+    int sockaddr_len;
+    /* checked for every packet: dtls._state is connected, connection._nominated.get(1) is
+       pair, the socket's transport is not closing (its descriptor may soon be another
+       socket's) and holds no queue, and with udp_port the connection's view of the shared
+       socket (muxed) is not closed */
+    PyObject *dtls, *connected, *under, *muxed, *connection, *pair;
+    /* header: fixed part, then templates (extension blocks with slots) without/with a level */
+    int payload_type;
+    unsigned long ssrc;
+    unsigned char first[2];
+    unsigned char block[2][TEMPLATE];
+    int block_len[2], abs_at[2], level_at[2], has_level_template;
+    /* the munger's newest segment and where its output stands */
+    long long start_seq, seg_first, seg_offset, ts_offset, last_out_seq, last_out_ts, highest_in;
+    int has_last_out;
+    /* since Python last read them */
+    long long packets, octets, plain_bytes, protected_bytes;
+    unsigned long long last_ntp;
+    long long last_rtp_ts;
+    int frame_open;
+    double last_sent_at;
+    long long last_picture, last_tl0;
+    int has_picture, has_tl0;
+    PyObject *owner; /* the down-track (Python's) */
+} Lane;
+
+/* Write the lanes' messages [0, used) on fd; what is left becomes (lane, protected bytes). */
+static int
+flush_lanes(int fd, int used, Lane **lanes, PyObject **unsent, long *sent_total)
+{
+    int sent = 0;
+    while (sent < used) {
+        int n = sendmmsg(fd, messages + sent, (unsigned int)(used - sent), MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (n == 0)
+            break;
+        sent += n;
+    }
+    *sent_total += sent;
+    for (int i = sent; i < used; i++) {
+        if (*unsent == NULL && (*unsent = PyList_New(0)) == NULL)
+            return -1;
+        PyObject *left = Py_BuildValue("(Oy#)", (PyObject *)lanes[i], (const char *)buffers[i], (Py_ssize_t)vectors[i].iov_len);
+        if (left == NULL)
+            return -1;
+        int failed = PyList_Append(*unsent, left);
+        Py_DECREF(left);
+        if (failed < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *str_state, *str_closing, *str_nominated, *str_is_closing, *str_queued, *one;
+
+static void
+lane_dealloc(Lane *self)
+{
+    Py_XDECREF(self->session_owner);
+    Py_XDECREF(self->dtls);
+    Py_XDECREF(self->connected);
+    Py_XDECREF(self->under);
+    Py_XDECREF(self->muxed);
+    Py_XDECREF(self->connection);
+    Py_XDECREF(self->pair);
+    Py_XDECREF(self->owner);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* route(fd, session_owner, session, sockaddr, dtls, connected, under, muxed or None, connection, pair) */
+static PyObject *
+lane_route(Lane *self, PyObject *args)
+{
+    int fd;
+    PyObject *owner, *session, *dtls, *connected, *under, *muxed, *connection, *pair;
+    const char *address;
+    Py_ssize_t address_len;
+    if (!PyArg_ParseTuple(args, "iOOy#OOOOOO:route", &fd, &owner, &session, &address, &address_len, &dtls, &connected,
+                          &under, &muxed, &connection, &pair))
+        return NULL;
+    void *pointer = PyLong_AsVoidPtr(session);
+    if (pointer == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "no session");
+        return NULL;
+    }
+    if (fd < 0 || address_len < (Py_ssize_t)sizeof(struct sockaddr_in) || address_len > (Py_ssize_t)sizeof(struct sockaddr_in6)) {
+        PyErr_SetString(PyExc_ValueError, "a bad descriptor or socket address");
+        return NULL;
+    }
+    self->fd = fd;
+    self->session = pointer;
+    memcpy(self->sockaddr, address, (size_t)address_len);
+    self->sockaddr_len = (int)address_len;
+    Py_INCREF(owner);
+    Py_XSETREF(self->session_owner, owner);
+    Py_INCREF(dtls);
+    Py_XSETREF(self->dtls, dtls);
+    Py_INCREF(connected);
+    Py_XSETREF(self->connected, connected);
+    Py_INCREF(under);
+    Py_XSETREF(self->under, under);
+    Py_INCREF(muxed);
+    Py_XSETREF(self->muxed, muxed);
+    Py_INCREF(connection);
+    Py_XSETREF(self->connection, connection);
+    Py_INCREF(pair);
+    Py_XSETREF(self->pair, pair);
+    Py_RETURN_NONE;
+}
+
+/* template(levelled, first, block, abs_at, level_at): an extension block (zeros in its slots),
+   the offsets of the abs-send-time (3 bytes) and audio-level (1 byte) slots in it, or -1 */
+static PyObject *
+lane_template(Lane *self, PyObject *args)
+{
+    int levelled, first, abs_at, level_at;
+    const char *block;
+    Py_ssize_t length;
+    if (!PyArg_ParseTuple(args, "iiy#ii:template", &levelled, &first, &block, &length, &abs_at, &level_at))
+        return NULL;
+    if (levelled < 0 || levelled > 1 || length > TEMPLATE || abs_at + 3 > length || level_at + 1 > length || first < 0 || first > 255) {
+        PyErr_SetString(PyExc_ValueError, "a bad header template");
+        return NULL;
+    }
+    self->first[levelled] = (unsigned char)first;
+    memcpy(self->block[levelled], block, (size_t)length);
+    self->block_len[levelled] = (int)length;
+    self->abs_at[levelled] = abs_at;
+    self->level_at[levelled] = level_at;
+    if (levelled)
+        self->has_level_template = level_at >= 0;
+    Py_RETURN_NONE;
+}
+
+/* take() -> (packets, octets, plain_bytes, protected_bytes): the counters since the last take, reset */
+static PyObject *
+lane_take(Lane *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *counts = Py_BuildValue("(LLLL)", self->packets, self->octets, self->plain_bytes, self->protected_bytes);
+    if (counts != NULL)
+        self->packets = self->octets = self->plain_bytes = self->protected_bytes = 0;
+    return counts;
+}
+
+static PyMethodDef lane_methods[] = {
+    {"route", (PyCFunction)lane_route, METH_VARARGS, "Where copies go and what must hold for them to."},
+    {"template", (PyCFunction)lane_template, METH_VARARGS, "A header template, without (0) or with (1) an audio level."},
+    {"take", (PyCFunction)lane_take, METH_NOARGS, "The counters since the last take, reset."},
+    {NULL, NULL, 0, NULL},
+};
+
+#define MEMBER(name, type) {#name, type, offsetof(Lane, name), 0, NULL}
+static PyMemberDef lane_members[] = {
+    MEMBER(armed, T_INT),
+    MEMBER(payload_type, T_INT),
+    MEMBER(ssrc, T_ULONG),
+    MEMBER(start_seq, T_LONGLONG),
+    MEMBER(seg_first, T_LONGLONG),
+    MEMBER(seg_offset, T_LONGLONG),
+    MEMBER(ts_offset, T_LONGLONG),
+    MEMBER(last_out_seq, T_LONGLONG),
+    MEMBER(last_out_ts, T_LONGLONG),
+    MEMBER(highest_in, T_LONGLONG),
+    MEMBER(has_last_out, T_INT),
+    MEMBER(last_ntp, T_ULONGLONG),
+    MEMBER(last_rtp_ts, T_LONGLONG),
+    MEMBER(frame_open, T_INT),
+    MEMBER(last_sent_at, T_DOUBLE),
+    MEMBER(last_picture, T_LONGLONG),
+    MEMBER(last_tl0, T_LONGLONG),
+    MEMBER(has_picture, T_INT),
+    MEMBER(has_tl0, T_INT),
+    MEMBER(owner, T_OBJECT),
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sfu._fastsend.Lane",
+    .tp_basicsize = sizeof(Lane),
+    .tp_dealloc = (destructor)lane_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The steady copies of one down-track (see sfu/lanes.py).",
+    .tp_methods = lane_methods,
+    .tp_members = lane_members,
+    .tp_new = PyType_GenericNew,
+};
+
+/* Whether the lane's connection still stands: 1 yes, 0 no, -1 error. */
+static int
+lane_connected(Lane *lane)
+{
+    if (lane->dtls == NULL || lane->under == NULL || lane->muxed == NULL || lane->connection == NULL)
+        return 0;
+    PyObject *state = PyObject_GetAttr(lane->dtls, str_state);
+    if (state == NULL)
+        return -1;
+    int ok = state == lane->connected;
+    Py_DECREF(state);
+    if (!ok)
+        return 0;
+    if (lane->muxed != Py_None) {
+        PyObject *closing = PyObject_GetAttr(lane->muxed, str_closing);
+        if (closing == NULL)
+            return -1;
+        ok = closing == Py_False;
+        Py_DECREF(closing);
+        if (!ok)
+            return 0;
+    }
+    PyObject *closing = PyObject_CallMethodNoArgs(lane->under, str_is_closing);
+    if (closing == NULL)
+        return -1;
+    ok = closing == Py_False;
+    Py_DECREF(closing);
+    if (!ok)
+        return 0;
+    PyObject *queued = PyObject_CallMethodNoArgs(lane->under, str_queued);
+    if (queued == NULL)
+        return -1;
+    long size = PyLong_Check(queued) ? PyLong_AsLong(queued) : -1;
+    Py_DECREF(queued);
+    if (size != 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *nominated = PyObject_GetAttr(lane->connection, str_nominated);
+    if (nominated == NULL)
+        return -1;
+    ok = PyDict_Check(nominated) && PyDict_GetItem(nominated, one) == lane->pair;
+    Py_DECREF(nominated);
+    return ok;
+}
+
+/* fan_out(protect, lanes, sequence, timestamp, marker, payload, abs_time, level, picture, tl0, now, ntp)
+   -> (sent, rejected lanes or None, [(lane, protected bytes) not written] or None)
+   level: the audio-level byte or -1; picture, tl0: the VP8 numbers or -1. */
+static PyObject *
+fastsend_fan_out(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *protect_address, *lanes;
+    long long sequence, timestamp, picture, tl0;
+    int marker, level;
+    const char *payload, *abs_time;
+    Py_ssize_t payload_len, abs_len;
+    double now;
+    unsigned long long ntp;
+    if (!PyArg_ParseTuple(args, "OO!LLpy#y#iLLdK:fan_out", &protect_address, &PyList_Type, &lanes, &sequence, &timestamp,
+                          &marker, &payload, &payload_len, &abs_time, &abs_len, &level, &picture, &tl0, &now, &ntp))
+        return NULL;
+    protect_fn protect = (protect_fn)PyLong_AsVoidPtr(protect_address);
+    if (protect == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "no srtp_protect address");
+        return NULL;
+    }
+    if (abs_len != 3) {
+        PyErr_SetString(PyExc_ValueError, "abs_time is 3 bytes");
+        return NULL;
+    }
+    PyObject *rejected = NULL, *unsent = NULL;
+    Lane *batch_lanes[BATCH];
+    long sent = 0;
+    int used = 0, fd = -1;
+    Py_ssize_t count = PyList_GET_SIZE(lanes);
+    for (Py_ssize_t index = 0; index < count; index++) {
+        PyObject *item = PyList_GET_ITEM(lanes, index);
+        if (Py_TYPE(item) != &LaneType)
+            continue;
+        Lane *lane = (Lane *)item;
+        if (!lane->armed)
+            continue;
+        long long out_seq = sequence + lane->seg_offset;
+        int plain = sequence >= lane->start_seq && sequence >= lane->seg_first
+                    && !(lane->has_last_out && (out_seq < lane->last_out_seq - MAX_LATE || out_seq > lane->last_out_seq + MAX_DROPOUT));
+        int levelled = level >= 0 && lane->has_level_template;
+        Py_ssize_t header = 12 + lane->block_len[levelled];
+        if (plain)
+            plain = header + payload_len <= BUFFER - MAX_TRAILER;
+        if (plain) {
+            int connected = lane_connected(lane);
+            if (connected < 0)
+                goto error;
+            plain = connected;
+        }
+        if (!plain) {
+            lane->armed = 0;
+            if (rejected == NULL && (rejected = PyList_New(0)) == NULL)
+                goto error;
+            if (PyList_Append(rejected, item) < 0)
+                goto error;
+            continue;
+        }
+        if (used == BATCH || (used > 0 && lane->fd != fd)) {
+            if (flush_lanes(fd, used, batch_lanes, &unsent, &sent) < 0)
+                goto error;
+            used = 0;
+        }
+        fd = lane->fd;
+        long long out_ts = timestamp + lane->ts_offset;
+        if (sequence > lane->highest_in)
+            lane->highest_in = sequence;
+        if (!lane->has_last_out || out_seq > lane->last_out_seq) {
+            lane->last_out_seq = out_seq;
+            lane->last_out_ts = out_ts;
+            lane->has_last_out = 1;
+        }
+        unsigned char *buffer = buffers[used];
+        unsigned long long ts32 = (unsigned long long)out_ts & 0xFFFFFFFFULL;
+        unsigned int seq16 = (unsigned int)((unsigned long long)out_seq & 0xFFFF);
+        buffer[0] = lane->first[levelled];
+        buffer[1] = (unsigned char)((marker ? 0x80 : 0) | (lane->payload_type & 0x7F));
+        buffer[2] = (unsigned char)(seq16 >> 8);
+        buffer[3] = (unsigned char)seq16;
+        buffer[4] = (unsigned char)(ts32 >> 24);
+        buffer[5] = (unsigned char)(ts32 >> 16);
+        buffer[6] = (unsigned char)(ts32 >> 8);
+        buffer[7] = (unsigned char)ts32;
+        buffer[8] = (unsigned char)(lane->ssrc >> 24);
+        buffer[9] = (unsigned char)(lane->ssrc >> 16);
+        buffer[10] = (unsigned char)(lane->ssrc >> 8);
+        buffer[11] = (unsigned char)lane->ssrc;
+        memcpy(buffer + 12, lane->block[levelled], (size_t)lane->block_len[levelled]);
+        if (lane->abs_at[levelled] >= 0)
+            memcpy(buffer + 12 + lane->abs_at[levelled], abs_time, 3);
+        if (levelled)
+            buffer[12 + lane->level_at[1]] = (unsigned char)level;
+        memcpy(buffer + header, payload, (size_t)payload_len);
+        int length = (int)(header + payload_len);
+        int plain_length = length;
+        int status = protect(lane->session, buffer, &length);
+        if (status != 0 || length < 0 || length > BUFFER) {
+            /* counted as sent by the mapping above, as a datagram lost on the way would be */
+            continue;
+        }
+        vectors[used].iov_base = buffer;
+        vectors[used].iov_len = (size_t)length;
+        memset(&messages[used].msg_hdr, 0, sizeof(struct msghdr));
+        messages[used].msg_hdr.msg_name = lane->sockaddr;
+        messages[used].msg_hdr.msg_namelen = (socklen_t)lane->sockaddr_len;
+        messages[used].msg_hdr.msg_iov = &vectors[used];
+        messages[used].msg_hdr.msg_iovlen = 1;
+        batch_lanes[used] = lane;
+        used++;
+        lane->packets++;
+        lane->octets += payload_len;
+        lane->plain_bytes += plain_length;
+        lane->protected_bytes += length;
+        lane->last_ntp = ntp;
+        lane->last_rtp_ts = (long long)ts32;
+        lane->frame_open = !marker;
+        lane->last_sent_at = now;
+        if (picture >= 0 && (!lane->has_picture || picture > lane->last_picture)) {
+            lane->last_picture = picture;
+            lane->has_picture = 1;
+        }
+        if (tl0 >= 0 && (!lane->has_tl0 || tl0 > lane->last_tl0)) {
+            lane->last_tl0 = tl0;
+            lane->has_tl0 = 1;
+        }
+    }
+    if (used > 0 && flush_lanes(fd, used, batch_lanes, &unsent, &sent) < 0)
+        goto error;
+    PyObject *result = Py_BuildValue("(lOO)", sent, rejected ? rejected : Py_None, unsent ? unsent : Py_None);
+    Py_XDECREF(rejected);
+    Py_XDECREF(unsent);
+    return result;
+error:
+    Py_XDECREF(rejected);
+    Py_XDECREF(unsent);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"send", fastsend_send, METH_VARARGS, "Protect copies with SRTP and write them with sendmmsg (see the module's source)."},
     {"unprotect", fastsend_unprotect, METH_VARARGS, "Unprotect one SRTP packet: its plain bytes, or libsrtp's error."},
+    {"fan_out", fastsend_fan_out, METH_VARARGS, "Forward one packet to every armed lane (see Lane)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -199,8 +604,24 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__fastsend(void)
 {
+    if (PyType_Ready(&LaneType) < 0)
+        return NULL;
+    str_state = PyUnicode_InternFromString("_state");
+    str_closing = PyUnicode_InternFromString("_closing");
+    str_nominated = PyUnicode_InternFromString("_nominated");
+    str_is_closing = PyUnicode_InternFromString("is_closing");
+    str_queued = PyUnicode_InternFromString("get_write_buffer_size");
+    one = PyLong_FromLong(1);
+    if (str_state == NULL || str_closing == NULL || str_nominated == NULL || str_is_closing == NULL || str_queued == NULL || one == NULL)
+        return NULL;
     PyObject *made = PyModule_Create(&module);
-    if (made != NULL && (PyModule_AddIntConstant(made, "BUFFER", BUFFER) < 0 || PyModule_AddIntConstant(made, "MAX_TRAILER", MAX_TRAILER) < 0)) {
+    if (made == NULL)
+        return NULL;
+    Py_INCREF(&LaneType);
+    if (PyModule_AddIntConstant(made, "BUFFER", BUFFER) < 0 || PyModule_AddIntConstant(made, "MAX_TRAILER", MAX_TRAILER) < 0
+        || PyModule_AddIntConstant(made, "MAX_LATE", MAX_LATE) < 0 || PyModule_AddIntConstant(made, "MAX_DROPOUT", MAX_DROPOUT) < 0
+        || PyModule_AddObject(made, "Lane", (PyObject *)&LaneType) < 0) {
+        Py_DECREF(&LaneType);
         Py_DECREF(made);
         return NULL;
     }

@@ -954,6 +954,58 @@ class SenderTap:
         dtls._RTCDtlsTransport__tx_bytes += len(data) + self._trailer
         dtls._RTCDtlsTransport__tx_packets += 1
 
+    def route_lane(self, lane: Any) -> bool:
+        """Point a native lane (``sfu._fastsend.Lane``) at this subscriber: its SRTP session, the
+        socket under the nominated pair (``udp_port``'s shared one, or the connection's own) and
+        the remote address.  For every packet the lane checks that the DTLS transport is
+        connected, the nominated pair the same, and the socket's transport neither closing (its
+        descriptor could become another socket's) nor holding a queue.  False when there is no
+        such route now (a TURN relay, a queue, not connected)."""
+        dtls = self.sender.transport
+        if fastsend.NATIVE is None or dtls._state is not _DTLS_CONNECTED or dtls._tx_srtp is None:
+            return False
+        connection = dtls.transport._connection
+        pair = connection._nominated.get(1)
+        if pair is None:
+            return False
+        route = _route_of(pair)
+        if route is None or route[2]():
+            return False
+        fd, sockaddr, _, transport, address, table = route
+        if table is not None and table.owners.get(address) is not transport:
+            return False
+        srtp = dtls._tx_srtp
+        if srtp is not self._srtp:
+            self._srtp, self._session = srtp, session_pointer(srtp)
+            self._trailer = TRAILERS.get(dtls._ssl.get_selected_srtp_profile(), 16)
+        under = transport.shared.transport if table is not None else transport
+        lane.route(fd, srtp, self._session, sockaddr, dtls, _DTLS_CONNECTED, under,
+                   transport if table is not None else None, connection, pair)
+        return True
+
+    def queue_protected(self, data: bytes) -> None:
+        """A copy a lane protected but the socket would not take: queued on the transport."""
+        dtls = self.sender.transport
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            return
+        try:
+            pair.protocol.transport.sendto(data, pair.remote_addr)
+        except Exception:  # closing meanwhile: lost, as a datagram may be
+            return
+
+    def record_lane(self, packets: int, octets: int, protected: int, ntp_time: int, rtp_timestamp: int) -> None:
+        """What a native lane sent since it was last read: the counts of the sender's reports and
+        of the DTLS transport's statistics, as ``record_sent`` and ``send_now`` keep them."""
+        sender = self.sender
+        sender._RTCRtpSender__ntp_timestamp = ntp_time
+        sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
+        sender._RTCRtpSender__packet_count += packets
+        sender._RTCRtpSender__octet_count += octets
+        dtls = sender.transport
+        dtls._RTCDtlsTransport__tx_bytes += protected
+        dtls._RTCDtlsTransport__tx_packets += packets
+
     def record_sent(self, ntp_time: int, rtp_timestamp: int, octets: int) -> None:
         """What aiortc's RTCP loop reports in its next sender report."""
         sender = self.sender

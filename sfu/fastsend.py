@@ -9,14 +9,13 @@ and writes each run of copies on one socket with one ``sendmmsg``.  Copies the s
 take (it would block) come back protected and are queued on their transport, in order.
 
 The helper is built from source by ``pip install`` (setup.py; gcc and the Python headers).
-When it is missing, or ``VIDEOCONF_NATIVE_SEND=0``, ``NATIVE`` is None and the SFU sends each
+When it is missing, or the setting ``native_send`` is false, ``NATIVE`` is None and the SFU sends each
 copy as before (``SenderTap.send_now``): the forwarding tests run on both paths.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sys
 from typing import Any
@@ -38,11 +37,18 @@ UNPROTECT = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
 TRAILERS = {b"SRTP_AES128_CM_SHA1_80": 10, b"SRTP_AEAD_AES_128_GCM": 16, b"SRTP_AEAD_AES_256_GCM": 16}
 
 
-def native_enabled() -> bool:
-    return _fastsend is not None and os.environ.get("VIDEOCONF_NATIVE_SEND", "1") != "0"
+NATIVE: Any = _fastsend  # None: every copy from Python
+# Lanes (sfu.forwarding.DownTrack.arm_lane): steady subscribers forwarded with no Python per copy.
+LANES = True
 
 
-NATIVE: Any = _fastsend if native_enabled() else None
+def configure(native: bool, lanes: bool = True) -> None:
+    """The ``native_send`` setting: use the helper where it was built, or Python only."""
+    global NATIVE, LANES
+    NATIVE = _fastsend if native else None
+    LANES = lanes
+    if native and _fastsend is None:
+        log.warning("native_send is on but sfu/_fastsend.c was not built (gcc and the Python headers at install): forwarding from Python")
 
 
 def session_pointer(session: Any) -> int:

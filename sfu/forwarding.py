@@ -315,7 +315,18 @@ class UpTrack:
         sent = 0
         copy_delay, clock = self.metrics.counts.copy_delay, time.perf_counter
         batch = self._batch if fastsend.NATIVE is not None else None
+        lane_sent, lanes_done = 0, 0.0
+        if layer.lanes and batch is not None:
+            try:
+                lane_sent = fan_out_lanes(self, layer, cached, ntp, abs_time, now)
+            except Exception as exc:  # the helper refused its input: Python forwards every copy
+                self._failed("forward", layer, exc)
+                for lane in list(layer.lanes):
+                    lane.owner.take_back()
+            lanes_done = clock() - started
         for downtrack in self.downtracks:
+            if downtrack.lane_layer is layer:
+                continue  # its lane sent the copy
             wants = downtrack.forwarder
             if wants.current is layer or wants.target is layer:
                 try:
@@ -325,17 +336,21 @@ class UpTrack:
                             copy_delay.observe(clock() - started)
                 except Exception as exc:
                     self._failed("forward", downtrack, exc)
-        if batch is not None and batch.items:
-            batched = len(batch.items)
-            try:
-                lost = batch.flush()
-            except Exception as exc:  # the helper refused its input: nothing of it left
-                self._failed("forward", batch, exc)
-                lost = batched
-            if lost:
-                self.metrics.packet_errors.labels("protect").inc(lost)
-            copy_delay.observe_many(clock() - started, sent - lost)  # the batch's copies left together
-            sent -= lost
+        if batch is not None:
+            if batch.items:
+                batched = len(batch.items)
+                try:
+                    lost = batch.flush()
+                except Exception as exc:  # the helper refused its input: nothing of it left
+                    self._failed("forward", batch, exc)
+                    lost = batched
+                if lost:
+                    self.metrics.packet_errors.labels("protect").inc(lost)
+                sent -= lost
+            # the lanes' copies left first, the batch's together after them
+            copy_delay.observe_many(lanes_done, lane_sent)
+            copy_delay.observe_many(clock() - started, sent)
+            sent += lane_sent
         if sent:
             octets = sent * len(cached.payload)
             self.metrics.record_forward(self.kind, sent, octets, clock() - started)
@@ -360,6 +375,12 @@ class UpTrack:
             return
         rtt = min((d.tap.rtt for d in self.downtracks if d.tap.rtt), default=None)
         now = self.clock()
+        if fastsend.NATIVE is not None:
+            for downtrack in list(self.downtracks):
+                try:
+                    downtrack.lane_tick(now)
+                except Exception as exc:
+                    self._failed("lane", downtrack, exc)
         for layer in self.layers:
             if layer.ssrc is None:
                 continue
@@ -399,9 +420,47 @@ class UpTrack:
         self.downtracks.append(downtrack)
 
     def remove(self, downtrack: DownTrack) -> None:
+        downtrack.take_back()
         if downtrack in self.downtracks:
             self.downtracks.remove(downtrack)
         self._failures.pop(id(downtrack), None)
+
+
+LANE_SYNC = 0.1  # seconds between reads of a lane's counters (sender reports, the meter)
+
+
+def _slots(pieces: tuple[bytes, ...], has_abs: bool, has_level: bool) -> tuple[bytes, int, int]:
+    """A header template's extension block with zeros in its slots, and where they are."""
+    if has_abs and has_level:
+        block = pieces[0] + bytes(3) + pieces[1] + bytes(1) + pieces[2]
+        return block, len(pieces[0]), len(pieces[0]) + 3 + len(pieces[1])
+    if has_abs:
+        return pieces[0] + bytes(3) + pieces[1], len(pieces[0]), -1
+    if has_level:
+        return pieces[0] + bytes(1) + pieces[1], -1, len(pieces[0])
+    return pieces[0], -1, -1
+
+
+def fan_out_lanes(up: UpTrack, layer: Layer, cached: CachedPacket, ntp: int, abs_time: bytes, now: float) -> int:
+    """The copies of ``cached`` for the lanes armed on ``layer``; the number written.  A lane
+    the helper refused is taken back (Python forwards its copy next), and copies a socket would
+    not take are queued on their transport (the lane then sees the queue and stands down)."""
+    level = cached.audio_level
+    sent, refused, unsent = fastsend.NATIVE.fan_out(
+        fastsend.PROTECT, layer.lanes, cached.sequence, cached.timestamp, cached.marker, cached.payload, abs_time,
+        audio_level(*level)[0] if level is not None else -1,
+        cached.picture_id if cached.picture_id is not None else -1, cached.tl0 if cached.tl0 is not None else -1,
+        now, ntp,
+    )
+    if refused:
+        for lane in refused:
+            lane.owner.take_back()
+    if unsent:
+        for lane, data in unsent:
+            tap = lane.owner.tap
+            tap.queue_protected(data)
+        sent += len(unsent)
+    return sent
 
 
 class DownTrack(ForwardsLayers):
@@ -438,6 +497,12 @@ class DownTrack(ForwardsLayers):
         self._levelled: tuple[int, tuple[bytes, ...], bool, bool] = (0x80, (b"",), False, False)
         self.packets = 0
         self.retransmitted = 0
+        # A native lane forwards this down-track's packets of lane_layer while it is steady
+        # (see arm_lane); None when Python forwards them.
+        self.lane: Any = None
+        self.lane_layer: Layer | None = None
+        self.lane_packets = 0  # of self.packets, those a lane sent
+        self._lane_synced = float("-inf")
 
     @property
     def switches(self) -> int:
@@ -507,6 +572,103 @@ class DownTrack(ForwardsLayers):
         if has_abs:
             return b"".join((fixed, pieces[0], abs_time, pieces[1], payload))
         return b"".join((fixed, pieces[0], payload))
+
+    # Native lanes ----------------------------------------------------------------------------
+    #
+    # While nothing about this down-track changes (its current layer is its target, no temporal
+    # cap, no dropped packets, VP8 numbers unchanged), a lane of the native helper forwards its
+    # copies: the munger's newest segment, the header templates, the SRTP session and the shared
+    # socket's address are copied into the lane, which maps, writes, protects and sends with no
+    # Python per copy.  Anything that would read or change that state first takes it back
+    # (Munger.lent, Forwarder.set_target), so Python forwards exactly as before from there on;
+    # the node's tick arms lanes again and reads their counters (sender reports, the meter).
+
+    def lane_tick(self, now: float) -> None:
+        """Read an armed lane's counters (at most every LANE_SYNC seconds), or arm one."""
+        if self.lane_layer is not None:
+            if now - self._lane_synced >= LANE_SYNC:
+                self._lane_synced = now
+                self._lane_counts(now)
+            return
+        if fastsend.NATIVE is not None and fastsend.LANES:
+            self.arm_lane(now)
+
+    def steady(self) -> bool:
+        """Whether a lane can forward for this down-track now (see above)."""
+        forwarder = self.forwarder
+        munger, vp8, layer = forwarder.munger, forwarder.vp8, forwarder.current
+        return bool(
+            self.bound and layer is not None and forwarder.target is layer and forwarder.temporal is None
+            and forwarder.temporal_wanted is None and munger.started and not munger._dropped
+            and not vp8.picture_offset and not vp8.tl0_offset and not self.up.blocked
+        )
+
+    def arm_lane(self, now: float) -> bool:
+        if self.lane_layer is not None or not self.steady():
+            return False
+        lane = self.lane
+        if lane is None:
+            lane = self.lane = fastsend.NATIVE.Lane()
+            lane.owner = self
+        if not self.tap.route_lane(lane):
+            return False
+        forwarder = self.forwarder
+        munger, vp8, layer = forwarder.munger, forwarder.vp8, forwarder.current
+        lane.payload_type, lane.ssrc = self.payload_type, self._ssrc
+        for levelled, (first, pieces, has_abs, has_level) in enumerate((self._plain, self._levelled)):
+            lane.template(levelled, first, *_slots(pieces, has_abs, has_level))
+        first_in, offset = munger._segments[-1]
+        lane.start_seq, lane.seg_first, lane.seg_offset, lane.ts_offset = munger._start_seq, first_in, offset, munger._ts_offset
+        lane.has_last_out = munger._last_out_seq is not None
+        lane.last_out_seq = munger._last_out_seq if munger._last_out_seq is not None else 0
+        lane.last_out_ts, lane.highest_in = munger._last_out_ts, munger._highest_in
+        lane.frame_open = forwarder.frame_open
+        lane.last_sent_at = forwarder.last_sent_at if forwarder.last_sent_at is not None else -1.0
+        lane.has_picture = vp8.last_picture is not None
+        lane.last_picture = vp8.last_picture if vp8.last_picture is not None else 0
+        lane.has_tl0 = vp8.last_tl0 is not None
+        lane.last_tl0 = vp8.last_tl0 if vp8.last_tl0 is not None else 0
+        lane.take()
+        lane.armed = 1
+        munger.lent = self.take_back
+        self.lane_layer = layer
+        self._lane_synced = now
+        layer.lanes.append(lane)
+        return True
+
+    def take_back(self) -> None:
+        """Python forwards again, from where the lane left the state."""
+        layer, lane = self.lane_layer, self.lane
+        if layer is None:
+            return
+        self.lane_layer = None
+        lane.armed = 0
+        if lane in layer.lanes:
+            layer.lanes.remove(lane)
+        forwarder = self.forwarder
+        munger, vp8 = forwarder.munger, forwarder.vp8
+        munger.lent = None
+        self._lane_counts(self.up.clock())
+        if lane.has_last_out:
+            munger._last_out_seq, munger._last_out_ts = lane.last_out_seq, lane.last_out_ts
+        munger._highest_in = lane.highest_in
+        if lane.last_sent_at >= 0:
+            forwarder.last_sent_at = lane.last_sent_at
+        forwarder.frame_open = bool(lane.frame_open)
+        if lane.has_picture:
+            vp8.last_picture = lane.last_picture
+            if vp8.known(lane.last_picture) is None:  # the frame in progress stays forwarded
+                vp8.decide(lane.last_picture, True)
+        if lane.has_tl0:
+            vp8.last_tl0 = lane.last_tl0
+
+    def _lane_counts(self, now: float) -> None:
+        packets, octets, plain, protected = self.lane.take()
+        if packets:
+            self.packets += packets
+            self.lane_packets += packets
+            self.meter.add(plain, now)
+            self.tap.record_lane(packets, octets, protected, self.lane.last_ntp, self.lane.last_rtp_ts)
 
     def _extensions(self, packet: CachedPacket, ntp: int) -> bytes:
         elements = []

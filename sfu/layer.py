@@ -9,6 +9,8 @@ last asked the publisher to do with it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sfu.bandwidth import RateMeter
 from sfu.nack import LossTracker
 from sfu.packet_cache import PacketCache
@@ -47,6 +49,7 @@ class Layer:
         self.resumed_at = float("-inf")
         self.last_rate: list[float] = []
         self.packets = 0
+        self.lanes: list[Any] = []  # native lanes armed on this layer (sfu.forwarding.DownTrack.arm_lane)
 
     def sending(self, now: float) -> bool:
         return now - self.last_packet < self.timeout

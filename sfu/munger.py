@@ -12,6 +12,7 @@ only when they leave."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 HISTORY = 1024
 SEGMENTS = 64
@@ -41,6 +42,9 @@ class Munger:
         self._dropped_order: list[int] = []
         self._last_out_seq: int | None = None
         self._last_out_ts = 0
+        # Set while a native lane (sfu.fastsend) forwards with this state: called before anything
+        # here reads or changes it, to take the state back (sfu.forwarding.DownTrack.take_back).
+        self.lent: Callable[[], None] | None = None
         # output -> (layer, input) for recent packets, so NACKs map back across restarts
         self._history: list[tuple[int, int, int] | None] = [None] * HISTORY
 
@@ -53,6 +57,8 @@ class Munger:
         becomes the next output number (after ``skip`` numbers left out, so that a receiver sees
         a frame cut short as lost rather than complete), its timestamp ``ts_gap`` ticks after
         the last one sent."""
+        if self.lent is not None:
+            self.lent()
         if self._last_out_seq is not None:
             self._next_seq = self._last_out_seq + 1 + skip
             self._next_ts = self._last_out_ts + max(ts_gap, 1)
@@ -66,6 +72,8 @@ class Munger:
 
     def stop(self) -> None:
         """Forwarding paused: the next ``start`` continues the output after the last packet."""
+        if self.lent is not None:
+            self.lent()
         self._start_seq = None
 
     def _offset(self, sequence: int) -> int:
@@ -79,6 +87,8 @@ class Munger:
     def map(self, sequence: int, timestamp: int) -> tuple[int, int] | None:
         """Output (sequence16, timestamp32) for an input packet, or None for packets from before
         the start point, packets dropped earlier, and packets later than ``MAX_LATE``."""
+        if self.lent is not None:
+            self.lent()
         if self._start_seq is None or sequence < self._start_seq or sequence in self._dropped:
             return None
         first, offset = self._segments[-1]  # nearly always: the newest segment
@@ -102,6 +112,8 @@ class Munger:
         """Do not forward this input packet.  In order, later packets close its gap; a packet
         older than what was already forwarded leaves its gap (the subscriber's NACK for it is
         ignored)."""
+        if self.lent is not None:
+            self.lent()
         if self._start_seq is None or sequence < self._start_seq or sequence in self._dropped:
             return
         self._dropped.add(sequence)
@@ -126,6 +138,8 @@ class Munger:
 
     def unmap(self, out_sequence16: int) -> tuple[int, int] | None:
         """(layer, input sequence) behind an output number a subscriber NACKed."""
+        if self.lent is not None:
+            self.lent()
         if self._last_out_seq is None:
             return None
         delta = ((out_sequence16 - self._last_out_seq + 0x8000) & 0xFFFF) - 0x8000

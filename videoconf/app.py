@@ -20,6 +20,7 @@ from control_api.observability import METRICS
 from control_api.security import Clock
 from control_api.services.context import utc_now
 from recorder.manager import RecorderConfig, RecorderManager
+from sfu import fastsend
 from sfu.aiortc_hooks import bind_udp_port, configure_ice, verify_hooks
 from sfu.metrics import SfuMetrics
 from sfu.room import NodeSettings, SfuNode
@@ -141,6 +142,7 @@ def create_app(
     to trust."""
     verify_hooks()
     configure_ice(settings.ice_addresses, settings.ice_port_range, settings.udp_port)
+    fastsend.configure(settings.native_send)
     app = create_api_app(settings, clock=clock)
     node = SfuNode(
         SfuMetrics(app[METRICS].registry),

@@ -110,6 +110,10 @@ class Settings(BaseSettings):
         default=None, description="Public address of a 1:1 NAT in front of the SFU"
     )
     sfu_ice_servers: list[IceServer] = Field(default=[], description="STUN/TURN servers the SFU itself uses")
+    native_send: bool = Field(
+        default=True,
+        description="Protect and write forwarded copies with the native helper (sfu/_fastsend.c) where it was built; false: Python only",
+    )
     cluster: bool = Field(
         default=False,
         description="Join the cluster in Redis: heartbeats, and rooms placed on its nodes (needs redis_url)",

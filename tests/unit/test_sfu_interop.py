@@ -111,6 +111,7 @@ class FailingDown:
     """A subscriber's down-track whose send fails as pylibsrtp's did."""
 
     subscriber = "broken"
+    lane_layer = None
 
     def __init__(self, up: UpTrack) -> None:
         self.forwarder = Forwarder(up.layers[0])
@@ -121,6 +122,7 @@ class FailingDown:
 
 class CountingDown:
     subscriber = "fine"
+    lane_layer = None
 
     def __init__(self, up: UpTrack) -> None:
         self.forwarder = Forwarder(up.layers[0])
