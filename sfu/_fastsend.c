@@ -218,6 +218,7 @@ typedef struct {
     PyObject *dtls, *connected, *under, *muxed, *connection, *pair;
     /* header: fixed part, then templates (extension blocks with slots) without/with a level */
     int payload_type;
+    int max_tid; /* the temporal cap: a packet of a higher VP8 temporal layer goes to Python */
     unsigned long ssrc;
     unsigned char first[2];
     unsigned char block[2][TEMPLATE];
@@ -371,6 +372,7 @@ static PyMethodDef lane_methods[] = {
 static PyMemberDef lane_members[] = {
     MEMBER(armed, T_INT),
     MEMBER(payload_type, T_INT),
+    MEMBER(max_tid, T_INT),
     MEMBER(ssrc, T_ULONG),
     MEMBER(start_seq, T_LONGLONG),
     MEMBER(seg_first, T_LONGLONG),
@@ -450,22 +452,22 @@ lane_connected(Lane *lane)
     return ok;
 }
 
-/* fan_out(protect, lanes, sequence, timestamp, marker, payload, abs_time, level, picture, tl0, now, ntp)
+/* fan_out(protect, lanes, sequence, timestamp, marker, payload, abs_time, level, tid, picture, tl0, now, ntp)
    -> (sent, rejected lanes or None, [(lane, protected bytes) not written] or None)
-   level: the audio-level byte or -1; picture, tl0: the VP8 numbers or -1. */
+   level: the audio-level byte or -1; tid, picture, tl0: the VP8 numbers or -1. */
 static PyObject *
 fastsend_fan_out(PyObject *module, PyObject *args)
 {
     (void)module;
     PyObject *protect_address, *lanes;
     long long sequence, timestamp, picture, tl0;
-    int marker, level;
+    int marker, level, tid;
     const char *payload, *abs_time;
     Py_ssize_t payload_len, abs_len;
     double now;
     unsigned long long ntp;
-    if (!PyArg_ParseTuple(args, "OO!LLpy#y#iLLdK:fan_out", &protect_address, &PyList_Type, &lanes, &sequence, &timestamp,
-                          &marker, &payload, &payload_len, &abs_time, &abs_len, &level, &picture, &tl0, &now, &ntp))
+    if (!PyArg_ParseTuple(args, "OO!LLpy#y#iiLLdK:fan_out", &protect_address, &PyList_Type, &lanes, &sequence, &timestamp,
+                          &marker, &payload, &payload_len, &abs_time, &abs_len, &level, &tid, &picture, &tl0, &now, &ntp))
         return NULL;
     protect_fn protect = (protect_fn)PyLong_AsVoidPtr(protect_address);
     if (protect == NULL) {
@@ -490,7 +492,7 @@ fastsend_fan_out(PyObject *module, PyObject *args)
         if (!lane->armed)
             continue;
         long long out_seq = sequence + lane->seg_offset;
-        int plain = sequence >= lane->start_seq && sequence >= lane->seg_first
+        int plain = tid <= lane->max_tid && sequence >= lane->start_seq && sequence >= lane->seg_first
                     && !(lane->has_last_out && (out_seq < lane->last_out_seq - MAX_LATE || out_seq > lane->last_out_seq + MAX_DROPOUT));
         int levelled = level >= 0 && lane->has_level_template;
         Py_ssize_t header = 12 + lane->block_len[levelled];

@@ -156,8 +156,8 @@ class Forwarder:
     def set_target(self, layer: LayerRef | None, temporal: int | None = None, reason: str = "requested") -> None:
         """Forward ``layer`` from its next keyframe on (None: pause now); ``temporal`` caps the
         temporal layers (lowered at the next frame, raised at the next frame that allows it)."""
-        if self.munger.lent is not None and (layer is not self.current or temporal is not None):
-            self.munger.lent()  # a native lane forwards only the current layer, uncapped
+        if self.munger.lent is not None and (layer is not self.current or temporal != self.temporal):
+            self.munger.lent()  # a native lane forwards only the current layer, under its cap
         self.reason = reason
         if layer is None:
             self.target = None

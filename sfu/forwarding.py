@@ -448,7 +448,7 @@ def fan_out_lanes(up: UpTrack, layer: Layer, cached: CachedPacket, ntp: int, abs
     level = cached.audio_level
     sent, refused, unsent = fastsend.NATIVE.fan_out(
         fastsend.PROTECT, layer.lanes, cached.sequence, cached.timestamp, cached.marker, cached.payload, abs_time,
-        audio_level(*level)[0] if level is not None else -1,
+        audio_level(*level)[0] if level is not None else -1, cached.tid if cached.tid is not None else -1,
         cached.picture_id if cached.picture_id is not None else -1, cached.tl0 if cached.tl0 is not None else -1,
         now, ntp,
     )
@@ -575,8 +575,8 @@ class DownTrack(ForwardsLayers):
 
     # Native lanes ----------------------------------------------------------------------------
     #
-    # While nothing about this down-track changes (its current layer is its target, no temporal
-    # cap, no dropped packets, VP8 numbers unchanged), a lane of the native helper forwards its
+    # While nothing about this down-track changes (its current layer is its target, no higher
+    # temporal cap pending, no dropped packets, VP8 numbers unchanged), a lane of the native helper forwards its
     # copies: the munger's newest segment, the header templates, the SRTP session and the shared
     # socket's address are copied into the lane, which maps, writes, protects and sends with no
     # Python per copy.  Anything that would read or change that state first takes it back
@@ -598,7 +598,7 @@ class DownTrack(ForwardsLayers):
         forwarder = self.forwarder
         munger, vp8, layer = forwarder.munger, forwarder.vp8, forwarder.current
         return bool(
-            self.bound and layer is not None and forwarder.target is layer and forwarder.temporal is None
+            self.bound and layer is not None and forwarder.target is layer
             and forwarder.temporal_wanted is None and munger.started and not munger._dropped
             and not vp8.picture_offset and not vp8.tl0_offset and not self.up.blocked
         )
@@ -615,6 +615,7 @@ class DownTrack(ForwardsLayers):
         forwarder = self.forwarder
         munger, vp8, layer = forwarder.munger, forwarder.vp8, forwarder.current
         lane.payload_type, lane.ssrc = self.payload_type, self._ssrc
+        lane.max_tid = forwarder.temporal if forwarder.temporal is not None else 255
         for levelled, (first, pieces, has_abs, has_level) in enumerate((self._plain, self._levelled)):
             lane.template(levelled, first, *_slots(pieces, has_abs, has_level))
         first_in, offset = munger._segments[-1]
