@@ -336,7 +336,8 @@ lane_template(Lane *self, PyObject *args)
     Py_ssize_t length;
     if (!PyArg_ParseTuple(args, "iiy#ii:template", &levelled, &first, &block, &length, &abs_at, &level_at))
         return NULL;
-    if (levelled < 0 || levelled > 1 || length > TEMPLATE || abs_at + 3 > length || level_at + 1 > length || first < 0 || first > 255) {
+    if (levelled < 0 || levelled > 1 || length > TEMPLATE || first < 0 || first > 255 || abs_at < -1
+        || (abs_at >= 0 && abs_at + 3 > length) || level_at < -1 || (level_at >= 0 && level_at + 1 > length)) {
         PyErr_SetString(PyExc_ValueError, "a bad header template");
         return NULL;
     }

@@ -441,6 +441,57 @@ def _slots(pieces: tuple[bytes, ...], has_abs: bool, has_level: bool) -> tuple[b
     return pieces[0], -1, -1
 
 
+def lane_ready(forwarder: Forwarder) -> bool:
+    """Whether a lane can forward for ``forwarder`` now: its current layer is its target, no
+    higher temporal cap is pending, nothing was dropped since it started, VP8 numbers pass
+    unchanged."""
+    munger, vp8, layer = forwarder.munger, forwarder.vp8, forwarder.current
+    return bool(
+        layer is not None and forwarder.target is layer and forwarder.temporal_wanted is None and munger.started
+        and not munger._dropped and not vp8.picture_offset and not vp8.tl0_offset
+    )
+
+
+def lend(lane: Any, forwarder: Forwarder, take_back: Callable[[], None]) -> None:
+    """Copy ``forwarder``'s state into ``lane`` and arm it; ``take_back`` runs before anything
+    reads or changes the state again (``Munger.lent``, ``Forwarder.set_target``)."""
+    munger, vp8 = forwarder.munger, forwarder.vp8
+    lane.max_tid = forwarder.temporal if forwarder.temporal is not None else 255
+    first_in, offset = munger._segments[-1]
+    lane.start_seq, lane.seg_first, lane.seg_offset, lane.ts_offset = munger._start_seq, first_in, offset, munger._ts_offset
+    lane.has_last_out = munger._last_out_seq is not None
+    lane.last_out_seq = munger._last_out_seq if munger._last_out_seq is not None else 0
+    lane.last_out_ts, lane.highest_in = munger._last_out_ts, munger._highest_in
+    lane.frame_open = forwarder.frame_open
+    lane.last_sent_at = forwarder.last_sent_at if forwarder.last_sent_at is not None else -1.0
+    lane.has_picture = vp8.last_picture is not None
+    lane.last_picture = vp8.last_picture if vp8.last_picture is not None else 0
+    lane.has_tl0 = vp8.last_tl0 is not None
+    lane.last_tl0 = vp8.last_tl0 if vp8.last_tl0 is not None else 0
+    lane.take()
+    lane.armed = 1
+    munger.lent = take_back
+
+
+def reclaim(lane: Any, forwarder: Forwarder) -> None:
+    """Copy what ``lane`` forwarded back into ``forwarder``'s state (the lane is disarmed)."""
+    munger, vp8 = forwarder.munger, forwarder.vp8
+    lane.armed = 0
+    munger.lent = None
+    if lane.has_last_out:
+        munger._last_out_seq, munger._last_out_ts = lane.last_out_seq, lane.last_out_ts
+    munger._highest_in = lane.highest_in
+    if lane.last_sent_at >= 0:
+        forwarder.last_sent_at = lane.last_sent_at
+    forwarder.frame_open = bool(lane.frame_open)
+    if lane.has_picture:
+        vp8.last_picture = lane.last_picture
+        if vp8.known(lane.last_picture) is None:  # the frame in progress stays forwarded
+            vp8.decide(lane.last_picture, True)
+    if lane.has_tl0:
+        vp8.last_tl0 = lane.last_tl0
+
+
 def fan_out_lanes(up: UpTrack, layer: Layer, cached: CachedPacket, ntp: int, abs_time: bytes, now: float) -> int:
     """The copies of ``cached`` for the lanes armed on ``layer``; the number written.  A lane
     the helper refused is taken back (Python forwards its copy next), and copies a socket would
@@ -595,13 +646,7 @@ class DownTrack(ForwardsLayers):
 
     def steady(self) -> bool:
         """Whether a lane can forward for this down-track now (see above)."""
-        forwarder = self.forwarder
-        munger, vp8, layer = forwarder.munger, forwarder.vp8, forwarder.current
-        return bool(
-            self.bound and layer is not None and forwarder.target is layer
-            and forwarder.temporal_wanted is None and munger.started and not munger._dropped
-            and not vp8.picture_offset and not vp8.tl0_offset and not self.up.blocked
-        )
+        return self.bound and not self.up.blocked and lane_ready(self.forwarder)
 
     def arm_lane(self, now: float) -> bool:
         if self.lane_layer is not None or not self.steady():
@@ -612,26 +657,11 @@ class DownTrack(ForwardsLayers):
             lane.owner = self
         if not self.tap.route_lane(lane):
             return False
-        forwarder = self.forwarder
-        munger, vp8, layer = forwarder.munger, forwarder.vp8, forwarder.current
         lane.payload_type, lane.ssrc = self.payload_type, self._ssrc
-        lane.max_tid = forwarder.temporal if forwarder.temporal is not None else 255
         for levelled, (first, pieces, has_abs, has_level) in enumerate((self._plain, self._levelled)):
             lane.template(levelled, first, *_slots(pieces, has_abs, has_level))
-        first_in, offset = munger._segments[-1]
-        lane.start_seq, lane.seg_first, lane.seg_offset, lane.ts_offset = munger._start_seq, first_in, offset, munger._ts_offset
-        lane.has_last_out = munger._last_out_seq is not None
-        lane.last_out_seq = munger._last_out_seq if munger._last_out_seq is not None else 0
-        lane.last_out_ts, lane.highest_in = munger._last_out_ts, munger._highest_in
-        lane.frame_open = forwarder.frame_open
-        lane.last_sent_at = forwarder.last_sent_at if forwarder.last_sent_at is not None else -1.0
-        lane.has_picture = vp8.last_picture is not None
-        lane.last_picture = vp8.last_picture if vp8.last_picture is not None else 0
-        lane.has_tl0 = vp8.last_tl0 is not None
-        lane.last_tl0 = vp8.last_tl0 if vp8.last_tl0 is not None else 0
-        lane.take()
-        lane.armed = 1
-        munger.lent = self.take_back
+        layer = self.forwarder.current
+        lend(lane, self.forwarder, self.take_back)
         self.lane_layer = layer
         self._lane_synced = now
         layer.lanes.append(lane)
@@ -646,22 +676,8 @@ class DownTrack(ForwardsLayers):
         lane.armed = 0
         if lane in layer.lanes:
             layer.lanes.remove(lane)
-        forwarder = self.forwarder
-        munger, vp8 = forwarder.munger, forwarder.vp8
-        munger.lent = None
         self._lane_counts(self.up.clock())
-        if lane.has_last_out:
-            munger._last_out_seq, munger._last_out_ts = lane.last_out_seq, lane.last_out_ts
-        munger._highest_in = lane.highest_in
-        if lane.last_sent_at >= 0:
-            forwarder.last_sent_at = lane.last_sent_at
-        forwarder.frame_open = bool(lane.frame_open)
-        if lane.has_picture:
-            vp8.last_picture = lane.last_picture
-            if vp8.known(lane.last_picture) is None:  # the frame in progress stays forwarded
-                vp8.decide(lane.last_picture, True)
-        if lane.has_tl0:
-            vp8.last_tl0 = lane.last_tl0
+        reclaim(lane, self.forwarder)
 
     def _lane_counts(self, now: float) -> None:
         packets, octets, plain, protected = self.lane.take()

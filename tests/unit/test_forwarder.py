@@ -5,6 +5,7 @@ continuity, a switch to a paused layer, and mute then unmute."""
 from __future__ import annotations
 
 import random
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -13,8 +14,21 @@ from sfu.forwarder import Drop, Forward, Forwarder, Selection
 from sfu.layer import Layer
 from sfu.packet_cache import CachedPacket
 from sfu.vp8 import parse_vp8
+from tests.unit.lanes import LaneForwarder
 
 FRAME_TICKS = 3000  # 30 fps at 90 kHz
+
+
+@pytest.fixture(params=["python", "lane"], autouse=True)
+def forwarding_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on the Python forwarder and on one whose steady packets go through
+    a native lane (sfu/_fastsend.c) and a real socket, as the SFU's down-tracks' do."""
+    if request.param == "lane":
+        from sfu import fastsend
+
+        assert fastsend._fastsend is not None, "sfu/_fastsend.c did not build (pip install needs gcc and the Python headers)"
+        monkeypatch.setattr(sys.modules[__name__], "Forwarder", LaneForwarder)
+    return request.param
 
 
 def vp8_payload(picture: int, tl0: int, tid: int, sync: bool = False, keyframe: bool = False) -> bytes:
