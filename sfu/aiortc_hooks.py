@@ -90,6 +90,7 @@ REQUIRED_HOOKS: list[tuple[str, str]] = [
     ("receiver", f"{_R}rtcp_ssrc"),
     ("receiver", f"{_R}decoder_thread"),
     ("RTCRtpSender", "_handle_rtcp_packet"),
+    ("RTCRtpSender", "_send_rtcp"),
     ("sender", "_ssrc"),
     ("sender", "_rtx_ssrc"),
     ("sender", f"{_S}mid"),
@@ -868,6 +869,7 @@ class SenderTap:
         self._trailer = 16
         self._original_rtcp = sender._handle_rtcp_packet
         sender._handle_rtcp_packet = self._rtcp  # type: ignore[method-assign]
+        sender._send_rtcp = self._send_rtcp  # type: ignore[method-assign]
 
     @property
     def ready(self) -> bool:
@@ -907,7 +909,15 @@ class SenderTap:
     async def send(self, data: bytes) -> None:
         await self.sender.transport._send_rtp(data)
 
-    def send_now(self, data: bytes) -> None:
+    async def _send_rtcp(self, packets: list[Any]) -> None:
+        """aiortc's sender report loop, once a second per sender, wrote through four awaits (the
+        DTLS transport, aioice's connection): written now instead, as forwarded packets are."""
+        try:
+            self.send_now(b"".join(bytes(packet) for packet in packets), rtcp=True)
+        except ConnectionError:
+            pass
+
+    def send_now(self, data: bytes, rtcp: bool = False) -> None:
         """Protect and write one RTP packet without a coroutine: what ``_send_rtp`` and aioice's
         ``Connection.send`` do, four awaits deep, all synchronous underneath (a TURN-relayed
         pair's transport queues the write itself).  ConnectionError when not connected."""
@@ -922,7 +932,7 @@ class SenderTap:
             self._transport, self._queued = transport, _queue_size_of(transport)
         if self._queued() > SEND_QUEUE_BYTES:
             raise Congested("the subscriber's socket has a full send queue")
-        data = dtls._tx_srtp.protect(data)
+        data = dtls._tx_srtp.protect_rtcp(data) if rtcp else dtls._tx_srtp.protect(data)
         transport.sendto(data, pair.remote_addr)
         dtls._RTCDtlsTransport__tx_bytes += len(data)
         dtls._RTCDtlsTransport__tx_packets += 1

@@ -428,7 +428,7 @@ class Participant:
         rates = [layer.rates(now) for layer in layers]
         return Demand(up.track_id, wanted, rates, [layer.available(now) for layer in layers], rank), cause
 
-    async def reallocate(self) -> None:
+    async def reallocate(self, sources: tuple[dict[str, UpTrack], dict[str, list[str]]] | None = None) -> None:
         """Choose, for every video track this participant receives, the layer its downlink and
         its wishes allow, and tell it what changed."""
         if self.closed:
@@ -437,7 +437,7 @@ class Participant:
         videos = [d for d in self.downtracks.values() if d.up.kind == "video"]
         if not videos:
             return
-        visible = self.room.video_set_for(self)
+        visible = self.room.video_set_for(self, sources)
         demands = []
         causes = {}
         for down in videos:
@@ -606,21 +606,32 @@ class Room:
         if not self.local_participants() and not keep_room:
             await self.close()
 
-    def video_set_for(self, subscriber: Participant) -> set[str]:
-        """Last-N: the camera tracks ``subscriber`` receives video from: its pins, then the most
-        recent speakers, then the earliest joined, at most ``last_n``; screen shares always."""
+    def video_sources(self) -> tuple[dict[str, UpTrack], dict[str, list[str]]]:
+        """Each participant's first camera track and its screen-share tracks (not those waiting
+        in the lobby): once per allocation round, not once per subscriber."""
         cameras: dict[str, UpTrack] = {}
-        chosen: set[str] = set()
+        screens: dict[str, list[str]] = {}
         for participant in self.participants.values():
-            if participant is subscriber or participant.waiting:
+            if participant.waiting:
                 continue
             for up in participant.uptracks.values():
                 if up.kind != "video":
                     continue
                 if up.source == "screen":
-                    chosen.add(up.track_id)
+                    screens.setdefault(participant.identity, []).append(up.track_id)
                 else:
                     cameras.setdefault(participant.identity, up)
+        return cameras, screens
+
+    def video_set_for(
+        self, subscriber: Participant, sources: tuple[dict[str, UpTrack], dict[str, list[str]]] | None = None
+    ) -> set[str]:
+        """Last-N: the camera tracks ``subscriber`` receives video from: its pins, then the most
+        recent speakers, then the earliest joined, at most ``last_n``; screen shares always."""
+        every_camera, screens = sources if sources is not None else self.video_sources()
+        me = subscriber.identity
+        chosen = {track for identity, tracks in screens.items() if identity != me for track in tracks}
+        cameras = every_camera if me not in every_camera else {i: up for i, up in every_camera.items() if i != me}
         if len(cameras) <= self.last_n:
             return chosen | {up.track_id for up in cameras.values()}
         order = list(subscriber.pins)
@@ -635,8 +646,9 @@ class Room:
         return chosen | {cameras[identity].track_id for identity in picked}
 
     async def reallocate_all(self) -> None:
+        sources = self.video_sources()
         for participant in list(self.participants.values()):
-            await participant.reallocate()
+            await participant.reallocate(sources)
 
     async def update_speakers(self, now: float) -> None:
         for participant in self.participants.values():
