@@ -47,7 +47,7 @@ from benchmarks.relay_baseline import RelayBaseline
 from clients.loadtest.local import LocalNode
 from clients.loadtest.polling import until
 from clients.loadtest.process import free_port
-from clients.loadtest.runner import Meeting, QualityBar, Target, capacity_search
+from clients.loadtest.runner import LoadTestError, Meeting, QualityBar, Target, capacity_search
 from clients.loadtest.scenarios import SINGLE_LAYER, scenario
 from clients.loadtest.stats import RtpCounter, histogram_quantile, median, tap_counter
 from clients.sdk.replay import ReplayTrack, encoded_audio, encoded_video
@@ -252,7 +252,8 @@ def capacity_lines(cap: dict[str, Any]) -> list[str]:
     half = cap.get("half_capacity_step")
     if half:
         lines.append(f"Forwarding delay p99 at the step nearest half a core ({half['sfu_cpu']:.0%} CPU, "
-                     f"{half['subscribers']} subscribers): {half['forward_delay_ms']['p99']} ms.")
+                     f"{half['subscribers']} subscribers): {half.get('copy_delay_ms', {}).get('p99')} ms from a packet's arrival "
+                     f"to each copy, {half['forward_delay_ms']['p99']} ms to its last copy.")
     return lines
 
 
@@ -370,12 +371,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 def show(text: str) -> None:
                     pass
 
-                capacity = await capacity_search(target, plan, QualityBar(), start=args.capacity_start,
-                                                 growth=1.5, limit=args.capacity_limit, progress=show)
-                for step in capacity["steps"]:
+                try:
+                    capacity = await capacity_search(target, plan, QualityBar(), start=args.capacity_start,
+                                                     growth=1.5, limit=args.capacity_limit, progress=show)
+                except (LoadTestError, RuntimeError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                    print(f"capacity search failed: {type(exc).__name__}: {exc}", flush=True)  # the comparison is kept
+                    capacity = None
+                for step in capacity["steps"] if capacity else []:
                     print(f"capacity {step['subscribers']:3} subscribers: SFU CPU {step['sfu_cpu']:.0%}, load CPU {step['load_cpu']:.0%}, "
                           f"{step['packets_out_per_second']:,.0f} packets/s out, loss {step['packet_loss']}, "
-                          f"fps {step['frame_rate']['median']}, p99 {step['forward_delay_ms']['p99']} ms: {step['verdict']}", flush=True)
+                          f"fps {step['frame_rate']['median']}, p99 {step['copy_delay_ms']['p99']} ms to each copy, "
+                          f"{step['forward_delay_ms']['p99']} ms to the last: {step['verdict']}", flush=True)
         finally:
             if janus is not None:
                 await janus.close()
@@ -436,22 +442,25 @@ def capacity_summary(capacity: dict[str, Any]) -> dict[str, Any]:
 
 
 def aims(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The issue's aims, judged on the largest N where both systems were measured (and the
-    marginal costs), the capacity search and the delay near half a core."""
+    """The aims of the forwarding-cost work: CPU per forwarded packet against Janus's at 50
+    (at most half) and at 1 and 10 subscribers (at most equal), forwarded packets per core of
+    SFU CPU in the capacity search (at least 120,000), and the p99 delay to each copy at the
+    step nearest half a core (under 5 ms)."""
     result: dict[str, dict[str, Any]] = {}
-    ratios = [(int(n), r) for n, r in report["sfu_over_janus"].items() if r is not None]
-    if ratios:
-        n, r = max(ratios)
-        result["cpu_per_packet_at_most_half_of_janus"] = {"met": r <= 0.5, "value": f"{r:.2f} of Janus's at N={n}"}
+    ratios = {int(n): r for n, r in report["sfu_over_janus"].items() if r is not None}
+    for n, most in ((50, 0.5), (10, 1.0), (1, 1.0)):
+        if n in ratios:
+            result[f"cpu_per_packet_at_{n}_at_most_{most:g}_of_janus"] = {"met": ratios[n] <= most, "value": f"{ratios[n]:.2f} of Janus's"}
     cap = report.get("capacity")
     if cap and cap.get("packets_per_core"):
-        result["forwards_40000_packets_per_second_per_core"] = {"met": cap["packets_per_core"] >= 40000, "value": f"{cap['packets_per_core']:,.0f}"}
+        result["forwards_120000_packets_per_second_per_core"] = {"met": cap["packets_per_core"] >= 120_000, "value": f"{cap['packets_per_core']:,.0f}"}
     if cap and cap.get("half_capacity_step"):
         step = cap["half_capacity_step"]
-        p99 = step["forward_delay_ms"]["p99"]
-        result["p99_delay_under_5_ms_at_half_capacity"] = {
+        p99 = step.get("copy_delay_ms", {}).get("p99")
+        last = step["forward_delay_ms"]["p99"]
+        result["p99_delay_to_each_copy_under_5_ms_at_half_capacity"] = {
             "met": p99 is not None and p99 < 5 and step["sfu_cpu"] >= 0.4,
-            "value": f"{p99} ms at {step['sfu_cpu']:.0%} CPU",
+            "value": f"{p99} ms at {step['sfu_cpu']:.0%} CPU (to the last copy: {last} ms)",
         }
     return result
 

@@ -407,9 +407,11 @@ static PyTypeObject LaneType = {
     .tp_new = PyType_GenericNew,
 };
 
-/* Whether the lane's connection still stands: 1 yes, 0 no, -1 error. */
+/* Whether the lane's connection still stands: 1 yes, 0 no, -1 error.  ``*clear`` is the
+   socket transport last found neither closing nor queueing in this fan_out (with udp_port,
+   every lane's is the same shared one: asked once per packet, not once per copy). */
 static int
-lane_connected(Lane *lane)
+lane_connected(Lane *lane, PyObject **clear)
 {
     if (lane->dtls == NULL || lane->under == NULL || lane->muxed == NULL || lane->connection == NULL)
         return 0;
@@ -429,21 +431,24 @@ lane_connected(Lane *lane)
         if (!ok)
             return 0;
     }
-    PyObject *closing = PyObject_CallMethodNoArgs(lane->under, str_is_closing);
-    if (closing == NULL)
-        return -1;
-    ok = closing == Py_False;
-    Py_DECREF(closing);
-    if (!ok)
-        return 0;
-    PyObject *queued = PyObject_CallMethodNoArgs(lane->under, str_queued);
-    if (queued == NULL)
-        return -1;
-    long size = PyLong_Check(queued) ? PyLong_AsLong(queued) : -1;
-    Py_DECREF(queued);
-    if (size != 0) {
-        PyErr_Clear();
-        return 0;
+    if (lane->under != *clear) {
+        PyObject *closing = PyObject_CallMethodNoArgs(lane->under, str_is_closing);
+        if (closing == NULL)
+            return -1;
+        ok = closing == Py_False;
+        Py_DECREF(closing);
+        if (!ok)
+            return 0;
+        PyObject *queued = PyObject_CallMethodNoArgs(lane->under, str_queued);
+        if (queued == NULL)
+            return -1;
+        long size = PyLong_Check(queued) ? PyLong_AsLong(queued) : -1;
+        Py_DECREF(queued);
+        if (size != 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        *clear = lane->under;
     }
     PyObject *nominated = PyObject_GetAttr(lane->connection, str_nominated);
     if (nominated == NULL)
@@ -480,7 +485,7 @@ fastsend_fan_out(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "abs_time is 3 bytes");
         return NULL;
     }
-    PyObject *rejected = NULL, *unsent = NULL;
+    PyObject *rejected = NULL, *unsent = NULL, *clear = NULL;
     Lane *batch_lanes[BATCH];
     long sent = 0;
     int used = 0, fd = -1;
@@ -500,7 +505,7 @@ fastsend_fan_out(PyObject *module, PyObject *args)
         if (plain)
             plain = header + payload_len <= BUFFER - MAX_TRAILER;
         if (plain) {
-            int connected = lane_connected(lane);
+            int connected = lane_connected(lane, &clear);
             if (connected < 0)
                 goto error;
             plain = connected;

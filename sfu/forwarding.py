@@ -426,7 +426,7 @@ class UpTrack:
         self._failures.pop(id(downtrack), None)
 
 
-LANE_SYNC = 0.1  # seconds between reads of a lane's counters (sender reports, the meter)
+LANE_SYNC = 0.25  # seconds between reads of a lane's counters (sender reports, the meter)
 
 
 def _slots(pieces: tuple[bytes, ...], has_abs: bool, has_level: bool) -> tuple[bytes, int, int]:

@@ -565,7 +565,11 @@ async def capacity_search(
         while True:
             have = meeting.viewer_count()
             await meeting.add_viewers(count - have)
-            await meeting.settle()
+            try:
+                await meeting.settle()
+            except LoadTestError as exc:  # a step whose viewers do not all receive has not held
+                stop_reason = f"{count} subscribers did not settle: {exc}"
+                break
             await _warm(meeting, scenario.warmup)
             result = await measure(meeting, scenario.duration)
             verdict = bar.verdict(result)

@@ -86,7 +86,7 @@ def test_side_by_side_reports_a_capacity_search_where_nothing_held(tmp_path: Pat
     report = side_by_side_report(("sfu", "janus"), capacity([step(20, 0.3, "loss 5%")]))
     table = module.write_report(report, tmp_path / "out.json")
     assert "0 subscribers held the bar" in table and "forwarded packets/s per core" not in table
-    assert "forwards_40000_packets_per_second_per_core" not in report["aims"]
+    assert "forwards_120000_packets_per_second_per_core" not in report["aims"]
 
 
 def test_side_by_side_reports_a_run_without_capacity_search_or_trials(tmp_path: Path) -> None:
