@@ -37,7 +37,7 @@ migrate: $(VENV)/.installed-run
 # and for the deploy checks: nginx (the README's reverse proxy, run in front of a node) and
 # prometheus (promtool checks the scrape configuration and tests the alert rules), and python3-venv
 # (the container test builds the image's environment with Debian's Python, which its user may run).
-TEST_PACKAGES := chromium fonts-liberation coturn openssl python3 python3-venv redis-server postgresql nginx-light prometheus \
+TEST_PACKAGES := gcc libc6-dev chromium fonts-liberation coturn openssl python3 python3-venv redis-server postgresql nginx-light prometheus \
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-libav python3-gi python3-gst-1.0 \
   gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0
@@ -54,7 +54,7 @@ test-packages:
 	fi
 	@command -v kubectl >/dev/null || { echo "the deploy checks need kubectl (for kubectl kustomize): install it from your Kubernetes distribution's packages" >&2; exit 1; }
 
-test: $(VENV)/.installed-test test-packages
+test: test-packages $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-api: $(VENV)/.installed-test

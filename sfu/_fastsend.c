@@ -191,7 +191,7 @@ fastsend_unprotect(PyObject *module, PyObject *args)
 /* ---- Lanes: the steady copies of a subscriber, decided and written without Python ----------
  *
  * A Lane holds what one down-track needs to forward the packets of its current layer while
- * nothing about it changes (sfu/lanes.py arms it from the Python state and takes it back):
+ * nothing about it changes (sfu/forwarding.py lends it the Python state and takes it back):
  * the sequence/timestamp mapping of its munger's newest segment, the RTP header template, its
  * SRTP session and the socket address, and counters Python reads back at each tick.
  * ``fan_out`` maps, writes the header, protects and queues a copy for every armed lane of a
@@ -270,17 +270,42 @@ flush_lanes(int fd, int used, Lane **lanes, PyObject **unsent, long *sent_total)
 
 static PyObject *str_state, *str_closing, *str_nominated, *str_is_closing, *str_queued, *one;
 
+/* A lane and its owner (the down-track) refer to each other: the cycle collector must see it. */
+static int
+lane_traverse(Lane *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->session_owner);
+    Py_VISIT(self->dtls);
+    Py_VISIT(self->connected);
+    Py_VISIT(self->under);
+    Py_VISIT(self->muxed);
+    Py_VISIT(self->connection);
+    Py_VISIT(self->pair);
+    Py_VISIT(self->owner);
+    return 0;
+}
+
+static int
+lane_clear(Lane *self)
+{
+    self->armed = 0;
+    self->session = NULL;
+    Py_CLEAR(self->session_owner);
+    Py_CLEAR(self->dtls);
+    Py_CLEAR(self->connected);
+    Py_CLEAR(self->under);
+    Py_CLEAR(self->muxed);
+    Py_CLEAR(self->connection);
+    Py_CLEAR(self->pair);
+    Py_CLEAR(self->owner);
+    return 0;
+}
+
 static void
 lane_dealloc(Lane *self)
 {
-    Py_XDECREF(self->session_owner);
-    Py_XDECREF(self->dtls);
-    Py_XDECREF(self->connected);
-    Py_XDECREF(self->under);
-    Py_XDECREF(self->muxed);
-    Py_XDECREF(self->connection);
-    Py_XDECREF(self->pair);
-    Py_XDECREF(self->owner);
+    PyObject_GC_UnTrack(self);
+    lane_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -400,8 +425,10 @@ static PyTypeObject LaneType = {
     .tp_name = "sfu._fastsend.Lane",
     .tp_basicsize = sizeof(Lane),
     .tp_dealloc = (destructor)lane_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The steady copies of one down-track (see sfu/lanes.py).",
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The steady copies of one down-track (see sfu/forwarding.py, DownTrack.arm_lane).",
+    .tp_traverse = (traverseproc)lane_traverse,
+    .tp_clear = (inquiry)lane_clear,
     .tp_methods = lane_methods,
     .tp_members = lane_members,
     .tp_new = PyType_GenericNew,

@@ -141,3 +141,22 @@ def test_python_continues_where_the_lane_stopped_without_a_seam() -> None:
     python, lane = Forwarder(low, random.Random(3)), LaneForwarder(low, random.Random(3))
     assert feed(lane) == feed(python)
     assert lane.lane_packets > 200  # most packets went through the lane
+
+
+def test_a_lane_and_its_down_track_are_collected_together(route: Route) -> None:
+    """A lane refers to its down-track (and the down-track to it), and to the subscriber's DTLS
+    transport, connection and session: the cycle collector frees them all once the down-track
+    is gone (a lane outside the collector's view kept every subscriber who ever left)."""
+    import gc
+    import weakref
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    owner.lane = armed(route)
+    owner.lane.owner = owner
+    gone = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert gone() is None
