@@ -417,6 +417,7 @@ static PyMemberDef lane_members[] = {
     MEMBER(has_picture, T_INT),
     MEMBER(has_tl0, T_INT),
     MEMBER(owner, T_OBJECT),
+    {"pending_packets", T_LONGLONG, offsetof(Lane, packets), READONLY, "copies sent since the last take()"},
     {NULL, 0, 0, 0, NULL},
 };
 

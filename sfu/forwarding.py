@@ -546,18 +546,24 @@ class DownTrack(ForwardsLayers):
         # abs-send-time and audio level (see _template); without and with an audio level.
         self._plain: tuple[int, tuple[bytes, ...], bool, bool] = (0x80, (b"",), False, False)
         self._levelled: tuple[int, tuple[bytes, ...], bool, bool] = (0x80, (b"",), False, False)
-        self.packets = 0
+        self._packets = 0
         self.retransmitted = 0
         # A native lane forwards this down-track's packets of lane_layer while it is steady
         # (see arm_lane); None when Python forwards them.
         self.lane: Any = None
         self.lane_layer: Layer | None = None
-        self.lane_packets = 0  # of self.packets, those a lane sent
+        self.lane_packets = 0  # of self.packets, those a lane sent (as last read)
         self._lane_synced = float("-inf")
 
     @property
     def switches(self) -> int:
         return self.forwarder.switches
+
+    @property
+    def packets(self) -> int:
+        """Packets sent to this subscriber, a lane's not yet read included."""
+        lane = self.lane
+        return self._packets + (lane.pending_packets if lane is not None else 0)
 
     @property
     def paused(self) -> bool:
@@ -682,7 +688,7 @@ class DownTrack(ForwardsLayers):
     def _lane_counts(self, now: float) -> None:
         packets, octets, plain, protected = self.lane.take()
         if packets:
-            self.packets += packets
+            self._packets += packets
             self.lane_packets += packets
             self.meter.add(plain, now)
             self.tap.record_lane(packets, octets, protected, self.lane.last_ntp, self.lane.last_rtp_ts)
@@ -721,7 +727,7 @@ class DownTrack(ForwardsLayers):
         self.forwarder.sent(packet, now)
         self.meter.add(len(data), now)
         self.tap.record_sent(ntp, timestamp, len(packet.payload))
-        self.packets += 1
+        self._packets += 1
         return True
 
     async def retransmit(self, packet: CachedPacket, out_sequence: int) -> None:

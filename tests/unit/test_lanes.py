@@ -78,7 +78,9 @@ def test_numbers_follow_the_newest_segment_and_the_lane_counts_what_it_sent(rout
     assert [int.from_bytes(h[2:4], "big") for h in headers] == [10, 11, 14, 13]
     assert [int.from_bytes(h[4:8], "big") for h in headers] == [(20 * s + 2**32 - 10) & 0xFFFFFFFF for s in (100, 101, 104, 103)]
     assert (lane.last_out_seq, lane.highest_in, lane.last_sent_at, lane.last_ntp) == (14, 104, 5.0, 77)
+    assert lane.pending_packets == 4  # what a down-track's packet count adds before the tick reads it
     packets, octets, plain, protected = lane.take()
+    assert lane.pending_packets == 0
     assert packets == 4 and octets == sum(len(packet(s, 0).payload) for s in (100, 101, 104, 103))
     assert plain == octets + 4 * 12 and protected == plain + 4 * 10  # AES-CM-80's tag
     assert lane.take() == (0, 0, 0, 0)
