@@ -62,9 +62,10 @@ mark(PyObject **results, Py_ssize_t count, Py_ssize_t index, PyObject *value)
     return 0;
 }
 
-/* Write messages [0, used) on fd; what is left unwritten becomes protected bytes in results. */
+/* Write messages [0, used) on fd with sendmmsg; how many left (it stops at the first refusal:
+   the socket would block, or refused a message). */
 static int
-flush(int fd, int used, PyObject **results, Py_ssize_t count)
+write_messages(int fd, int used)
 {
     int sent = 0;
     while (sent < used) {
@@ -78,6 +79,14 @@ flush(int fd, int used, PyObject **results, Py_ssize_t count)
             break;
         sent += n;
     }
+    return sent;
+}
+
+/* Write messages [0, used) on fd; what is left unwritten becomes protected bytes in results. */
+static int
+flush(int fd, int used, PyObject **results, Py_ssize_t count)
+{
+    int sent = write_messages(fd, used);
     for (int i = sent; i < used; i++) {
         PyObject *left = PyBytes_FromStringAndSize((const char *)buffers[i], (Py_ssize_t)vectors[i].iov_len);
         if (mark(results, count, positions[i], left) < 0)
@@ -241,18 +250,7 @@ typedef struct {
 static int
 flush_lanes(int fd, int used, Lane **lanes, PyObject **unsent, long *sent_total)
 {
-    int sent = 0;
-    while (sent < used) {
-        int n = sendmmsg(fd, messages + sent, (unsigned int)(used - sent), MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (n == 0)
-            break;
-        sent += n;
-    }
+    int sent = write_messages(fd, used);
     *sent_total += sent;
     for (int i = sent; i < used; i++) {
         if (*unsent == NULL && (*unsent = PyList_New(0)) == NULL)

@@ -909,6 +909,25 @@ class SenderTap:
     async def send(self, data: bytes) -> None:
         await self.sender.transport._send_rtp(data)
 
+    def _connected(self) -> tuple[Any, Any]:
+        """The subscriber's DTLS transport and its nominated ICE pair; ConnectionError when it
+        is not connected."""
+        dtls = self.sender.transport
+        if dtls._state is not _DTLS_CONNECTED:
+            raise ConnectionError("the subscriber's DTLS transport is not connected")
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("the subscriber's ICE connection has no nominated pair")
+        return dtls, pair
+
+    def _session_of(self, dtls: Any) -> int:
+        """The native pointer of the transport's SRTP sending session (kept while it is the same)."""
+        srtp = dtls._tx_srtp
+        if srtp is not self._srtp:
+            self._srtp, self._session = srtp, session_pointer(srtp)
+            self._trailer = TRAILERS.get(dtls._ssl.get_selected_srtp_profile(), 16)
+        return self._session
+
     async def _send_rtcp(self, packets: list[Any]) -> None:
         """aiortc's sender report loop, once a second per sender, wrote through four awaits (the
         DTLS transport, aioice's connection): written now instead, as forwarded packets are."""
@@ -921,12 +940,7 @@ class SenderTap:
         """Protect and write one RTP packet without a coroutine: what ``_send_rtp`` and aioice's
         ``Connection.send`` do, four awaits deep, all synchronous underneath (a TURN-relayed
         pair's transport queues the write itself).  ConnectionError when not connected."""
-        dtls = self.sender.transport
-        if dtls._state is not _DTLS_CONNECTED:
-            raise ConnectionError("the subscriber's DTLS transport is not connected")
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            raise ConnectionError("the subscriber's ICE connection has no nominated pair")
+        dtls, pair = self._connected()
         transport = pair.protocol.transport
         if transport is not self._transport:
             self._transport, self._queued = transport, _queue_size_of(transport)
@@ -941,26 +955,18 @@ class SenderTap:
         """``send_now``, with the protect and the write left to ``batch`` (the native helper)
         when the nominated pair's transport is a UDP socket of this process with nothing queued
         in user space; otherwise (a TURN-relayed pair, a queue) ``send_now`` itself."""
-        dtls = self.sender.transport
-        if dtls._state is not _DTLS_CONNECTED:
-            raise ConnectionError("the subscriber's DTLS transport is not connected")
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            raise ConnectionError("the subscriber's ICE connection has no nominated pair")
+        dtls, pair = self._connected()
         if pair is not self._pair:
             self._pair, self._route = pair, _route_of(pair)
         route = self._route
         if route is None or route[2]():
             self.send_now(data)
             return
-        srtp = dtls._tx_srtp
-        if srtp is not self._srtp:
-            self._srtp, self._session = srtp, session_pointer(srtp)
-            self._trailer = TRAILERS.get(dtls._ssl.get_selected_srtp_profile(), 16)
+        session = self._session_of(dtls)
         fd, sockaddr, _, transport, address, table = route
         if table is not None and table.owners.get(address) is not transport:
             table.sent(transport, address, data)
-        batch.items.append((fd, self._session, sockaddr, data, transport, address))
+        batch.items.append((fd, session, sockaddr, data, transport, address))
         dtls._RTCDtlsTransport__tx_bytes += len(data) + self._trailer
         dtls._RTCDtlsTransport__tx_packets += 1
 
@@ -984,24 +990,18 @@ class SenderTap:
         fd, sockaddr, _, transport, address, table = route
         if table is not None and table.owners.get(address) is not transport:
             return False
-        srtp = dtls._tx_srtp
-        if srtp is not self._srtp:
-            self._srtp, self._session = srtp, session_pointer(srtp)
-            self._trailer = TRAILERS.get(dtls._ssl.get_selected_srtp_profile(), 16)
+        session = self._session_of(dtls)
         under = transport.shared.transport if table is not None else transport
-        lane.route(fd, srtp, self._session, sockaddr, dtls, _DTLS_CONNECTED, under,
+        lane.route(fd, dtls._tx_srtp, session, sockaddr, dtls, _DTLS_CONNECTED, under,
                    transport if table is not None else None, connection, pair)
         return True
 
     def queue_protected(self, data: bytes) -> None:
         """A copy a lane protected but the socket would not take: queued on the transport."""
-        dtls = self.sender.transport
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            return
         try:
+            _, pair = self._connected()
             pair.protocol.transport.sendto(data, pair.remote_addr)
-        except Exception:  # closing meanwhile: lost, as a datagram may be
+        except Exception:  # not connected, or closing meanwhile: lost, as a datagram may be
             return
 
     def record_lane(self, packets: int, octets: int, protected: int, ntp_time: int, rtp_timestamp: int) -> None:
