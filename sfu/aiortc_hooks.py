@@ -34,10 +34,12 @@ import contextlib
 import ipaddress
 import itertools
 import logging
+import random
 import socket
 import struct
 import time
 import types
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -52,7 +54,10 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import (
     RTCP_PSFB_APP,
+    RtcpByePacket,
     RtcpPsfbPacket,
+    RtcpSdesPacket,
+    RtcpSourceInfo,
     RtpPacket,
     is_rtcp,
     pack_remb_fci,
@@ -61,7 +66,7 @@ from aiortc.rtp import (
 )
 
 from sfu import fastsend
-from sfu.fastsend import TRAILERS, SendBatch, pack_address, session_pointer, socket_of
+from sfu.fastsend import PROTECT_RTCP, TRAILERS, SendBatch, pack_address, session_pointer, socket_of
 from sfu.rtp import NTP_UNIX_OFFSET
 from sfu.udp_mux import MuxTable
 
@@ -91,6 +96,12 @@ REQUIRED_HOOKS: list[tuple[str, str]] = [
     ("receiver", f"{_R}decoder_thread"),
     ("RTCRtpSender", "_handle_rtcp_packet"),
     ("RTCRtpSender", "_send_rtcp"),
+    ("RTCRtpSender", "_run_rtcp"),
+    ("sender", f"{_S}rtcp_started"),
+    ("sender", f"{_S}rtcp_exited"),
+    ("sender", f"{_S}cname"),
+    ("sender", f"{_S}lsr"),
+    ("sender", f"{_S}lsr_time"),
     ("sender", "_ssrc"),
     ("sender", "_rtx_ssrc"),
     ("sender", f"{_S}mid"),
@@ -870,6 +881,7 @@ class SenderTap:
         self._original_rtcp = sender._handle_rtcp_packet
         sender._handle_rtcp_packet = self._rtcp  # type: ignore[method-assign]
         sender._send_rtcp = self._send_rtcp  # type: ignore[method-assign]
+        sender._vc_tap = self  # type: ignore[attr-defined]  # ReportSchedule writes through it
 
     @property
     def ready(self) -> bool:
@@ -951,23 +963,24 @@ class SenderTap:
         dtls._RTCDtlsTransport__tx_bytes += len(data)
         dtls._RTCDtlsTransport__tx_packets += 1
 
-    def send_soon(self, data: bytes, batch: SendBatch) -> None:
+    def send_soon(self, data: bytes, batch: SendBatch, rtcp: bool = False) -> None:
         """``send_now``, with the protect and the write left to ``batch`` (the native helper)
         when the nominated pair's transport is a UDP socket of this process with nothing queued
-        in user space; otherwise (a TURN-relayed pair, a queue) ``send_now`` itself."""
+        in user space; otherwise (a TURN-relayed pair, a queue) ``send_now`` itself.  ``rtcp``:
+        ``data`` is RTCP (and ``batch`` one that protects RTCP)."""
         dtls, pair = self._connected()
         if pair is not self._pair:
             self._pair, self._route = pair, _route_of(pair)
         route = self._route
         if route is None or route[2]():
-            self.send_now(data)
+            self.send_now(data, rtcp)
             return
         session = self._session_of(dtls)
         fd, sockaddr, _, transport, address, table = route
         if table is not None and table.owners.get(address) is not transport:
             table.sent(transport, address, data)
         batch.items.append((fd, session, sockaddr, data, transport, address))
-        dtls._RTCDtlsTransport__tx_bytes += len(data) + self._trailer
+        dtls._RTCDtlsTransport__tx_bytes += len(data) + self._trailer + (4 if rtcp else 0)  # SRTCP's index
         dtls._RTCDtlsTransport__tx_packets += 1
 
     def route_lane(self, lane: Any) -> bool:
@@ -1031,6 +1044,145 @@ class SenderTap:
             if await interceptor.incoming_rtcp(packet):
                 return
         await self._original_rtcp(packet)
+
+
+# Sender reports from one timer ------------------------------------------------------------------
+#
+# aiortc runs a task per sender that sleeps 0.5-1.5 s, then sends a sender report (SR and SDES):
+# at 50 subscribers of audio and video, a hundred timer wake-ups and task steps a second, each
+# with its own protect and write.  The SFU's senders (``scheduled_reports``) get them from one
+# timer per event loop instead, at the same random intervals, protected and written together.
+
+REPORT_TICK = 0.2  # how often the timer looks for reports due (they are due 0.5-1.5 s apart)
+_SR = struct.Struct("!BBHLQLLL")
+
+
+def sender_report(sender: RTCRtpSender) -> bytes:
+    """The SR (no reception blocks) and SDES (the CNAME) aiortc's loop would send now; records
+    the report's time for the round-trip time, as aiortc's loop does."""
+    ntp = getattr(sender, f"{_S}ntp_timestamp")
+    setattr(sender, f"{_S}lsr", (ntp >> 16) & 0xFFFFFFFF)
+    setattr(sender, f"{_S}lsr_time", time.time())
+    report = _SR.pack(
+        0x80, 200, 6, sender._ssrc, ntp & 0xFFFFFFFFFFFFFFFF, getattr(sender, f"{_S}rtp_timestamp") & 0xFFFFFFFF,
+        getattr(sender, f"{_S}packet_count") & 0xFFFFFFFF, getattr(sender, f"{_S}octet_count") & 0xFFFFFFFF,
+    )
+    sdes = sender.__dict__.get("_vc_sdes")
+    if sdes is None:
+        cname = getattr(sender, f"{_S}cname")
+        sdes = b"" if cname is None else bytes(
+            RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=sender._ssrc, items=[(1, cname.encode("utf8"))])])
+        )
+        sender._vc_sdes = sdes  # type: ignore[attr-defined]
+    return report + sdes
+
+
+class ReportSchedule:
+    """The scheduled senders of one event loop and when each one's next report is due."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.due: dict[RTCRtpSender, float] = {}
+        self.sent = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, sender: RTCRtpSender, now: float) -> None:
+        self.due[sender] = now + 0.5 + random.random()
+        if self._timer is None:
+            self._timer = self.loop.call_later(REPORT_TICK, self._run)
+
+    def discard(self, sender: RTCRtpSender) -> None:
+        self.due.pop(sender, None)
+        if not self.due and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _run(self) -> None:
+        self._timer = None
+        try:
+            self.tick(time.monotonic())
+        except Exception:  # a report is not worth the node: the next tick tries again
+            log.exception("sender reports failed")
+        if self.due and self._timer is None:
+            self._timer = self.loop.call_later(REPORT_TICK, self._run)
+
+    def tick(self, now: float) -> None:
+        """Every report due: written through the sender's tap (the native helper protects and
+        writes them together where it can), or by aiortc for a sender without one yet."""
+        batch = SendBatch(PROTECT_RTCP) if fastsend.NATIVE is not None else None
+        for sender, due in list(self.due.items()):
+            if due > now:
+                continue
+            self.due[sender] = now + 0.5 + random.random()
+            data = sender_report(sender)
+            tap: SenderTap | None = sender.__dict__.get("_vc_tap")
+            try:
+                if tap is None:
+                    task = self.loop.create_task(_send_plain(sender, data))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                elif batch is None:
+                    tap.send_now(data, rtcp=True)
+                else:
+                    tap.send_soon(data, batch, rtcp=True)
+            except ConnectionError:  # not connected (yet, or any more): no report, as aiortc's loop
+                continue
+            self.sent += 1
+        if batch is not None:
+            batch.flush()
+
+
+async def _send_plain(sender: RTCRtpSender, data: bytes) -> None:
+    try:
+        await sender.transport._send_rtp(data)
+    except ConnectionError:
+        pass
+
+
+_REPORTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReportSchedule] = weakref.WeakKeyDictionary()
+
+
+def reports_of(loop: asyncio.AbstractEventLoop) -> ReportSchedule:
+    reports = _REPORTS.get(loop)
+    if reports is None:
+        reports = _REPORTS[loop] = ReportSchedule(loop)
+    return reports
+
+
+def scheduled_reports(sender: RTCRtpSender) -> None:
+    """``sender`` (of the SFU, not yet started) gets its reports from the event loop's
+    ``ReportSchedule`` instead of a task of its own (see ``schedule_sender_reports``)."""
+    sender._vc_scheduled = True  # type: ignore[attr-defined]
+
+
+def schedule_sender_reports() -> None:
+    """aiortc's ``RTCRtpSender._run_rtcp``, for the senders marked by ``scheduled_reports``:
+    no loop of its own, but a place in the event loop's schedule until ``stop()`` cancels it;
+    then the RTCP BYE, as aiortc's loop ends.  Other senders (a client's) keep aiortc's loop."""
+    if getattr(RTCRtpSender._run_rtcp, "_vc_scheduled", False):
+        return
+    stock = RTCRtpSender._run_rtcp
+
+    async def _run_rtcp(self: Any) -> None:
+        if not self.__dict__.get("_vc_scheduled"):
+            await stock(self)
+            return
+        getattr(self, f"{_S}rtcp_started").set()
+        loop = asyncio.get_running_loop()
+        reports = reports_of(loop)
+        reports.add(self, time.monotonic())
+        try:
+            await loop.create_future()  # until stop() cancels
+        except asyncio.CancelledError:
+            pass
+        finally:
+            reports.discard(self)
+        await self._send_rtcp([RtcpByePacket(sources=[self._ssrc])])
+        getattr(self, f"{_S}rtcp_exited").set()
+
+    _run_rtcp._vc_scheduled = True  # type: ignore[attr-defined]
+    RTCRtpSender._run_rtcp = _run_rtcp  # type: ignore[method-assign]
 
 
 def nack_runs(lost: Iterable[int]) -> list[list[int]]:

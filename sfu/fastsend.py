@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 PROTECT = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
 UNPROTECT = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_unprotect")))
+# srtp_protect_rtcp takes the same arguments as srtp_protect: a SendBatch of RTCP uses it.
+PROTECT_RTCP = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect_rtcp")))
 
 # SRTP's trailer per profile (the authentication tag), for the transport's byte counter.
 TRAILERS = {b"SRTP_AES128_CM_SHA1_80": 10, b"SRTP_AEAD_AES_128_GCM": 16, b"SRTP_AEAD_AES_256_GCM": 16}
@@ -96,14 +98,16 @@ def socket_of(transport: Any) -> tuple[int, int] | None:
 
 class SendBatch:
     """The copies of one packet waiting for ``flush``: ``(fd, session, sockaddr, packet,
-    transport, address)`` each, the last two for a copy the socket would not take."""
+    transport, address)`` each, the last two for a copy the socket would not take.  ``protect``:
+    libsrtp's function that protects them (``PROTECT_RTCP`` for a batch of RTCP)."""
 
-    __slots__ = ("items", "sent", "queued", "failed")
+    __slots__ = ("items", "sent", "queued", "failed", "protect")
 
     def add(self, fd: int, session: int, sockaddr: bytes, packet: bytes, transport: Any, address: tuple[str, int]) -> None:
         self.items.append((fd, session, sockaddr, packet, transport, address))
 
-    def __init__(self) -> None:
+    def __init__(self, protect: int = PROTECT) -> None:
+        self.protect = protect
         self.items: list[tuple[int, int, bytes, bytes, Any, tuple[str, int]]] = []
         self.sent = 0  # copies written by the helper
         self.queued = 0  # copies the socket would not take, queued on their transport
@@ -115,7 +119,7 @@ class SendBatch:
         if not items:
             return 0
         self.items = []
-        result = NATIVE.send(PROTECT, items)
+        result = NATIVE.send(self.protect, items)
         if result.__class__ is int:
             self.sent += result
             return 0

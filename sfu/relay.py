@@ -29,7 +29,7 @@ from typing import Any
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from sfu.aiortc_hooks import ParkedTrack, ReceiverTap
+from sfu.aiortc_hooks import ParkedTrack, ReceiverTap, scheduled_reports
 from sfu.forwarding import UpTrack
 from sfu.interceptors import SenderReports
 from sfu.room import Participant, Room, capabilities_for
@@ -185,6 +185,7 @@ class RelayFeed(Participant):
         for layer in up.layers:
             transceiver = self.subscriber.addTransceiver(ParkedTrack(up.kind), direction="sendonly")
             transceiver.setCodecPreferences(capabilities_for(up.codec))
+            scheduled_reports(transceiver.sender)
             key = f"{up.track_id}/{layer.position}"
             self._pending[key] = (up, transceiver)
             self._sub_transceivers[key] = transceiver

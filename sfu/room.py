@@ -42,6 +42,8 @@ from sfu.aiortc_hooks import (
     enable_simulcast,
     guard_datagrams,
     negotiated_codecs,
+    schedule_sender_reports,
+    scheduled_reports,
     single_udp_port,
     widen_srtp_buffers,
 )
@@ -313,6 +315,7 @@ class Participant:
             self.subscriber = self._peer_connection()
         transceiver = self.subscriber.addTransceiver(ParkedTrack(up.kind), direction="sendonly")
         transceiver.setCodecPreferences(capabilities_for(up.codec))
+        scheduled_reports(transceiver.sender)
         self._pending[up.track_id] = (up, transceiver)
         self._sub_transceivers[up.track_id] = transceiver
         self.renegotiate()
@@ -760,6 +763,7 @@ class SfuNode:
         widen_srtp_buffers()
         accept_rsa_peers()
         guard_datagrams()
+        schedule_sender_reports()
         metrics.observe(self)
         codecs = count_codec_instances()
         codecs.listeners.append(lambda kind, _mime: metrics.codec_instances.labels(kind).inc())

@@ -3,6 +3,7 @@ checked against the pattern its publisher drew, audio carries the publisher's to
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from aiortc.rtp import RTCP_PSFB_APP
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack, tone_strength
 from sfu import fastsend
 from sfu.aiortc_client import LossStats, drop_incoming_rtp
+from sfu.aiortc_hooks import reports_of
 from tests.conftest import Backend
 from tests.media.conftest import Meeting, open_meeting, until
 from videoconf.app import SFU
@@ -134,10 +136,23 @@ async def test_rtcp_sender_reports_down_receiver_reports_and_remb_up(meeting: Me
     (sent,) = await until(lambda: stats_of(subscriber.subscriber, "remote-outbound-rtp"), 10, "a sender report", interval=0.25)
     (inbound,) = await stats_of(subscriber.subscriber, "inbound-rtp")
     assert 0 < sent.packetsSent <= inbound.packetsReceived + 50
+    # They come from one timer of the event loop, not a task per sender; the subscriber's
+    # receiver reports answer them, so the SFU knows the subscriber's round trip.
+    node = meeting.api.app[SFU]
+    (room,) = node.rooms.values()
+    (down,) = room.participants[subscriber.identity].downtracks.values()
+    schedule = reports_of(asyncio.get_running_loop())
+    assert down.tap.sender in schedule.due
+    await until(lambda: down.tap.rtt is not None, 10, "the subscriber's round-trip time", interval=0.25)
+    assert -0.01 <= down.tap.rtt < 1.0
     # The publisher hears receiver reports (it knows its RTT) and REMB from the SFU's own estimate.
     await until(lambda: RTCP_PSFB_APP in feedback, timeout=15)
     (remote_inbound,) = await stats_of(publisher.publisher, "remote-inbound-rtp")
     assert remote_inbound.roundTripTime is not None and remote_inbound.roundTripTime < 1.0
+    # A subscriber who leaves takes its senders out of the schedule (aiortc's stop, then a BYE).
+    sender_of_subscriber = down.tap.sender
+    await subscriber.close()
+    await until(lambda: sender_of_subscriber not in schedule.due, 10, "the sender to leave the schedule", interval=0.1)
 
 
 async def test_a_late_receive_only_participant_hears_every_audio_publisher(meeting: Meeting) -> None:
