@@ -20,7 +20,9 @@ subscribers received.  Trials of the three systems are interleaved so machine no
 The capacity search (``clients.loadtest``) raises the viewers of a livestream (the same single
 layer) until frame rate falls below 90% of the sent rate or loss exceeds 1%, or until the load
 core saturates; it reports the largest count that held, subscribers and packets per core of SFU
-CPU, and the forwarding delay from the SFU's histogram at each step.
+CPU, and the forwarding delay from the SFU's histogram at each step.  The machine's floor
+(``benchmarks.floor``: SRTP protect and ``sendmmsg`` of each packet's copies, nothing else) is
+measured in the same run, at the largest count compared and at ``--floor`` copies per packet.
 
 Writes ``benchmarks/results/side_by_side.json``, ``side_by_side.md`` and two PNG plots.
 """
@@ -40,6 +42,7 @@ from typing import Any
 import aiohttp
 from aiortc import RTCPeerConnection
 
+from benchmarks.floor import copy_floor
 from benchmarks.janus import Janus
 from benchmarks.media import cpu_window, machine, marginal_us, peer, vp8_only
 from benchmarks.netns import JANUS_ADDRESS, confine
@@ -204,6 +207,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "Marginal CPU per extra forwarded packet (slope across N): " + ", ".join(margins) + "."]
     if report.get("capacity"):
         lines += ["", *capacity_lines(report["capacity"])]
+    if report.get("floor"):
+        lines += ["", *floor_lines(report)]
     aims = report["aims"]
     if aims:
         lines += ["", "Aims: " + "; ".join(f"{k.replace('_', ' ')}: {'met' if v['met'] else 'missed'} ({v['value']})" for k, v in aims.items()) + "."]
@@ -330,6 +335,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     systems = [s for s in SYSTEMS if s in args.systems.split(",")]
     raw: dict[str, dict[int, list[dict[str, Any]]]] = {s: {n: [] for n in counts} for s in systems}
     capacity: dict[str, Any] | None = None
+    floor: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as workdir:
         # As deployed (deploy/compose.yaml): every connection's ICE on one UDP port, so that
         # the copies of a packet leave in one sendmmsg.
@@ -362,6 +368,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         shown = (f"{result['us_per_packet']} us/packet, {result['packets_per_second']} packets/s, "
                                  f"cpu {result['cpu_share']:.1%}, loss {result['loss']}") if "error" not in result else result["error"]
                         print(f"trial {trial + 1} {system:5} N={n:2}: {shown}", flush=True)
+            if args.floor:
+                # What protecting and writing a copy costs on this machine with nothing else
+                # (benchmarks/floor.py), at the largest count compared and near the capacity's.
+                for copies in sorted({max(counts), args.floor}):
+                    try:
+                        floor[str(copies)] = await copy_floor(copies, core=0 if (os.cpu_count() or 1) > 1 else None)
+                    except (RuntimeError, OSError, asyncio.TimeoutError, ValueError) as exc:
+                        floor[str(copies)] = {"error": f"{type(exc).__name__}: {exc}"}
+                    print(f"floor at {copies} copies per packet: {floor[str(copies)]}", flush=True)
             if args.capacity_limit > 0:
                 # Viewers count by the clear RTP header (no decryption), so that the load core
                 # holds several times the viewers and the search finds the node's limit.
@@ -387,7 +402,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await janus.close()
                 janus.stop()
             node.stop()
-    return assemble(raw, capacity, setup_of(args, counts), machine_of(systems))
+    return assemble(raw, capacity, setup_of(args, counts), machine_of(systems), floor)
 
 
 def machine_of(systems: list[str]) -> dict[str, Any]:
@@ -403,9 +418,10 @@ def setup_of(args: argparse.Namespace, counts: list[int]) -> dict[str, Any]:
 
 
 def assemble(raw: dict[str, dict[int, list[dict[str, Any]]]], capacity: dict[str, Any] | None,
-             setup: dict[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
-    """The report of a run from its raw trials (``raw[system][n]``, any subset of the systems)
-    and its capacity search (or None)."""
+             setup: dict[str, Any], machine: dict[str, Any], floor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report of a run from its raw trials (``raw[system][n]``, any subset of the systems),
+    its capacity search (or None) and the machine's floor (benchmarks/floor.py, by copies per
+    packet; empty when not measured)."""
     summary = summarize(raw)
     counts = setup["counts"]
 
@@ -427,6 +443,8 @@ def assemble(raw: dict[str, dict[int, list[dict[str, Any]]]], capacity: dict[str
     }
     if capacity is not None:
         report["capacity"] = capacity_summary(capacity)
+    if floor:
+        report["floor"] = floor
     report["aims"] = aims(report)
     return report
 
@@ -453,7 +471,11 @@ def aims(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             result[f"cpu_per_packet_at_{n}_at_most_{most:g}_of_janus"] = {"met": ratios[n] <= most, "value": f"{ratios[n]:.2f} of Janus's"}
     cap = report.get("capacity")
     if cap and cap.get("packets_per_core"):
-        result["forwards_120000_packets_per_second_per_core"] = {"met": cap["packets_per_core"] >= 120_000, "value": f"{cap['packets_per_core']:,.0f}"}
+        value = f"{cap['packets_per_core']:,.0f}"
+        best = floor_ceiling(report)
+        if best is not None:
+            value += f"; protecting and writing alone allow {best[1]:,} copies/s per core here, at {best[0]} copies per packet"
+        result["forwards_120000_packets_per_second_per_core"] = {"met": cap["packets_per_core"] >= 120_000, "value": value}
     if cap and cap.get("half_capacity_step"):
         step = cap["half_capacity_step"]
         p99 = step.get("copy_delay_ms", {}).get("p99")
@@ -463,6 +485,23 @@ def aims(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "value": f"{p99} ms at {step['sfu_cpu']:.0%} CPU (to the last copy: {last} ms)",
         }
     return result
+
+
+def floor_ceiling(report: dict[str, Any]) -> tuple[int, int] | None:
+    """The most copies per core second the machine's floor allows, and at how many copies per
+    packet it was measured (the largest count measured); None without a floor."""
+    measured = [(int(n), f["copies_per_core_second"]) for n, f in report.get("floor", {}).items() if f.get("copies_per_core_second")]
+    return max(measured) if measured else None
+
+
+def floor_lines(report: dict[str, Any]) -> list[str]:
+    entries = [(int(n), f) for n, f in report.get("floor", {}).items() if f.get("us_per_copy")]
+    if not entries:
+        return []
+    parts = [f"{f['us_per_copy']} µs at {n} copies per packet ({f['copies_per_core_second']:,} copies/s per core)" for n, f in sorted(entries)]
+    return [f"The floor on this machine (benchmarks/floor.py: only SRTP protect and {entries[0][1]['path']} of each packet's copies, "
+            f"{entries[0][1].get('packets_per_second', '?')} packets/s): " + ", ".join(parts) + ". No server that encrypts each copy and sends it over this "
+            "kernel's loopback can forward for less."]
 
 
 def main() -> None:
@@ -475,11 +514,13 @@ def main() -> None:
     parser.add_argument("--capacity-start", type=int, default=20)
     parser.add_argument("--capacity-limit", type=int, default=300, help="0: no capacity search")
     parser.add_argument("--capacity-only", action="store_true", help="keep the comparison in --output, measure the capacity search again")
+    parser.add_argument("--floor", type=int, default=300, help="also measure the machine's floor at this many copies per packet (0: not)")
     parser.add_argument("--quick", action="store_true", help="one trial of 5 s, N = 1, 10; capacity up to 60")
     parser.add_argument("--output", type=Path, default=RESULTS / "side_by_side.json")
     args = parser.parse_args()
     if args.quick:
         args.trials, args.window, args.warmup, args.counts, args.capacity_limit = 1, 5.0, 2.0, "1,10", 60
+        args.floor = min(args.floor, 60)
     check(parser, args)
     confine()
     if (os.cpu_count() or 1) > 1:
@@ -489,6 +530,8 @@ def main() -> None:
         args.systems, args.counts, args.trials = "sfu", ",".join(str(n) for n in previous["setup"]["counts"]), 0
         fresh = asyncio.run(run(args))
         previous["capacity"], previous["capacity_date"] = fresh["capacity"], fresh["date"]
+        if fresh.get("floor"):
+            previous["floor"] = fresh["floor"]
         previous.pop("plots", None)
         previous["aims"] = aims(previous)
         report = previous

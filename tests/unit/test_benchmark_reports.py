@@ -81,6 +81,24 @@ def test_side_by_side_reports_any_subset_of_systems(systems: tuple[str, ...], tm
     assert set(written["median"]) == set(systems)
 
 
+def test_side_by_side_reports_the_machines_floor_beside_the_capacity_aim(tmp_path: Path) -> None:
+    module = load("side_by_side")
+    report = module.assemble(
+        {s: {n: [trial(n, COST[s])] for n in (1, 10)} for s in ("sfu", "janus")},
+        capacity([step(20, 0.1), step(30, 0.5)]),
+        {"video": "640x360 VP8", "audio": "Opus tone", "counts": [1, 10], "trials": 1, "warmup_seconds": 2.0, "window_seconds": 5.0},
+        {"cpu": "Test CPU", "cores": 2, "python": "3.11", "aiortc": "1.16.0", "janus": None},
+        {"10": {"us_per_copy": 12.5, "copies_per_core_second": 80_000, "path": "native sendmmsg", "packets_per_second": 160},
+         "300": {"us_per_copy": 9.5, "copies_per_core_second": 105_263, "path": "native sendmmsg", "packets_per_second": 160},
+         "600": {"error": "OSError: too many open files"}},
+    )
+    table = module.write_report(report, tmp_path / "out.json")
+    assert "12.5 µs at 10 copies per packet (80,000 copies/s per core), 9.5 µs at 300" in table
+    aim = report["aims"]["forwards_120000_packets_per_second_per_core"]
+    assert not aim["met"] and "105,263 copies/s per core here, at 300 copies per packet" in aim["value"]
+    assert json.loads((tmp_path / "out.json").read_text())["floor"]["600"]["error"].startswith("OSError")
+
+
 def test_side_by_side_reports_a_capacity_search_where_nothing_held(tmp_path: Path) -> None:
     module = load("side_by_side")
     report = side_by_side_report(("sfu", "janus"), capacity([step(20, 0.3, "loss 5%")]))
