@@ -27,6 +27,7 @@
 #include <netinet/in.h>
 #include <stddef.h>
 #include <structmember.h>
+#include <time.h>
 
 #define BATCH 64
 #define BUFFER 2048 /* sfu.aiortc_hooks.SRTP_BUFFER_BYTES: the SFU's sessions are widened to it */
@@ -246,12 +247,32 @@ typedef struct {
     PyObject *owner; /* the down-track (Python's) */
 } Lane;
 
-/* Write the lanes' messages [0, used) on fd; what is left becomes (lane, protected bytes). */
+static double
+seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* Write the lanes' messages [0, used) on fd; what is left becomes (lane, protected bytes).  The
+   copies written and when (seconds since ``start``) are appended to ``*flushes``. */
 static int
-flush_lanes(int fd, int used, Lane **lanes, PyObject **unsent, long *sent_total)
+flush_lanes(int fd, int used, Lane **lanes, PyObject **unsent, long *sent_total, PyObject **flushes, const struct timespec *start)
 {
     int sent = write_messages(fd, used);
     *sent_total += sent;
+    if (sent > 0) {
+        if (*flushes == NULL && (*flushes = PyList_New(0)) == NULL)
+            return -1;
+        PyObject *when = Py_BuildValue("(id)", sent, seconds_since(start));
+        if (when == NULL)
+            return -1;
+        int failed = PyList_Append(*flushes, when);
+        Py_DECREF(when);
+        if (failed < 0)
+            return -1;
+    }
     for (int i = sent; i < used; i++) {
         if (*unsent == NULL && (*unsent = PyList_New(0)) == NULL)
             return -1;
@@ -485,7 +506,8 @@ lane_connected(Lane *lane, PyObject **clear)
 }
 
 /* fan_out(protect, lanes, sequence, timestamp, marker, payload, abs_time, level, tid, picture, tl0, now, ntp)
-   -> (sent, rejected lanes or None, [(lane, protected bytes) not written] or None)
+   -> (sent, rejected lanes or None, [(lane, protected bytes) not written] or None,
+       [(copies written, seconds since the call began)] per sendmmsg run, or None)
    level: the audio-level byte or -1; tid, picture, tl0: the VP8 numbers or -1. */
 static PyObject *
 fastsend_fan_out(PyObject *module, PyObject *args)
@@ -511,7 +533,9 @@ fastsend_fan_out(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "abs_time is 3 bytes");
         return NULL;
     }
-    PyObject *rejected = NULL, *unsent = NULL, *clear = NULL;
+    PyObject *rejected = NULL, *unsent = NULL, *clear = NULL, *flushes = NULL;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     Lane *batch_lanes[BATCH];
     long sent = 0;
     int used = 0, fd = -1;
@@ -545,7 +569,7 @@ fastsend_fan_out(PyObject *module, PyObject *args)
             continue;
         }
         if (used == BATCH || (used > 0 && lane->fd != fd)) {
-            if (flush_lanes(fd, used, batch_lanes, &unsent, &sent) < 0)
+            if (flush_lanes(fd, used, batch_lanes, &unsent, &sent, &flushes, &start) < 0)
                 goto error;
             used = 0;
         }
@@ -612,15 +636,18 @@ fastsend_fan_out(PyObject *module, PyObject *args)
             lane->has_tl0 = 1;
         }
     }
-    if (used > 0 && flush_lanes(fd, used, batch_lanes, &unsent, &sent) < 0)
+    if (used > 0 && flush_lanes(fd, used, batch_lanes, &unsent, &sent, &flushes, &start) < 0)
         goto error;
-    PyObject *result = Py_BuildValue("(lOO)", sent, rejected ? rejected : Py_None, unsent ? unsent : Py_None);
+    PyObject *result = Py_BuildValue("(lOOO)", sent, rejected ? rejected : Py_None, unsent ? unsent : Py_None,
+                                     flushes ? flushes : Py_None);
     Py_XDECREF(rejected);
     Py_XDECREF(unsent);
+    Py_XDECREF(flushes);
     return result;
 error:
     Py_XDECREF(rejected);
     Py_XDECREF(unsent);
+    Py_XDECREF(flushes);
     return NULL;
 }
 

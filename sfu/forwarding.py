@@ -315,15 +315,14 @@ class UpTrack:
         sent = 0
         copy_delay, clock = self.metrics.counts.copy_delay, time.perf_counter
         batch = self._batch if fastsend.NATIVE is not None else None
-        lane_sent, lanes_done = 0, 0.0
+        lane_sent = 0
         if layer.lanes and batch is not None:
             try:
-                lane_sent = fan_out_lanes(self, layer, cached, ntp, abs_time, now)
+                lane_sent = fan_out_lanes(self, layer, cached, ntp, abs_time, now, started)
             except Exception as exc:  # the helper refused its input: Python forwards every copy
                 self._failed("forward", layer, exc)
                 for lane in list(layer.lanes):
                     lane.owner.take_back()
-            lanes_done = clock() - started
         for downtrack in self.downtracks:
             if downtrack.lane_layer is layer:
                 continue  # its lane sent the copy
@@ -347,8 +346,7 @@ class UpTrack:
                 if lost:
                     self.metrics.packet_errors.labels("protect").inc(lost)
                 sent -= lost
-            # the lanes' copies left first, the batch's together after them
-            copy_delay.observe_many(lanes_done, lane_sent)
+            # (the lanes' copies were observed as each run of them left)
             copy_delay.observe_many(clock() - started, sent)
             sent += lane_sent
         if sent:
@@ -492,17 +490,28 @@ def reclaim(lane: Any, forwarder: Forwarder) -> None:
         vp8.last_tl0 = lane.last_tl0
 
 
-def fan_out_lanes(up: UpTrack, layer: Layer, cached: CachedPacket, ntp: int, abs_time: bytes, now: float) -> int:
+def fan_out_lanes(
+    up: UpTrack, layer: Layer, cached: CachedPacket, ntp: int, abs_time: bytes, now: float, started: float
+) -> int:
     """The copies of ``cached`` for the lanes armed on ``layer``; the number written.  A lane
     the helper refused is taken back (Python forwards its copy next), and copies a socket would
-    not take are queued on their transport (the lane then sees the queue and stands down)."""
+    not take are queued on their transport (the lane then sees the queue and stands down).
+    Each run of copies that left in one ``sendmmsg`` is observed in the copy-delay histogram
+    with its own delay since ``started`` (the packet's arrival, ``time.perf_counter``)."""
     level = cached.audio_level
-    sent, refused, unsent = fastsend.NATIVE.fan_out(
+    clock = time.perf_counter
+    before = clock()
+    sent, refused, unsent, flushes = fastsend.NATIVE.fan_out(
         fastsend.PROTECT, layer.lanes, cached.sequence, cached.timestamp, cached.marker, cached.payload, abs_time,
         audio_level(*level)[0] if level is not None else -1, cached.tid if cached.tid is not None else -1,
         cached.picture_id if cached.picture_id is not None else -1, cached.tl0 if cached.tl0 is not None else -1,
         now, ntp,
     )
+    copy_delay = up.metrics.counts.copy_delay
+    if flushes:
+        waited = before - started
+        for written, elapsed in flushes:
+            copy_delay.observe_many(waited + elapsed, written)
     if refused:
         for lane in refused:
             lane.owner.take_back()
@@ -511,6 +520,7 @@ def fan_out_lanes(up: UpTrack, layer: Layer, cached: CachedPacket, ntp: int, abs
             tap = lane.owner.tap
             tap.queue_protected(data)
         sent += len(unsent)
+        copy_delay.observe_many(clock() - started, len(unsent))
     return sent
 
 

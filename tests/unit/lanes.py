@@ -67,6 +67,11 @@ class Route:
 
 
 def fan_out(lane: Any, packet: CachedPacket, now: float = 0.0, abs_time: bytes = b"\x00\x00\x00", level: int = -1, ntp: int = 0) -> Any:
+    """The helper's (sent, refused, unsent), without the times of its sendmmsg runs."""
+    return fan_out_timed(lane, packet, now, abs_time, level, ntp)[:3]
+
+
+def fan_out_timed(lane: Any, packet: CachedPacket, now: float = 0.0, abs_time: bytes = b"\x00\x00\x00", level: int = -1, ntp: int = 0) -> Any:
     return fastsend.NATIVE.fan_out(
         PROTECT, [lane], packet.sequence, packet.timestamp, packet.marker, packet.payload, abs_time, level,
         packet.tid if packet.tid is not None else -1, packet.picture_id if packet.picture_id is not None else -1,

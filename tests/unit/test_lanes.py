@@ -18,7 +18,7 @@ from sfu.forwarding import DownTrack, _slots
 from sfu.layer import Layer
 from sfu.packet_cache import CachedPacket
 from sfu.rtp import abs_send_time, audio_level, build_packet, extension_block
-from tests.unit.lanes import LaneForwarder, Route, fan_out
+from tests.unit.lanes import LaneForwarder, Route, fan_out, fan_out_timed
 
 NATIVE = fastsend._fastsend
 
@@ -104,6 +104,18 @@ def test_anything_but_the_plain_case_is_refused_and_left_to_python(route: Route,
     assert (sent, refused, unsent) == (0, [lane], None), why
     assert lane.armed == 0 and lane.take() == (0, 0, 0, 0)
     assert fan_out(lane, packet(101, 0)) == (0, None, None)  # a disarmed lane sends nothing
+
+
+def test_each_sendmmsg_run_reports_its_copies_and_when_it_left(route: Route) -> None:
+    """The copy-delay histogram observes every run of copies with its own time (not the last
+    lane's): the helper reports each run's copies and seconds since the call began."""
+    lane = armed(route)
+    sent, refused, unsent, flushes = fan_out_timed(lane, packet(100, 0))
+    assert (sent, refused, unsent) == (1, None, None)
+    ((copies, elapsed),) = flushes
+    assert copies == 1 and 0 <= elapsed < 1.0
+    lane.armed = 0
+    assert fan_out_timed(lane, packet(101, 0)) == (0, None, None, None)  # nothing left: no run
 
 
 def test_a_shared_sockets_connection_view_that_closed_is_refused(route: Route) -> None:
