@@ -8,7 +8,8 @@ aiortc has no public API for forwarding RTP, so the SFU taps it here:
   RTCP loop still sends correct receiver reports, and REMB goes upstream from the SFU's own
   estimate of the publisher's uplink.
 * ``SenderTap`` writes rewritten packets with a subscriber-side sender's DTLS transport,
-  updates the counters aiortc's RTCP loop puts in sender reports, and takes that sender's
+  updates the counters its sender reports carry (``ReportSchedule`` sends them from one timer
+  per event loop instead of aiortc's task per sender), and takes that sender's
   incoming RTCP (NACK, PLI/FIR, REMB) for the SFU, passing reports on to aiortc.
 * ``ParkedTrack`` keeps a sender's own send loop waiting forever, so its SSRC, RTX SSRC and SDP
   stay valid while the SFU writes the packets.
@@ -1030,7 +1031,7 @@ class SenderTap:
         dtls._RTCDtlsTransport__tx_packets += packets
 
     def record_sent(self, ntp_time: int, rtp_timestamp: int, octets: int) -> None:
-        """What aiortc's RTCP loop reports in its next sender report."""
+        """What the sender's next report carries."""
         sender = self.sender
         sender._RTCRtpSender__ntp_timestamp = ntp_time
         sender._RTCRtpSender__rtp_timestamp = rtp_timestamp
