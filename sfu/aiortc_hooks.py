@@ -174,18 +174,7 @@ def _probe_transceiver() -> Any:
             sender=RTCRtpSender("video", transport),  # type: ignore[arg-type]
         )
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # no loop running: give the sender one to look at while it is built
-        loop = asyncio.new_event_loop()
-        try:
-            async def build_async() -> Any:
-                return build()
-
-            return loop.run_until_complete(build_async())
-        finally:
-            loop.close()
-    return build()
+    return _built(build)
 
 
 def _probe_transports() -> tuple[Any, Any]:
@@ -197,18 +186,24 @@ def _probe_transports() -> tuple[Any, Any]:
 
 
 def _probe_peer_connection() -> Any:
+    return _built(lambda: RTCPeerConnection(RTCConfiguration(iceServers=[])))
+
+
+def _built(factory: Callable[[], Any]) -> Any:
+    """``factory()``, inside an event loop made for the purpose when none is running (aiortc's
+    and aioice's constructors make futures and events of the running loop)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         loop = asyncio.new_event_loop()
         try:
             async def build() -> Any:
-                return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                return factory()
 
             return loop.run_until_complete(build())
         finally:
             loop.close()
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    return factory()
 
 
 def verify_hooks() -> None:
@@ -254,7 +249,7 @@ def verify_hooks() -> None:
         "aiortc.rtcdtlstransport": aiortc.rtcdtlstransport,
         "RTCCertificate": RTCCertificate,
         "srtp_session": pylibsrtp.Session(),
-        "StunProtocol": aioice.ice.StunProtocol(getattr(ice, "_connection", None)),  # type: ignore[arg-type]
+        "StunProtocol": _built(lambda: aioice.ice.StunProtocol(getattr(ice, "_connection", None))),  # type: ignore[arg-type]
         "CandidatePair": aioice.ice.CandidatePair,
     }
     import inspect
