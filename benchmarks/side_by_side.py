@@ -22,7 +22,7 @@ layer) until frame rate falls below 90% of the sent rate or loss exceeds 1%, or 
 core saturates; it reports the largest count that held, subscribers and packets per core of SFU
 CPU, and the forwarding delay from the SFU's histogram at each step.  The machine's floor
 (``benchmarks.floor``: SRTP protect and ``sendmmsg`` of each packet's copies, nothing else) is
-measured in the same run, at the largest count compared and at ``--floor`` copies per packet.
+measured in the same run, at 1 copy per packet, at the largest count compared and at ``--floor``.
 
 Writes ``benchmarks/results/side_by_side.json``, ``side_by_side.md`` and two PNG plots.
 """
@@ -370,8 +370,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         print(f"trial {trial + 1} {system:5} N={n:2}: {shown}", flush=True)
             if args.floor:
                 # What protecting and writing a copy costs on this machine with nothing else
-                # (benchmarks/floor.py), at the largest count compared and near the capacity's.
-                for copies in sorted({max(counts), args.floor}):
+                # (benchmarks/floor.py): at one copy per packet, at the largest count compared
+                # and near the capacity's.
+                for copies in sorted({1, max(counts), args.floor}):
                     try:
                         floor[str(copies)] = await copy_floor(copies, core=0 if (os.cpu_count() or 1) > 1 else None)
                     except (RuntimeError, OSError, asyncio.TimeoutError, ValueError) as exc:
@@ -498,7 +499,8 @@ def floor_lines(report: dict[str, Any]) -> list[str]:
     entries = [(int(n), f) for n, f in report.get("floor", {}).items() if f.get("us_per_copy")]
     if not entries:
         return []
-    parts = [f"{f['us_per_copy']} µs at {n} copies per packet ({f['copies_per_core_second']:,} copies/s per core)" for n, f in sorted(entries)]
+    parts = [f"{f['us_per_copy']} µs at {n} {'copy' if n == 1 else 'copies'} per packet ({f['copies_per_core_second']:,} copies/s per core)"
+             for n, f in sorted(entries)]
     return [f"The floor on this machine (benchmarks/floor.py: only SRTP protect and {entries[0][1]['path']} of each packet's copies, "
             f"{entries[0][1].get('packets_per_second', '?')} packets/s): " + ", ".join(parts) + ". No server that encrypts each copy and sends it over this "
             "kernel's loopback can forward for less."]
