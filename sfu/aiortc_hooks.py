@@ -1080,6 +1080,7 @@ class ReportSchedule:
         self.loop = loop
         self.due: dict[RTCRtpSender, float] = {}
         self.sent = 0
+        self.failed = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -1111,9 +1112,9 @@ class ReportSchedule:
             if due > now:
                 continue
             self.due[sender] = now + 0.5 + random.random()
-            data = sender_report(sender)
             tap: SenderTap | None = sender.__dict__.get("_vc_tap")
             try:
+                data = sender_report(sender)
                 if tap is None:
                     task = self.loop.create_task(_send_plain(sender, data))
                     self._tasks.add(task)
@@ -1124,16 +1125,24 @@ class ReportSchedule:
                     tap.send_soon(data, batch, rtcp=True)
             except ConnectionError:  # not connected (yet, or any more): no report, as aiortc's loop
                 continue
+            except Exception:  # one sender's report is not worth the others'
+                self.failed += 1
+                if self.failed & (self.failed - 1) == 0:
+                    log.exception("a sender report failed (%d so far)", self.failed)
+                continue
             self.sent += 1
         if batch is not None:
             batch.flush()
 
 
 async def _send_plain(sender: RTCRtpSender, data: bytes) -> None:
+    """A report through aiortc's transport (a sender the SFU has no tap on yet)."""
     try:
         await sender.transport._send_rtp(data)
     except ConnectionError:
         pass
+    except Exception:  # the transport is not one that sends (yet): the next report tries again
+        log.debug("a sender report could not be sent", exc_info=True)
 
 
 _REPORTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReportSchedule] = weakref.WeakKeyDictionary()

@@ -64,6 +64,15 @@ return stats && {
 };
 """
 
+SENDER_REPORTS = """
+const report = await client.subscriber.getStats();
+const out = [];
+for (const s of report.values()) {
+  if (s.type === "remote-outbound-rtp") out.push({ kind: s.kind, packets: s.packetsSent, reports: s.reportsSent });
+}
+return out;
+"""
+
 
 def base_url(meeting: Meeting) -> str:
     return str(meeting.api.client.make_url("")).rstrip("/")
@@ -149,4 +158,13 @@ async def test_chromium_subscriber_switches_layers_without_freezing(meeting: Mee
         (room,) = node.rooms.values()
         (viewer,) = [p for p in room.participants.values() if video_id in p.downtracks]
         assert viewer.downtracks[video_id].switches >= 5
+        # Chromium takes the SFU's sender reports (from one timer per event loop, SRTCP protected
+        # by the native helper): one per forwarded stream, counting what the SFU sent on it.
+        async def reported() -> list[dict] | None:
+            streams = await js(page, SENDER_REPORTS)
+            return streams if {s["kind"] for s in streams if s["packets"] > 0 and s["reports"] >= 2} == {"audio", "video"} else None
+
+        streams = await until(reported, 10, lambda: "sender reports for audio and video in Chromium's stats", interval=0.5)
+        (video_reports,) = [s for s in streams if s["kind"] == "video"]
+        assert video_reports["packets"] >= final["decoded"]  # several packets a frame
         assert page.errors == []

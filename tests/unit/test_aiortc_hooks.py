@@ -87,6 +87,11 @@ async def test_the_report_schedule_keeps_aiortcs_random_intervals_and_its_one_ti
     schedule.tick(101.9)
     assert schedule.sent == 20
     await asyncio.sleep(0)  # the tap-less senders' writes ran and found no connection
+    # A sender whose report cannot be built costs only its own report.
+    broken = senders[0]
+    del broken._RTCRtpSender__ntp_timestamp
+    schedule.tick(103.0)
+    assert schedule.failed == 1 and schedule.sent == 39
     for sender in senders:
         schedule.discard(sender)
     assert not schedule.due and schedule._timer is None
