@@ -206,7 +206,9 @@ class RelayFeed(Participant):
             self.wanted = wanted
             self.room.spawn(self.reallocate())
 
-    async def reallocate(self) -> None:
+    async def reallocate(self, sources: Any = None) -> None:
+        """The layers the other node asked for (``sources``, the room's video sources that
+        ``Room.reallocate_all`` passes every participant, are not what a link follows)."""
         for key, down in list(self.downtracks.items()):
             track_id, _, position = key.rpartition("/")
             layer = down.up.layers[int(position)]

@@ -649,9 +649,13 @@ class Room:
         return chosen | {cameras[identity].track_id for identity in picked}
 
     async def reallocate_all(self) -> None:
+        """Every participant's allocation; one that fails leaves the others theirs."""
         sources = self.video_sources()
         for participant in list(self.participants.values()):
-            await participant.reallocate(sources)
+            try:
+                await participant.reallocate(sources)
+            except Exception:
+                log.exception("allocation failed for participant %s", participant.identity)
 
     async def update_speakers(self, now: float) -> None:
         for participant in self.participants.values():

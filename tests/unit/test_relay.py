@@ -13,6 +13,7 @@ from control_api.pubsub import MemoryPubSub
 from sfu.forwarding import UpTrack
 from sfu.metrics import SfuMetrics
 from sfu.relay import (
+    RelayFeed,
     codec_from_json,
     codec_to_json,
     parse_people,
@@ -122,6 +123,27 @@ async def test_a_state_lists_local_people_and_wants_remote_tracks_but_never_rela
     assert state["participants"][0]["tracks"][0]["layers"] == 2
     assert state["wants"] == {"theirs": [0]}
     assert node.participant_count() == 1 and node.track_count("video") == 1  # the remote one is not this node's
+
+
+async def test_an_allocation_round_reaches_relay_feeds_and_everyone_after_them() -> None:
+    """``Room.reallocate_all`` passes the room's video sources to every participant: a relay
+    feed takes them too (a cascade test once found every round failing on the feed, so that
+    nobody after it in the room got video)."""
+    node = a_node()
+    room = node.room("r")
+    feed = RelayFeed(room, "node-b", _quiet)
+    await room.add(feed)
+    rounds: list[str] = []
+
+    class Counted(Participant):
+        async def reallocate(self, sources: Any = None) -> None:
+            rounds.append(self.identity)
+            await super().reallocate(sources)
+
+    await room.add(Counted(room, "alice", "Alice", "host", {"can_subscribe": True}, _quiet))
+    assert list(room.participants)[0] == feed.identity  # the feed comes first
+    await room.reallocate_all()
+    assert rounds == ["alice"]
 
 
 async def cascade_room() -> tuple[Room, RoomCascade, list[dict[str, Any]]]:
