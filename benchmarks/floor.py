@@ -6,9 +6,11 @@ each incoming packet), protects ``copies`` copies of a 1,200-byte RTP packet wit
 AES-128-GCM (what aiortc negotiates), each with a session of its own, and writes them with the
 native helper's one ``sendmmsg`` (sfu/_fastsend.c; without it, Python's ``sendto`` per copy).
 The copies go to as many UDP sockets of the caller's process, which reads them as subscribers
-would.  The sender's CPU seconds over the copies it wrote is the floor: no server that encrypts
-each copy and sends it over this kernel's loopback can forward for less, and one core carries at
-most ``10**6 / floor`` copies a second.
+would.  The sender's CPU seconds over the copies it wrote is the floor of a server whose loop is
+Python (as this SFU's is): it cannot forward a copy for less, nor carry more than
+``10**6 / floor`` copies a second on one core.  The sender's own loop is part of it: a wake-up
+costs a Python loop about twice what it costs one in C, which matters at one copy per packet
+and hardly at hundreds.
 
     python -m benchmarks.floor [--copies 50] [--seconds 4]
 """
@@ -102,7 +104,12 @@ async def copy_floor(copies: int, seconds: float = 4.0, rate: int = 160, core: i
             "--rate", str(rate), "--ports", ports, *(["--core", str(core)] if core is not None else []),
             stdout=asyncio.subprocess.PIPE,
         )
-        out, _ = await asyncio.wait_for(process.communicate(), seconds + 60)
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), seconds + 60)
+        finally:
+            if process.returncode is None:  # timed out or cancelled: the sender stops here too
+                process.kill()
+                await process.wait()
         if process.returncode != 0:
             raise RuntimeError(f"the floor's sender failed with status {process.returncode}")
         result = json.loads(out)

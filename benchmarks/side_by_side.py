@@ -502,8 +502,8 @@ def floor_lines(report: dict[str, Any]) -> list[str]:
     parts = [f"{f['us_per_copy']} µs at {n} {'copy' if n == 1 else 'copies'} per packet ({f['copies_per_core_second']:,} copies/s per core)"
              for n, f in sorted(entries)]
     return [f"The floor on this machine (benchmarks/floor.py: only SRTP protect and {entries[0][1]['path']} of each packet's copies, "
-            f"{entries[0][1].get('packets_per_second', '?')} packets/s): " + ", ".join(parts) + ". No server that encrypts each copy and sends it over this "
-            "kernel's loopback can forward for less."]
+            f"{entries[0][1].get('packets_per_second', '?')} packets/s): " + ", ".join(parts) + ". A server whose loop is Python, as this SFU's is, cannot forward "
+            "a copy for less over this kernel's loopback."]
 
 
 def main() -> None:
