@@ -1,6 +1,6 @@
 """aiortc's private API as the clients of this project need it: the SDK's simulcast senders,
-the recorder worker's jitter buffer, and the taps the load tester and the tests put on a client's
-incoming media (loss, counting, a client that stops reading).
+the recorder worker's jitter buffer, and the taps the load tester, the bots and the tests put on
+a client's incoming media (loss, counting, a client that stops reading) and outgoing media (loss).
 
 With ``sfu/aiortc_hooks.py`` (the SFU's), this is the only module that touches aiortc's private
 API; ``verify_hooks()`` checks the attributes both rely on.
@@ -9,6 +9,7 @@ API; ``verify_hooks()`` checks the attributes both rely on.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
@@ -82,49 +83,147 @@ def intercept_incoming(pc: RTCPeerConnection, interceptor: IncomingInterceptor) 
     call again after each negotiation to cover new transports."""
     for transceiver in pc.getTransceivers():
         transport = transceiver.receiver.transport
-        if transport is None:
-            continue
-        chain: list[IncomingInterceptor] | None = getattr(transport, "_videoconf_interceptors", None)
-        if chain is None:
-            chain = transport._videoconf_interceptors = []
-            original = transport._handle_rtp_data
+        if transport is not None:
+            _chain_on(transport, "_handle_rtp_data", _run_incoming, interceptor)
 
-            async def intercepted(data: bytes, arrival_time_ms: int, _chain: list = chain, _original: Any = original) -> None:
-                for each in _chain:
-                    if not each.incoming_rtp(data, arrival_time_ms):
-                        return
-                await _original(data, arrival_time_ms)
 
-            transport._handle_rtp_data = intercepted
-        if interceptor not in chain:
-            chain.append(interceptor)
+def _run_incoming(chain: list[IncomingInterceptor], original: Any) -> Any:
+    async def intercepted(data: bytes, arrival_time_ms: int) -> None:
+        for each in chain:
+            if not each.incoming_rtp(data, arrival_time_ms):
+                return
+        await original(data, arrival_time_ms)
+
+    return intercepted
+
+
+def _chain_on(transport: Any, hook: str, run: Callable[[list[Any], Any], Any], interceptor: object) -> None:
+    """Add ``interceptor`` to the chain on ``transport``'s method ``hook`` (once): the first
+    interceptor replaces the method with ``run(chain, original)``, which runs the chain."""
+    key = f"_videoconf_{hook}"
+    chain: list[Any] | None = getattr(transport, key, None)
+    if chain is None:
+        chain = []
+        setattr(transport, key, chain)
+        setattr(transport, hook, run(chain, getattr(transport, hook)))
+    if interceptor not in chain:
+        chain.append(interceptor)
+
+
+LOST_KEPT = 4096  # dropped packets remembered to drop their retransmissions (LossStats.repairs)
 
 
 class LossStats:
-    """Loss on a client's incoming path, as a lossy network would drop packets."""
+    """Loss on a client's incoming or outgoing path, as a lossy network would drop packets.  One
+    object counts one direction: give each its own."""
 
-    def __init__(self, rate: float = 0.0, rng: Any = None) -> None:
+    def __init__(self, rate: float = 0.0, rng: Any = None, repairs: bool = True) -> None:
         self.seen = 0
         self.dropped = 0
         self.rate = rate  # change it to change the drop rate of a running tap
         self.rng = rng
+        # False: what is dropped stays lost, as on a path whose retransmissions come too late: a
+        # retransmission (RTX, or the same SSRC and sequence number again) of it is dropped too.
+        self.repairs = repairs
+        self.rtx_ssrcs: set[int] = set()
+        self.retransmissions_dropped = 0
+        self._lost: dict[tuple[int, int], None] = {}  # insertion-ordered, at most LOST_KEPT
 
-    def incoming_rtp(self, data: bytes, arrival_time_ms: int) -> bool:
+    def _passes(self) -> bool:
         self.seen += 1
         if self.rng.random() < self.rate:
             self.dropped += 1
             return False
         return True
 
+    def incoming_rtp(self, data: bytes, arrival_time_ms: int) -> bool:
+        return self._passes()
+
+    def outgoing_rtp(self, data: bytes) -> bool:
+        if self.repairs:
+            return self._passes()
+        ssrc = int.from_bytes(data[8:12], "big")
+        key = (ssrc, int.from_bytes(data[2:4], "big"))
+        if ssrc in self.rtx_ssrcs or key in self._lost:
+            self.retransmissions_dropped += 1
+            return False
+        if self._passes():
+            return True
+        self._lost[key] = None
+        if len(self._lost) > LOST_KEPT:
+            del self._lost[next(iter(self._lost))]
+        return False
+
+
+def _loss(rate: float, rng: Any, stats: LossStats | None) -> LossStats:
+    if stats is None:
+        return LossStats(rate, rng)
+    if stats.rng is None:
+        stats.rate, stats.rng = rate, rng
+    return stats
+
 
 def drop_incoming_rtp(pc: RTCPeerConnection, rate: float, rng: Any, stats: LossStats | None = None) -> LossStats:
     """Drop a fraction ``rate`` of the RTP packets ``pc`` receives (see ``intercept_incoming``);
     ``stats`` counts them and, given again after a negotiation, stays the one interceptor."""
-    if stats is None:
-        stats = LossStats(rate, rng)
-    elif stats.rng is None:
-        stats.rate, stats.rng = rate, rng
+    stats = _loss(rate, rng, stats)
     intercept_incoming(pc, stats)
+    return stats
+
+
+# Interceptors on a client's outgoing media ---------------------------------------------------------
+
+
+class OutgoingInterceptor(Protocol):
+    def outgoing_rtp(self, data: bytes) -> bool:
+        """An RTP packet (media or RTX) before aiortc encrypts it; False drops it there."""
+        ...
+
+
+def _is_rtp(data: bytes) -> bool:
+    """RTP, not RTCP (RFC 5761 demultiplexing: RTCP packet types are 192-223)."""
+    return len(data) >= 12 and not 192 <= data[1] <= 223
+
+
+def intercept_outgoing(pc: RTCPeerConnection, interceptor: OutgoingInterceptor) -> None:
+    """Run ``interceptor`` on every RTP packet ``pc`` sends, before encryption (aiortc's
+    ``RTCDtlsTransport._send_rtp``, through which its senders send media and retransmissions;
+    RTCP passes untouched), after the interceptors added before it.  A packet dropped here is
+    still in its sender's history, so a NACK gets it retransmitted, as after loss on the
+    network.  Idempotent per transport and interceptor; call again after each negotiation to
+    cover new transports."""
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.sender.transport
+        if transport is not None:
+            _chain_on(transport, "_send_rtp", _run_outgoing, interceptor)
+
+
+def _run_outgoing(chain: list[OutgoingInterceptor], original: Any) -> Any:
+    async def intercepted(data: bytes) -> None:
+        if _is_rtp(data):
+            for each in chain:
+                if not each.outgoing_rtp(data):
+                    return
+        await original(data)
+
+    return intercepted
+
+
+def drop_outgoing_rtp(
+    pc: RTCPeerConnection, rate: float, rng: Any, stats: LossStats | None = None, repairs: bool = True
+) -> LossStats:
+    """Drop a fraction ``rate`` of the RTP packets ``pc`` sends (see ``intercept_outgoing``), as
+    loss on a publisher's uplink; ``stats`` counts them and, given again after a negotiation,
+    stays the one interceptor.  ``repairs=False``: retransmissions of what was dropped are
+    dropped too, so that the loss reaches the subscribers (``LossStats.repairs``)."""
+    stats = _loss(rate, rng, stats)
+    if not repairs:
+        stats.repairs = False
+        for transceiver in pc.getTransceivers():
+            rtx = getattr(transceiver.sender, "_rtx_ssrc", None)  # aiortc's RTX stream, if negotiated
+            if isinstance(rtx, int):
+                stats.rtx_ssrcs.add(rtx)
+    intercept_outgoing(pc, stats)
     return stats
 
 

@@ -25,6 +25,8 @@ class NodeState(Protocol):
 
     def peer_connection_count(self) -> int: ...
 
+    def forwarded_stream_count(self, kind: str) -> int: ...
+
     def dropped_datagrams(self) -> dict[str, int]: ...
 
 
@@ -110,6 +112,11 @@ class SfuMetrics:
         self.rooms = Gauge("videoconf_sfu_rooms", "Rooms open on this node", registry=registry)
         self.participants = Gauge("videoconf_sfu_participants", "Participants connected", registry=registry)
         self.tracks = Gauge("videoconf_sfu_tracks", "Published tracks", ("kind",), registry=registry)
+        self.forwarded_streams = Gauge(
+            "videoconf_sfu_forwarded_streams",
+            "Streams this node forwards to its subscribers now (a video stream paused, off or outside last-N is not counted)",
+            ("kind",), registry=registry,
+        )
         self.peer_connections = Gauge(
             "videoconf_sfu_peer_connections", "Peer connections of this node not closed", registry=registry
         )
@@ -149,6 +156,7 @@ class SfuMetrics:
         self.participants.set_function(node.participant_count)
         for kind in ("audio", "video"):
             self.tracks.labels(kind).set_function(lambda kind=kind: node.track_count(kind))
+            self.forwarded_streams.labels(kind).set_function(lambda kind=kind: node.forwarded_stream_count(kind))
         self.peer_connections.set_function(node.peer_connection_count)
         self.registry.register(DroppedDatagrams(node))
 

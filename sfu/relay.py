@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -100,7 +101,8 @@ def room_state(room: Room, node_id: str) -> dict[str, Any]:
             continue
         people.append({
             "identity": participant.identity, "name": participant.name, "role": participant.role,
-            "hand_raised": participant.hand_raised, "hidden": participant.hidden, "waiting": participant.waiting,
+            "hand_raised": participant.hand_raised, "hand_raised_at": participant.hand_raised_at,
+            "hidden": participant.hidden, "waiting": participant.waiting,
             "tracks": [
                 {
                     "track_id": up.track_id, "kind": up.kind, "source": up.source, "muted": up.muted,
@@ -125,6 +127,18 @@ def parse_people(state: dict[str, Any]) -> list[dict[str, Any]]:
         tracks = person.get("tracks") if isinstance(person.get("tracks"), list) else []
         result.append({**person, "tracks": [t for t in tracks[:MAX_TRACKS_PER_PARTICIPANT] if _track_ok(t)]})
     return result
+
+
+def hand_raised_at(person: dict[str, Any], known: float | None, now: float) -> float | None:
+    """When a participant of another node raised its hand, as its node says (that node's wall
+    clock); a node that does not say (an older version) leaves the time this node first saw it
+    up (``known``, else ``now``).  None while the hand is down."""
+    if not person.get("hand_raised"):
+        return None
+    at = person.get("hand_raised_at")
+    if isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at):
+        return float(at)
+    return known if known is not None else now
 
 
 def _track_ok(track: Any) -> bool:

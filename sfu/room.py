@@ -87,6 +87,17 @@ class SignalError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class TrackWish:
+    """How a subscriber shows one remote video track (``track-settings``): a quality, or the
+    size it renders."""
+
+    track_id: str
+    quality: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
 @dataclass
 class NodeSettings:
     ice_servers: list[RTCIceServer] = field(default_factory=list)  # the SFU's own (STUN for its address)
@@ -152,7 +163,7 @@ class Participant:
         self.notify = notify
         self.waiting = waiting
         self.hidden = bool(grants.get("hidden"))
-        self.hand_raised = False
+        self.hand_raised_at: float | None = None  # wall clock (epoch seconds) when the hand went up
         self.joined_at = time.time()
         self.publisher: RTCPeerConnection | None = None
         self.subscriber: RTCPeerConnection | None = None
@@ -181,12 +192,25 @@ class Participant:
         """Connected to this node (not another node's participant, nor a relay feed)."""
         return self.remote is None and self.relay_for is None
 
+    @property
+    def hand_raised(self) -> bool:
+        return self.hand_raised_at is not None
+
+    def raise_hand(self, raised: bool, now: float) -> bool:
+        """Raise (at wall-clock time ``now``) or lower the hand; a hand raised again while up keeps
+        the time it first went up.  Whether anything changed."""
+        since = (self.hand_raised_at if self.hand_raised_at is not None else now) if raised else None
+        changed = since != self.hand_raised_at
+        self.hand_raised_at = since
+        return changed
+
     def info(self) -> dict[str, Any]:
         return {
             "identity": self.identity,
             "name": self.name,
             "role": self.role,
             "hand_raised": self.hand_raised,
+            "hand_raised_at": self.hand_raised_at,
             "tracks": [up.info() for up in self.uptracks.values()],
         }
 
@@ -400,11 +424,18 @@ class Participant:
 
     # Layer selection ---------------------------------------------------------------------------
 
-    def set_track_settings(self, track_id: str, quality: str | None, width: int | None, height: int | None) -> None:
-        if track_id not in self.downtracks and track_id not in self._pending:
-            raise SignalError("unknown_track", f"you receive no track {track_id}")
-        self.track_settings[track_id] = (quality, width, height)
-        self.room.spawn(self.reallocate())
+    def set_track_settings(self, wishes: list[TrackWish]) -> list[str]:
+        """Take each wish for a track this subscriber receives, in order, then choose layers once;
+        the ids of the tracks it does not receive, which are left out."""
+        unknown = []
+        for wish in wishes:
+            if wish.track_id not in self.downtracks and wish.track_id not in self._pending:
+                unknown.append(wish.track_id)
+                continue
+            self.track_settings[wish.track_id] = (wish.quality, wish.width, wish.height)
+        if len(unknown) < len(wishes):
+            self.room.spawn(self.reallocate())
+        return unknown
 
     def set_pins(self, identities: list[str]) -> None:
         self.pins = list(dict.fromkeys(identities))
@@ -797,6 +828,15 @@ class SfuNode:
     def on_participant_removed(self, participant: Participant, reason: str) -> None:
         for listener in self.removal_listeners:
             listener(participant, reason)
+
+    def forwarded_stream_count(self, kind: str) -> int:
+        """Down-tracks of ``kind`` that forward now: every audio one, and each video one with a
+        target layer (not paused, off or outside last-N)."""
+        return sum(
+            1 for room in self.rooms.values() for participant in room.local_participants()
+            for down in participant.downtracks.values()
+            if down.up.kind == kind and (kind == "audio" or not down.paused)
+        )
 
     def peer_connection_count(self) -> int:
         """Peer connections this node made that are not closed (whoever still holds them)."""

@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from control_api.pubsub import PubSub, Subscription
-from sfu.relay import RelayFeed, RelayLink, parse_people, remote_track, room_state
+from sfu.relay import RelayFeed, RelayLink, hand_raised_at, parse_people, remote_track, room_state
 from sfu.room import Participant, Room, SignalError
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class RoomCascade:
                     {"hidden": bool(person.get("hidden"))}, _nobody, waiting=bool(person.get("waiting")),
                 )
                 existing.remote = node
-                existing.hand_raised = bool(person.get("hand_raised"))
+                existing.hand_raised_at = hand_raised_at(person, None, time.time())
                 await room.add(existing)
             else:
                 await self._update(existing, person)
@@ -157,9 +157,9 @@ class RoomCascade:
     async def _update(self, ghost: Participant, person: dict[str, Any]) -> None:
         if ghost.waiting and not person.get("waiting"):
             await self.room.admit(ghost.identity)
-        hand = bool(person.get("hand_raised"))
-        if hand != ghost.hand_raised:
-            ghost.hand_raised = hand
+        hand = hand_raised_at(person, ghost.hand_raised_at, time.time())
+        if hand != ghost.hand_raised_at:
+            ghost.hand_raised_at = hand
             await self.room.broadcast({"type": "participant-updated", "participant": ghost.info()})
 
     async def _tracks(self, ghost: Participant, tracks: list[dict[str, Any]]) -> None:

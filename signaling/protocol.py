@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 PROTOCOL_VERSION = 1
 
@@ -22,6 +22,15 @@ Sdp = Annotated[str, Field(min_length=1, max_length=200_000)]
 Identity = Annotated[str, Field(min_length=1, max_length=100)]
 TrackId = Annotated[str, Field(min_length=1, max_length=64)]
 RequestId = Annotated[str, Field(max_length=64)]
+Quality = Literal["high", "medium", "low", "off"]
+Width = Annotated[int, Field(ge=0, le=7680)]
+Height = Annotated[int, Field(ge=0, le=4320)]
+# The reactions a participant may send (``reaction``); nothing else is relayed.
+Emoji = Literal[  # 👍 👏 😂 ❤️ (the heart with U+FE0F) 🎉 😮
+    "\U0001f44d", "\U0001f44f", "\U0001f602", "\u2764\ufe0f", "\U0001f389", "\U0001f62e",
+]
+REACTIONS: tuple[str, ...] = get_args(Emoji)
+MAX_TRACK_SETTINGS = 128  # entries in one batched track-settings
 
 
 class ClientMessage(BaseModel):
@@ -123,15 +132,52 @@ class StopRecording(ClientMessage):
     type: Literal["stop-recording"]
 
 
+class TrackSetting(BaseModel):
+    """One entry of a batched ``track-settings``: the fields of the single form."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    track_id: TrackId
+    quality: Quality | None = None
+    width: Width | None = None
+    height: Height | None = None
+
+
 class TrackSettings(ClientMessage):
-    """How a subscriber shows one remote video track: the size it renders (the SFU forwards the
-    best layer at or under it) or a quality; ``off`` stops the track."""
+    """How a subscriber shows remote video tracks: the size it renders (the SFU forwards the
+    best layer at or under it) or a quality; ``off`` stops the track.
+
+    Two forms, exactly one of them: one track (``track_id`` with ``quality``, ``width``,
+    ``height``), or a batch (``tracks``: up to 128 entries of those same fields, for a client
+    paging a grid, which would otherwise spend its flood budget on one message per tile).  The
+    server applies a batch's entries in order (a track named twice takes its last entry), then
+    chooses layers once.  A track the subscriber does not receive is refused with
+    ``unknown_track``, as in the single form; in a batch it is left out, the other entries apply
+    all the same (a track may be unpublished while the batch is on its way), and one
+    ``unknown_track`` error lists the ids left out in ``details`` (``[{"track_id": ...}]``)."""
 
     type: Literal["track-settings"]
-    track_id: TrackId
-    quality: Literal["high", "medium", "low", "off"] | None = None
-    width: Annotated[int, Field(ge=0, le=7680)] | None = None
-    height: Annotated[int, Field(ge=0, le=4320)] | None = None
+    track_id: TrackId | None = Field(default=None, description="One track; not with tracks")
+    quality: Quality | None = None
+    width: Width | None = None
+    height: Height | None = None
+    tracks: Annotated[list[TrackSetting], Field(min_length=1, max_length=MAX_TRACK_SETTINGS)] | None = Field(
+        default=None, description="A batch of settings, each like the single form; not with track_id"
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TrackSettings:
+        if (self.track_id is None) == (self.tracks is None):
+            raise ValueError("give exactly one of track_id (one track) or tracks (a batch)")
+        if self.tracks is not None and (self.quality, self.width, self.height) != (None, None, None):
+            raise ValueError("a batch carries quality, width and height in its entries")
+        return self
+
+    def entries(self) -> list[TrackSetting]:
+        """The settings to apply, the single form as a batch of one."""
+        if self.tracks is not None:
+            return list(self.tracks)
+        assert self.track_id is not None
+        return [TrackSetting(track_id=self.track_id, quality=self.quality, width=self.width, height=self.height)]
 
 
 class Pin(ClientMessage):
@@ -139,6 +185,14 @@ class Pin(ClientMessage):
 
     type: Literal["pin"]
     identities: Annotated[list[Identity], Field(max_length=16)]
+
+
+class Reaction(ClientMessage):
+    """An emoji reaction, shown to everyone in the meeting (the sender too) for a moment; never
+    stored.  One of ``REACTIONS``; a burst of 5, then 2 a second per connection."""
+
+    type: Literal["reaction"]
+    emoji: Emoji
 
 
 class Ping(ClientMessage):
@@ -153,14 +207,14 @@ ClientMessages = Annotated[
     Union[
         Join, Resume, Publish, Unpublish, SubscriberAnswer, IceCandidate, Mute, Chat, RaiseHand,
         MuteParticipant, RemoveParticipant, Admit, EndMeeting, StartRecording, StopRecording, TrackSettings, Pin,
-        Ping, Leave,
+        Reaction, Ping, Leave,
     ],
     Field(discriminator="type"),
 ]
 CLIENT_TYPES = {
     "join", "resume", "publish", "unpublish", "subscriber-answer", "ice-candidate", "mute", "chat",
     "raise-hand", "mute-participant", "remove-participant", "admit", "end-meeting", "start-recording",
-    "stop-recording", "track-settings", "pin", "ping", "leave",
+    "stop-recording", "track-settings", "pin", "reaction", "ping", "leave",
 }
 client_adapter: TypeAdapter[Any] = TypeAdapter(ClientMessages)
 
@@ -178,6 +232,9 @@ class ParticipantInfo(BaseModel):
     name: str
     role: str
     hand_raised: bool
+    hand_raised_at: float | None = Field(
+        default=None, description="When the hand went up (the server's clock, epoch seconds); null while it is down"
+    )
     tracks: list[TrackInfo] = []
 
 
@@ -324,6 +381,14 @@ class ChatReceived(ServerMessage):
     message: ChatMessage
 
 
+class ReactionReceived(ServerMessage):
+    """To everyone in the meeting, the sender too: ``participant`` reacted with ``emoji``."""
+
+    type: Literal["reaction"]
+    participant: str
+    emoji: Emoji
+
+
 class MutedByHost(ServerMessage):
     type: Literal["muted-by-host"]
     track_id: str
@@ -394,7 +459,7 @@ ServerMessages = Annotated[
     Union[
         Joined, Resumed, ParticipantJoined, ParticipantLeft, ParticipantUpdated, ParticipantWaiting, Admitted,
         PublishAnswer, SubscriberOffer, TrackPublished, TrackUnpublished, TrackMuted, ScreenShareStarted,
-        ScreenShareStopped, ChatReceived, MutedByHost, Removed, MeetingEnded, Reconnect, TrackForwarding, SetLayers,
+        ScreenShareStopped, ChatReceived, ReactionReceived, MutedByHost, Removed, MeetingEnded, Reconnect, TrackForwarding, SetLayers,
         ActiveSpeakers, RecordingStarted, RecordingStopped, Pong, Error,
     ],
     Field(discriminator="type"),
@@ -420,9 +485,10 @@ ERROR_CODES = {
     "invalid_token": "the room token is not valid or has expired",
     "meeting_not_live": "the meeting is not live",
     "resume_failed": "the session cannot be resumed; join again",
-    "rate_limited": "too many messages; slow down",
+    "rate_limited": "too many messages (or reactions); slow down",
     "publish_not_allowed": "the room token does not allow publishing",
     "data_not_allowed": "the room token does not allow chat",
+    "hidden_participant": "a participant who joined hidden cannot do this (it would show them)",
     "not_room_admin": "only a host or co-host may do this",
     "unknown_participant": "no such participant",
     "unknown_track": "no such track",

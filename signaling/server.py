@@ -5,6 +5,8 @@ with the id and secret of a session it lost less than ``RESUME_SECONDS`` ago).  
 grants are enforced on every request.  Bad frames get an ``error`` and the connection stays
 usable; frames over ``MAX_FRAME`` bytes close it with 1009; more than ``FLOOD_RULE`` allows are
 answered with ``rate_limited`` and dropped, and a connection that keeps flooding is closed (1008).
+Some messages have a budget of their own besides (``MESSAGE_RULES``: reactions), whose excess is
+answered with ``rate_limited`` and dropped the same way.
 
 A session outlives its WebSocket by ``RESUME_SECONDS``: media keeps flowing, server messages are
 buffered with their ``seq`` and replayed on resume.  After that the participant is removed.
@@ -18,6 +20,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
@@ -35,7 +38,7 @@ from control_api.services.registry import Services
 from control_api.storage.database import DatabaseUnavailable
 from control_api.storage.tables import CLOSED, LIVE
 from recorder.manager import RecorderManager
-from sfu.room import Participant, Room, SfuNode, SignalError
+from sfu.room import Participant, Room, SfuNode, SignalError, TrackWish
 from sfu.tasks import TaskSet
 from signaling import protocol as p
 from signaling.cascade import Cascade
@@ -48,6 +51,8 @@ RESUME_SECONDS = 30
 REPLAY_BUFFER = 512
 FLOOD_RULE = RateLimitRule(limit=50, period=2.5)  # a burst of 50, then 20 a second
 FLOOD_CLOSE_AFTER = 100  # dropped messages before the connection is closed
+REACTION_RULE = RateLimitRule(limit=5, period=2.5)  # a burst of 5, then 2 a second
+MESSAGE_RULES = {"reaction": REACTION_RULE}  # per connection, on top of FLOOD_RULE
 OUTBOX_MESSAGES = 1024  # frames queued for one client before its connection is closed
 OUTBOX_BYTES = 4 * 1024 * 1024  # ... or bytes
 CLOSE_JOIN_TIMEOUT, CLOSE_SLOW_CONSUMER = p.CLOSE_JOIN_TIMEOUT, p.CLOSE_SLOW_CONSUMER
@@ -189,6 +194,7 @@ class Connection:
         self.outbox = Outbox(ws, transport)
         self.session: Session | None = None
         self._tat: float | None = None
+        self._tats: dict[str, float] = {}  # per message type with a rule of its own (MESSAGE_RULES)
         self.dropped = 0
 
     async def error(self, code: str, message: str, request_id: str | None = None, details: Any = None) -> None:
@@ -203,6 +209,16 @@ class Connection:
         decision, tat = gcra(self._tat, now, FLOOD_RULE)
         if tat is not None:
             self._tat = tat
+        return decision.allowed
+
+    def _within_budget(self, kind: str) -> bool:
+        """Whether one more message of ``kind`` fits its own rule (``MESSAGE_RULES``), if it has one."""
+        rule = MESSAGE_RULES.get(kind)
+        if rule is None:
+            return True
+        decision, tat = gcra(self._tats.get(kind), asyncio.get_running_loop().time(), rule)
+        if tat is not None:
+            self._tats[kind] = tat
         return decision.allowed
 
     async def _frames(self) -> AsyncIterator[Any]:
@@ -275,6 +291,11 @@ class Connection:
         participant = session.participant
         if kind in ADMIN_TYPES and not participant.grants.get("room_admin"):
             raise p.ProtocolError("not_room_admin", p.ERROR_CODES["not_room_admin"])
+        if not self._within_budget(kind):
+            rule = MESSAGE_RULES[kind]
+            raise p.ProtocolError(
+                "rate_limited", f"too many {kind} messages: {rule.limit} at once, then {rule.limit / rule.period:g} a second"
+            )
         handler = getattr(self.server, "on_" + kind.replace("-", "_"))
         await handler(session, participant, message)
 
@@ -440,6 +461,8 @@ class SignalingServer:
                     event = await events.get()
                     if event.get("type") == "chat.message":
                         await self._deliver_chat(room, event["message"])
+                    elif event.get("type") == "reaction":
+                        await self._deliver_reaction(room, event)
                     elif event.get("type") == "meeting.status" and event.get("status") in CLOSED:
                         await room.broadcast({"type": "meeting-ended"})
                         await room.close()
@@ -456,6 +479,13 @@ class SignalingServer:
                 continue
             if recipient is None or participant.identity in (recipient, sender):
                 await participant.notify({"type": "chat", "message": _chat_payload(message)})
+
+    async def _deliver_reaction(self, room: Room, event: dict[str, Any]) -> None:
+        """A reaction from this node or another of the meeting, to this node's participants."""
+        identity, emoji = event.get("participant"), event.get("emoji")
+        if not isinstance(identity, str) or emoji not in p.REACTIONS:
+            return
+        await room.broadcast({"type": "reaction", "participant": identity, "emoji": emoji})
 
     # Requests ----------------------------------------------------------------------------------
 
@@ -479,7 +509,18 @@ class SignalingServer:
         await participant.room.set_muted(up, message.muted)
 
     async def on_track_settings(self, session: Session, participant: Participant, message: p.TrackSettings) -> None:
-        participant.set_track_settings(message.track_id, message.quality, message.width, message.height)
+        """One track, or a batch whose entries for tracks this subscriber does not receive are
+        left out (and listed in one ``unknown_track`` error) while the others apply."""
+        wishes = [TrackWish(e.track_id, e.quality, e.width, e.height) for e in message.entries()]
+        unknown = participant.set_track_settings(wishes)
+        if message.tracks is None and unknown:
+            raise SignalError("unknown_track", f"you receive no track {message.track_id}")
+        if unknown:
+            shown = ", ".join(p.quote(track_id, 20) for track_id in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+            rest = "the other entries were applied" if len(unknown) < len(wishes) else "nothing was applied"
+            raise p.ProtocolError(
+                "unknown_track", f"you receive no track {shown}; {rest}", [{"track_id": track_id} for track_id in unknown]
+            )
 
     async def on_pin(self, session: Session, participant: Participant, message: p.Pin) -> None:
         participant.set_pins(message.identities)
@@ -497,9 +538,19 @@ class SignalingServer:
         await self.services.chat.post(principal, uuid.UUID(participant.room.room_id), message.text, recipient, participant.name)
 
     async def on_raise_hand(self, session: Session, participant: Participant, message: p.RaiseHand) -> None:
-        participant.hand_raised = message.raised
+        participant.raise_hand(message.raised, time.time())
         participant.room.changed()
         await participant.room.broadcast({"type": "participant-updated", "participant": participant.info()})
+
+    async def on_reaction(self, session: Session, participant: Participant, message: p.Reaction) -> None:
+        """Published on the meeting's channel, as chat is: every node of the meeting (this one
+        too) hands it to its own participants (``_deliver_reaction``)."""
+        if participant.waiting:
+            raise SignalError("waiting", p.ERROR_CODES["waiting"])
+        if participant.hidden:
+            raise SignalError("hidden_participant", p.ERROR_CODES["hidden_participant"])
+        event = {"type": "reaction", "participant": participant.identity, "emoji": message.emoji}
+        await self.services.ctx.bus.publish(meeting_channel(uuid.UUID(participant.room.room_id)), event)
 
     async def on_mute_participant(self, session: Session, participant: Participant, message: p.MuteParticipant) -> None:
         target = self._target(participant.room, message.identity)

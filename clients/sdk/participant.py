@@ -52,14 +52,18 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from clients.sdk.media import FrameVerifier, tone_strength
+from sfu.aiortc_client import LossStats as LossStats  # re-exported: bots inject loss with the SDK alone
 from sfu.aiortc_client import cname_of, layer_sender, sender_ssrcs, start_layer_sender
+from sfu.aiortc_client import drop_incoming_rtp as drop_incoming_rtp
+from sfu.aiortc_client import drop_outgoing_rtp as drop_outgoing_rtp
 from sfu.sdp import offer_ssrc_simulcast
 from sfu.tasks import TaskSet
-from signaling.protocol import PROTOCOL_VERSION
+from signaling.protocol import MAX_TRACK_SETTINGS, PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
 
 AUDIO_KEEP = 500  # audio frames kept per track for analysis (10 s)
+REACTIONS_KEEP = 200  # reactions received, kept (the newest)
 UNREACHABLE_BEFORE_REJOIN = 3  # resume attempts that cannot reach the node before joining anew
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 2.0  # seconds between reconnection attempts
 FINAL_MESSAGES = ("removed", "meeting-ended")  # after these the session is over for good
@@ -140,6 +144,7 @@ class Participant:
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.history: list[dict[str, Any]] = []
         self.chat_messages: list[dict[str, Any]] = []
+        self.reactions: deque[dict[str, Any]] = deque(maxlen=REACTIONS_KEEP)  # {"participant", "emoji"}
         self.errors: list[dict[str, Any]] = []
         self.remote: dict[str, RemoteTrack] = {}
         self.published: dict[str, MediaStreamTrack] = {}
@@ -152,6 +157,7 @@ class Participant:
         self._waiters: list[tuple[Callable[[dict[str, Any]], bool], asyncio.Future[dict[str, Any]]]] = []
         self._mid_tracks: dict[str, str] = {}
         self._incoming_tap: Callable[[RTCPeerConnection], None] | None = None
+        self._outgoing_tap: Callable[[RTCPeerConnection], None] | None = None
         self._layer_senders: dict[str, list[RTCRtpSender]] = {}
         self.active_speakers: dict[str, Any] | None = None
         self._requests = 0
@@ -369,6 +375,8 @@ class Participant:
                 self._tasks.spawn(self._stop_receiving(message["track_id"]))
         elif kind == "chat":
             self.chat_messages.append(message["message"])
+        elif kind == "reaction":
+            self.reactions.append({"participant": message["participant"], "emoji": message["emoji"]})
         elif kind == "set-layers":
             self._set_layers(message)
         elif kind == "track-forwarding":
@@ -483,6 +491,8 @@ class Participant:
         await self.send({"type": "publish", "id": request_id, "sdp": sdp, "tracks": meta})
         answer = await self.wait_for("publish-answer", timeout=timeout, request_id=request_id)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        if self._outgoing_tap is not None:
+            self._outgoing_tap(pc)
         by_mid = {t["mid"]: t["track_id"] for t in answer["tracks"]}
         ids = []
         for transceiver, _, track, extra in added:
@@ -538,6 +548,14 @@ class Participant:
             message["height"] = height
         await self.send(message)
 
+    async def track_settings_many(self, settings: list[dict[str, Any]]) -> None:
+        """Settings for many remote video tracks at once, each a dict with ``track_id`` and any of
+        ``quality``, ``width``, ``height`` (None leaves a field out): batched ``track-settings``,
+        128 tracks a message, where one message per track would run into the flood limit."""
+        entries = [{key: value for key, value in entry.items() if value is not None} for entry in settings]
+        for start in range(0, len(entries), MAX_TRACK_SETTINGS):
+            await self.send({"type": "track-settings", "tracks": entries[start:start + MAX_TRACK_SETTINGS]})
+
     async def pin(self, identities: list[str]) -> None:
         await self.send({"type": "pin", "identities": identities})
 
@@ -558,6 +576,13 @@ class Participant:
         self._incoming_tap = tap
         if self.subscriber is not None:
             tap(self.subscriber)
+
+    def tap_outgoing(self, tap: Callable[[RTCPeerConnection], None]) -> None:
+        """Run ``tap`` on the publisher connection after every negotiation (e.g. to inject loss
+        on the uplink with ``sfu.aiortc_client.drop_outgoing_rtp``)."""
+        self._outgoing_tap = tap
+        if self.publisher is not None:
+            tap(self.publisher)
 
     async def _answer(self, offer: dict[str, Any]) -> None:
         if self.subscriber is None:
@@ -622,6 +647,12 @@ class Participant:
 
     async def raise_hand(self, raised: bool = True) -> None:
         await self.send({"type": "raise-hand", "raised": raised})
+
+    async def react(self, emoji: str) -> None:
+        """A reaction to everyone in the meeting (this participant too), one of
+        ``signaling.protocol.REACTIONS``; the server refuses others (``invalid_message``) and more
+        than a burst of 5, then 2 a second (``rate_limited``).  Received ones go to ``reactions``."""
+        await self.send({"type": "reaction", "emoji": emoji})
 
     async def ping(self, request_id: str = "p") -> dict[str, Any]:
         await self.send({"type": "ping", "id": request_id})

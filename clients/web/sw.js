@@ -1,7 +1,7 @@
 // VideoConf service worker: the app shell works offline (and installs as an app); the API and
 // signaling always go to the network.
-const CACHE = "videoconf-shell-v1";
-const SHELL = ["/", "/web/app.css", "/web/js/app.js", "/web/js/api.js", "/web/js/room.js", "/web/js/sfu-client.js", "/web/js/ui.js", "/web/icon.svg", "/manifest.webmanifest"];
+const CACHE = "videoconf-shell-v2";
+const SHELL = ["/", "/web/app.css", "/web/js/app.js", "/web/js/api.js", "/web/js/room.js", "/web/js/layout.js", "/web/js/quality.js", "/web/js/shortcuts.js", "/web/js/icons.js", "/web/js/sfu-client.js", "/web/js/ui.js", "/web/icon.svg", "/manifest.webmanifest"];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(SHELL)).then(() => self.skipWaiting()));

@@ -136,17 +136,24 @@ async def test_one_meeting_spans_three_nodes_with_media_chat_and_host_actions_be
                 m["type"] == "active-speakers" and set(m["speakers"]) - here for m in person.history
             ), 15, "a speaker from another node announced")
 
-        # Chat and a raised hand from node c reach every node.
+        # Chat, a reaction and a raised hand from node c reach every node; the hand says when it
+        # went up, the same time everywhere (node c's clock).
         speaker = people[placed.index("node-c")]
         await speaker.chat("hello from node c")
+        await speaker.react("\U0001f389")
         await speaker.raise_hand(True)
+        raised_at = set()
         for person in people:
             await person.wait_for("chat", lambda m: m["message"]["body"] == "hello from node c", timeout=10)
-            if person is not speaker:
-                await person.wait_for(
-                    "participant-updated",
-                    lambda m: m["participant"]["identity"] == speaker.identity and m["participant"]["hand_raised"], timeout=10,
-                )
+            reaction = await person.wait_for("reaction", timeout=10)
+            assert (reaction["participant"], reaction["emoji"]) == (speaker.identity, "\U0001f389")
+            updated = await person.wait_for(
+                "participant-updated",
+                lambda m: m["participant"]["identity"] == speaker.identity and m["participant"]["hand_raised"], timeout=10,
+            )
+            raised_at.add(updated["participant"]["hand_raised_at"])
+        assert len(raised_at) == 1 and isinstance(raised_at.pop(), float)
+        assert all(len(person.reactions) == 1 for person in people)  # once each, not once per node
 
         # The host (node a) mutes a participant on node c: it is told, and every node sees it.
         host_client = people[0]

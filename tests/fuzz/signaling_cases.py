@@ -74,7 +74,8 @@ def _plain(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     if kind == "null":
         return st.none()
     if kind == "array":
-        return st.lists(from_schema(schema["items"]), max_size=min(schema.get("maxItems", 4), 4))
+        low = min(schema.get("minItems", 0), 4)
+        return st.lists(from_schema(schema["items"]), min_size=low, max_size=max(low, min(schema.get("maxItems", 4), 4)))
     if kind == "object":
         return _object(schema)
     raise ValueError(f"schema construct not handled: {schema}")

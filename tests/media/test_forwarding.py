@@ -13,7 +13,7 @@ from aiortc.rtp import RTCP_PSFB_APP
 
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack, tone_strength
 from sfu import fastsend
-from sfu.aiortc_client import LossStats, drop_incoming_rtp
+from sfu.aiortc_client import LossStats, drop_incoming_rtp, drop_outgoing_rtp
 from sfu.aiortc_hooks import reports_of
 from tests.conftest import Backend
 from tests.media.conftest import Meeting, open_meeting, until
@@ -110,6 +110,30 @@ async def test_loss_on_a_subscriber_path_is_repaired_by_nack(meeting: Meeting) -
     (room,) = node.rooms.values()
     down = room.participants[lossy.identity].downtracks
     assert sum(d.retransmitted for d in down.values()) >= stats.dropped // 2
+
+
+async def test_loss_on_a_publisher_s_uplink_is_seen_by_the_sfu_and_repaired_by_its_nacks(meeting: Meeting) -> None:
+    """``tap_outgoing`` drops a tenth of the RTP the publisher sends (before SRTP, as the network
+    would): the SFU sees the gaps in what it receives, NACKs them upstream, the publisher's
+    retransmissions fill them, and the subscriber decodes every frame intact."""
+    publisher = await meeting.participant(meeting.host, video_codec="VP8")
+    viewer = await meeting.participant(meeting.people[0])
+    stats = LossStats()
+    rng = random.Random(7)
+    publisher.tap_outgoing(lambda pc: drop_outgoing_rtp(pc, 0.1, rng, stats))
+    registry = meeting.api.app[SFU].metrics.registry
+    nacked = registry.get_sample_value("videoconf_sfu_nacks_sent_total") or 0.0
+    (track_id,) = await publisher.publish([(PatternVideoTrack(320, 240, fps=15), "camera")])
+    (room,) = meeting.api.app[SFU].rooms.values()
+    layer = room.participants[publisher.identity].uptracks[track_id].layers[0]
+    await until(
+        lambda: stats.dropped >= 10 and layer.losses.recovered >= 5, 15,
+        lambda: f"loss at the SFU (dropped {stats.dropped} of {stats.seen}, recovered {layer.losses.recovered})",
+    )
+    assert (registry.get_sample_value("videoconf_sfu_nacks_sent_total") or 0.0) - nacked >= 5
+    await until(lambda: video_tracks(viewer) and video_tracks(viewer)[0].verifier.frames_verified >= 30, timeout=15)
+    report = video_tracks(viewer)[0].verifier.report()
+    assert report["frames_corrupt"] == 0, report
 
 
 async def test_rtcp_sender_reports_down_receiver_reports_and_remb_up(meeting: Meeting) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,8 +15,8 @@ import pytest
 
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
 from clients.sdk.participant import Participant, SignalingError
-from signaling.protocol import PROTOCOL_VERSION, server_adapter
-from signaling.server import FLOOD_CLOSE_AFTER, MAX_FRAME
+from signaling.protocol import PROTOCOL_VERSION, REACTIONS, server_adapter
+from signaling.server import FLOOD_CLOSE_AFTER, MAX_FRAME, REACTION_RULE
 from tests.media.conftest import Meeting, until
 from videoconf.app import SFU, SIGNALING
 
@@ -211,6 +212,136 @@ async def test_raised_hands_mutes_and_screen_shares_reach_the_others(meeting: Me
     stopped = await alice.wait_for("screen-share-stopped")
     assert stopped["track_id"] == screen
     await alice.wait_for("track-unpublished", lambda m: m["track_id"] == screen)
+
+
+async def test_a_raised_hand_says_when_it_went_up_keeps_that_time_and_clears_it_when_down(meeting: Meeting) -> None:
+    alice = await meeting.participant(meeting.host)
+    bob = await meeting.participant(meeting.people[0])
+    assert bob.joined["participant"]["hand_raised_at"] is None
+    before = time.time()
+    await bob.raise_hand(True)
+    raised = await alice.wait_for("participant-updated", lambda m: m["participant"]["identity"] == bob.identity)
+    at = raised["participant"]["hand_raised_at"]
+    assert raised["participant"]["hand_raised"] is True and before <= at <= time.time()
+    await bob.raise_hand(True)  # again while up: the first time stays
+    again = await alice.wait_for("participant-updated", lambda m: m["participant"]["identity"] == bob.identity)
+    assert again["participant"]["hand_raised_at"] == at
+    carol = await meeting.participant(meeting.people[1])  # a late joiner sees when it went up
+    (seen,) = [p for p in carol.joined["participants"] if p["identity"] == bob.identity]
+    assert (seen["hand_raised"], seen["hand_raised_at"]) == (True, at)
+    await bob.raise_hand(False)
+    lowered = await carol.wait_for("participant-updated", lambda m: m["participant"]["identity"] == bob.identity)
+    assert (lowered["participant"]["hand_raised"], lowered["participant"]["hand_raised_at"]) == (False, None)
+    for message in alice.history + carol.history:
+        server_adapter.validate_python(message)
+
+
+async def test_reactions_reach_everyone_with_the_sender_and_unknown_ones_are_refused(meeting: Meeting) -> None:
+    alice = await meeting.participant(meeting.host)
+    bob = await meeting.participant(meeting.people[0])
+    carol = await meeting.participant(meeting.people[1])
+    await bob.react(REACTIONS[3])
+    for client in (alice, bob, carol):  # the sender too
+        reaction = await client.wait_for("reaction")
+        assert (reaction["participant"], reaction["emoji"]) == (bob.identity, REACTIONS[3])
+        server_adapter.validate_python(reaction)
+    assert list(carol.reactions) == [{"participant": bob.identity, "emoji": REACTIONS[3]}]
+    await alice.react(REACTIONS[0])
+    assert (await bob.wait_for("reaction"))["participant"] == alice.identity
+    await carol.send({"type": "reaction", "emoji": "\U0001f984"})  # not one of the six
+    error = await carol.wait_for("error")
+    assert error["code"] == "invalid_message" and error["details"][0]["field"] == "emoji"
+    assert REACTIONS[0] in error["details"][0]["message"]  # it names the ones allowed
+    # A participant who joined hidden would show itself by reacting.
+    await meeting.api.call(
+        "POST", f"/api/meetings/{meeting.meeting['id']}/invitations", meeting.host["token"],
+        json={"emails": [meeting.people[2]["email"]], "role": "cohost"}, expect=200,
+    )
+    hidden = Participant(meeting.signaling_url, await meeting.token(meeting.people[2], hidden=True), ice_servers=[])
+    meeting.clients.append(hidden)
+    await hidden.connect()
+    await hidden.send({"type": "reaction", "emoji": REACTIONS[1], "id": "h"})
+    assert (await hidden.wait_for("error", lambda m: m.get("id") == "h"))["code"] == "hidden_participant"
+    await alice.react(REACTIONS[2])  # the last reaction bob sees is this one: nothing came from the hidden one
+    await bob.wait_for("reaction", lambda m: m["emoji"] == REACTIONS[2])
+    assert [r["emoji"] for r in bob.reactions] == [REACTIONS[3], REACTIONS[0], REACTIONS[2]]
+
+
+async def test_a_waiting_guest_cannot_react(meeting: Meeting) -> None:
+    await meeting.api.call("PATCH", f"/api/meetings/{meeting.meeting['id']}", meeting.host["token"], json={"settings": {"waiting_room": True}}, expect=200)
+    host = await meeting.participant(meeting.host)
+    guest = await meeting.participant(meeting.people[0])
+    assert guest.joined["waiting"] is True
+    await guest.send({"type": "reaction", "emoji": REACTIONS[0], "id": "w"})
+    assert (await guest.wait_for("error", lambda m: m.get("id") == "w"))["code"] == "waiting"
+    await host.react(REACTIONS[1])
+    await host.wait_for("reaction")
+    assert not guest.reactions and not [r for r in host.reactions if r["participant"] == guest.identity]
+
+
+async def test_reactions_have_a_budget_of_their_own_per_connection(meeting: Meeting) -> None:
+    alice = await meeting.participant(meeting.host)
+    bob = await meeting.participant(meeting.people[0])
+    burst = REACTION_RULE.limit
+    assert (burst, burst / REACTION_RULE.period) == (5, 2.0)  # a burst of 5, then 2 a second
+    for i in range(burst + 3):
+        await bob.send({"type": "reaction", "emoji": REACTIONS[0], "id": f"r{i}"})
+    await bob.ping("after-burst")
+    refused = [m["id"] for m in bob.history if m["type"] == "error" and m["code"] == "rate_limited"]
+    assert refused == [f"r{i}" for i in range(burst, burst + 3)]
+    # Other messages are not held up, and the budget comes back at 2 a second: the next
+    # reaction, a little later, goes through and is the sixth alice gets.
+    await bob.chat("still talking")
+    await alice.wait_for("chat", lambda m: m["message"]["body"] == "still talking")
+    await asyncio.sleep(REACTION_RULE.period / REACTION_RULE.limit + 0.1)
+    await bob.send({"type": "reaction", "emoji": REACTIONS[5], "id": "later"})
+    await alice.wait_for("reaction", lambda m: m["emoji"] == REACTIONS[5])
+    assert [r["emoji"] for r in alice.reactions] == [REACTIONS[0]] * burst + [REACTIONS[5]]
+    assert not [m for m in bob.history if m["type"] == "error" and m.get("id") == "later"]
+
+
+async def test_a_batch_of_track_settings_turns_several_tracks_off_in_one_message(meeting: Meeting) -> None:
+    publishers = [await meeting.participant(account, video_codec="VP8") for account in (meeting.host, *meeting.people[:3])]
+    tracks = [(await p.publish([(PatternVideoTrack(160, 120, fps=5), "camera")]))[0] for p in publishers]
+    viewer = await meeting.participant(meeting.people[3])
+
+    def forwarding(track_id: str) -> dict | None:
+        remote = viewer.remote.get(track_id)
+        return remote.forwarding if remote is not None else None
+
+    await until(lambda: all((forwarding(t) or {}).get("forwarding") for t in tracks), 20, "every track forwarded")
+    off, kept = tracks[:3], tracks[3]
+    since = len(viewer.history)
+    await viewer.send({"type": "track-settings", "id": "page-2", "tracks": [  # one message for three tiles
+        {"track_id": off[0], "quality": "off"}, {"track_id": "TR_gone", "quality": "off"},
+        {"track_id": off[1], "quality": "off"}, {"track_id": off[2], "quality": "off"},
+    ]})
+    # The track that is not there is refused, by id, and the others are applied all the same.
+    error = await viewer.wait_for("error", lambda m: m.get("id") == "page-2", since=since)
+    assert error["code"] == "unknown_track" and error["details"] == [{"track_id": "TR_gone"}]
+    for track_id in off:
+        message = await viewer.wait_for("track-forwarding", lambda m, t=track_id: m["track_id"] == t, since=since)
+        assert (message["forwarding"], message["reason"], message["layer"]) == (False, "requested", None)
+    await viewer.ping("settled")
+    assert forwarding(kept)["forwarding"] is True
+    assert not [m for m in viewer.history[since:] if m["type"] == "track-forwarding" and m["track_id"] == kept]
+    node = meeting.api.app[SFU]
+    (room,) = node.rooms.values()
+    downtracks = room.participants[viewer.identity].downtracks
+    assert [downtracks[t].target is None for t in tracks] == [True, True, True, False]
+    # One entry back on, by the batch method of the SDK; the single form still works.
+    since = len(viewer.history)
+    await viewer.track_settings_many([{"track_id": off[0], "quality": "high", "width": None}])
+    on = await viewer.wait_for("track-forwarding", lambda m: m["track_id"] == off[0], since=since)
+    assert on["forwarding"] is True
+    await viewer.track_settings(kept, quality="off")
+    assert (await viewer.wait_for("track-forwarding", lambda m: m["track_id"] == kept, since=since))["forwarding"] is False
+    await viewer.send({"type": "track-settings", "track_id": "TR_gone", "quality": "off", "id": "one"})
+    error = await viewer.wait_for("error", lambda m: m.get("id") == "one", since=since)
+    assert (error["code"], error["details"]) == ("unknown_track", None)
+    await viewer.send({"type": "track-settings", "track_id": kept, "tracks": [{"track_id": kept}]})
+    error = await viewer.wait_for("error", lambda m: m["code"] != "unknown_track", since=since)
+    assert error["code"] == "invalid_message" and "exactly one of track_id" in error["details"][0]["message"]
 
 
 async def test_the_host_mutes_removes_for_good_and_ends_the_meeting_for_everyone(meeting: Meeting) -> None:

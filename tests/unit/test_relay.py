@@ -16,6 +16,7 @@ from sfu.relay import (
     RelayFeed,
     codec_from_json,
     codec_to_json,
+    hand_raised_at,
     parse_people,
     remote_track,
     room_state,
@@ -228,3 +229,47 @@ async def test_malformed_states_and_messages_change_nothing_and_raise_nothing() 
     assert any(m["type"] == "participant-joined" and m["participant"]["identity"] == "eve" and not m["participant"]["tracks"] for m in told if "type" in m)
     assert not cascade.links and not cascade.feeds  # nobody here publishes: no feed to node b
     assert not [m for m in told if "order" in m]
+
+
+async def test_a_raised_hand_keeps_the_time_it_first_went_up_until_it_comes_down() -> None:
+    room = a_node().room("r")
+    zoe = Participant(room, "zoe", "Zoe", "host", {"can_subscribe": True}, _quiet)
+    assert zoe.info()["hand_raised_at"] is None and not zoe.hand_raised
+    assert zoe.raise_hand(True, 1000.0) is True
+    assert zoe.raise_hand(True, 1005.0) is False  # raised again while up: the first time stays
+    assert (zoe.info()["hand_raised"], zoe.info()["hand_raised_at"]) == (True, 1000.0)
+    assert zoe.raise_hand(False, 1010.0) is True and zoe.info()["hand_raised_at"] is None
+    assert zoe.raise_hand(False, 1011.0) is False
+    zoe.raise_hand(True, 1020.0)
+    assert zoe.hand_raised_at == 1020.0
+
+
+def test_another_node_s_hand_time_is_taken_as_it_says_and_guessed_only_for_a_node_that_does_not() -> None:
+    assert hand_raised_at({"hand_raised": True, "hand_raised_at": 1000.5}, None, 2000.0) == 1000.5
+    assert hand_raised_at({"hand_raised": True, "hand_raised_at": 1000.5}, 900.0, 2000.0) == 1000.5
+    assert hand_raised_at({"hand_raised": False, "hand_raised_at": 1000.5}, 900.0, 2000.0) is None
+    for garbage in (None, "soon", True, float("nan"), float("inf"), [1]):  # an older node, or nonsense
+        assert hand_raised_at({"hand_raised": True, "hand_raised_at": garbage}, None, 2000.0) == 2000.0
+        assert hand_raised_at({"hand_raised": True, "hand_raised_at": garbage}, 900.0, 2000.0) == 900.0
+
+
+async def test_hand_times_cross_the_cascade_both_ways() -> None:
+    room, cascade, told = await cascade_room()
+    room.participants["zoe"].raise_hand(True, 1234.5)
+    (zoe,) = room_state(room, "node-a")["participants"]
+    assert (zoe["hand_raised"], zoe["hand_raised_at"]) == (True, 1234.5)
+
+    await cascade._state("node-b", {"type": "state", "participants": [person("bob", hand_raised=True, hand_raised_at=1000.0)]})
+    assert room.participants["bob"].info()["hand_raised_at"] == 1000.0
+    joined = next(m for m in told if m.get("type") == "participant-joined")
+    assert joined["participant"]["hand_raised_at"] == 1000.0
+    told.clear()
+    await cascade._state("node-b", {"type": "state", "participants": [person("bob", hand_raised=True, hand_raised_at=1000.0)]})
+    assert not [m for m in told if m.get("type") == "participant-updated"]  # nothing changed: nothing told
+    await cascade._state("node-b", {"type": "state", "participants": [person("bob")]})
+    (down,) = [m for m in told if m.get("type") == "participant-updated"]
+    assert (down["participant"]["hand_raised"], down["participant"]["hand_raised_at"]) == (False, None)
+    told.clear()
+    await cascade._state("node-b", {"type": "state", "participants": [person("bob", hand_raised=True, hand_raised_at=1100.0)]})
+    (up,) = [m for m in told if m.get("type") == "participant-updated"]
+    assert up["participant"]["hand_raised_at"] == 1100.0

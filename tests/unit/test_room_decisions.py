@@ -1,11 +1,14 @@
-"""The room's decisions as values: which encodings dynacast pauses and resumes, and how a
-track ranks when a subscriber's downlink is short."""
+"""The room's decisions as values: which encodings dynacast pauses and resumes, how a track
+ranks when a subscriber's downlink is short, and what a batch of track settings changes."""
 
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from sfu.dynacast import PAUSE_AFTER, LayerView, decide
+from sfu.metrics import SfuMetrics
+from sfu.room import Participant, SfuNode, TrackWish
 from sfu.selector import (
     PRIORITY_DOMINANT,
     PRIORITY_PINNED,
@@ -60,3 +63,29 @@ def test_pins_outrank_screens_which_outrank_speakers(owner, source, pins, domina
 ])
 def test_a_muted_or_unseen_track_is_not_wanted(muted: bool, visible: bool, expected: tuple) -> None:
     assert wanted_with_cause(2, muted, visible) == expected
+
+
+async def test_a_batch_of_track_settings_applies_in_order_leaves_out_unknown_tracks_and_reallocates_once() -> None:
+    room = SfuNode(SfuMetrics(CollectorRegistry())).room("r")
+
+    async def quiet(message: dict) -> None:
+        pass
+
+    viewer = Participant(room, "v", "Viewer", "participant", {"can_subscribe": True}, quiet)
+    viewer._pending.update({"TR_a": (None, None), "TR_b": (None, None)})  # received (the answer pending)
+    rounds: list[int] = []
+
+    async def reallocate(sources: object = None) -> None:
+        rounds.append(len(viewer.track_settings))
+
+    viewer.reallocate = reallocate  # type: ignore[method-assign]
+    unknown = viewer.set_track_settings([
+        TrackWish("TR_a", "off"), TrackWish("TR_gone", "off"), TrackWish("TR_b", None, 320, 180), TrackWish("TR_a", "low"),
+    ])
+    assert unknown == ["TR_gone"]
+    assert viewer.track_settings == {"TR_a": ("low", None, None), "TR_b": (None, 320, 180)}  # the last entry wins
+    await room._tasks.wait()
+    assert rounds == [2]  # one allocation round, after every entry
+    assert viewer.set_track_settings([TrackWish("TR_gone", "off")]) == ["TR_gone"]
+    await room._tasks.wait()
+    assert rounds == [2]  # nothing applied: no round

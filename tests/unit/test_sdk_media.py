@@ -363,3 +363,28 @@ async def test_a_receiver_counts_the_frames_whose_pattern_did_not_read_back_per_
     assert remote.sizes == {(320, 180): 2, (160, 90): 1}
     assert remote.refused_sizes == {(160, 90): 1}
     assert remote.verifier is not None and remote.verifier.frames_corrupt == 1 and remote.ended
+
+
+async def test_the_sdk_keeps_the_newest_reactions_and_sends_track_settings_128_to_a_message() -> None:
+    import json
+
+    from clients.sdk.participant import REACTIONS_KEEP, Participant
+    from signaling.protocol import MAX_TRACK_SETTINGS, REACTIONS, parse_client_message
+
+    client = Participant("ws://127.0.0.1:9/signaling", "token")
+    for i in range(REACTIONS_KEEP + 10):
+        await client._dispatch({"type": "reaction", "participant": f"p{i}", "emoji": REACTIONS[i % 6], "seq": i + 1})
+    assert len(client.reactions) == REACTIONS_KEEP
+    assert client.reactions[0] == {"participant": "p10", "emoji": REACTIONS[4]}
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    client.send = send  # type: ignore[method-assign]
+    await client.track_settings_many([{"track_id": f"TR_{i}", "quality": "off", "width": None} for i in range(300)])
+    assert [len(m["tracks"]) for m in sent] == [MAX_TRACK_SETTINGS, MAX_TRACK_SETTINGS, 300 - 2 * MAX_TRACK_SETTINGS]
+    assert sent[0]["tracks"][0] == {"track_id": "TR_0", "quality": "off"}  # no nulls on the wire
+    assert [e.track_id for m in sent for e in parse_client_message(json.dumps(m)).entries()] == [f"TR_{i}" for i in range(300)]
+    await client.react(REACTIONS[1])
+    assert sent[-1] == {"type": "reaction", "emoji": REACTIONS[1]}

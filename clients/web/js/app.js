@@ -297,6 +297,31 @@ async function joinView(code) {
   await preJoinView(meeting.id, meeting);
 }
 
+// The microphone's processing, as getUserMedia constraints; the choice is kept for next time.
+const AUDIO_PROCESSING = [["noiseSuppression", "Noise suppression"], ["echoCancellation", "Echo cancellation"]];
+
+function audioProcessing() {
+  let saved = {};
+  try {
+    saved = JSON.parse(localStorage.getItem("videoconf.audio") || "{}") ?? {};
+  } catch {
+    // a value from elsewhere: the defaults
+  }
+  return Object.fromEntries(AUDIO_PROCESSING.map(([key]) => [key, saved[key] ?? true]));
+}
+
+function audioProcessingChecks(changed) {
+  const current = audioProcessing();
+  return h("fieldset", { class: "checks" }, h("legend", { text: "Microphone processing" }),
+    AUDIO_PROCESSING.map(([key, label]) => check(label, {
+      name: key, checked: current[key],
+      onchange: (event) => {
+        localStorage.setItem("videoconf.audio", JSON.stringify({ ...audioProcessing(), [key]: event.target.checked }));
+        changed();
+      },
+    })));
+}
+
 async function preJoinView(meetingId, known = null) {
   const meeting = known ?? (await api("GET", `/api/meetings/${meetingId}`));
   const video = h("video", { class: "preview", autoplay: true, muted: true, playsinline: true, "aria-label": "Your camera preview" });
@@ -305,6 +330,7 @@ async function preJoinView(meetingId, known = null) {
   const error = errorBox();
   const cameras = h("select", { name: "camera" });
   const mics = h("select", { name: "microphone" });
+  const audioChecks = audioProcessingChecks(() => restart());
   let stream = null;
 
   async function preview() {
@@ -314,14 +340,14 @@ async function preJoinView(meetingId, known = null) {
     if (mediaError.textContent) return;
     const constraints = {
       video: { width: { ideal: 1280 }, height: { ideal: 720 }, ...(cameras.value ? { deviceId: { exact: cameras.value } } : {}) },
-      audio: mics.value ? { deviceId: { exact: mics.value } } : true,
+      audio: { ...(mics.value ? { deviceId: { exact: mics.value } } : {}), ...audioProcessing() },
     };
     try {
       stream = await navigator.mediaDevices.getUserMedia(constraints);
     } catch (e) {
       mediaError.textContent = errorText(e) + " You can still join without media.";
       try {
-        stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+        stream = await navigator.mediaDevices.getUserMedia({ audio: audioProcessing() });
       } catch {
         stream = null;
       }
@@ -343,6 +369,7 @@ async function preJoinView(meetingId, known = null) {
     field("Your name in the meeting", { name: "display_name", value: session().user.display_name, maxlength: 100, required: true }),
     h("label", {}, "Camera", cameras),
     h("label", {}, "Microphone", mics),
+    audioChecks,
     meeting.has_passcode && !meeting.passcode ? field("Passcode", { name: "passcode", required: true, autocomplete: "off" }) : null,
     check("Join with microphone off", { name: "mic_off", checked: meeting.settings?.mute_on_join }),
     check("Join with camera off", { name: "cam_off" }),

@@ -364,6 +364,14 @@ export class SfuClient extends EventTarget {
     this.send(message);
   }
 
+  // Several tracks' settings in one message: [{track_id, width?, height?, quality?}, ...], sent in
+  // messages of at most 128 (the server's limit), so that paging a large grid is one message.
+  trackSettingsMany(settings) {
+    for (let i = 0; i < settings.length; i += 128) {
+      this.send({ type: "track-settings", tracks: settings.slice(i, i + 128) });
+    }
+  }
+
   pin(identities) {
     this.send({ type: "pin", identities });
   }
@@ -383,6 +391,11 @@ export class SfuClient extends EventTarget {
 
   chat(text, to = null) {
     this.send({ type: "chat", text, to });
+  }
+
+  // One of the server's reactions (👍 👏 😂 ❤️ 🎉 😮): everyone sees it on the sender's tile.
+  react(emoji) {
+    this.send({ type: "reaction", emoji });
   }
 
   raiseHand(raised = true) {
