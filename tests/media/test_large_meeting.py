@@ -142,6 +142,11 @@ async def test_a_49_person_meeting_pages_and_forwards_only_what_is_on_screen(mee
             await page.get_by_text("49 people").wait_for()
             await page.get_by_role("searchbox", name="Search participants").fill("bot 4")
             await until(lambda: _count(people.get_by_role("listitem"), 9), 5, "the nine Bot 4x")
+            # Pinning Bot 40 from the list puts it on the stage (a pin comes before the speaker).
+            await people.get_by_role("button", name="Pin Bot 40").click()
+            await stage.filter(has_text="Bot 40").wait_for(timeout=5000)
+            await until(lambda: "Bot 40" in forwarded(meeting, USER), 5, "the pin forwarded")
+            await people.get_by_role("button", name="Unpin Bot 40").click()
             await page.evaluate("() => document.activeElement.blur()")  # keys typed in the search box stay there
             await page.locator("body").press("p")
 
@@ -156,9 +161,22 @@ async def test_a_49_person_meeting_pages_and_forwards_only_what_is_on_screen(mee
             await wait_until(lambda: _shown_count(page, 6), 10, "six tiles on a phone on its side")
             await wait_until(lambda: _shown_playing(page), 20, "playing after the rotation")
             await _fits(page)
+
+            # A hidden tab asks for no video at all; shown again, it asks for its tiles again.
+            await page.evaluate(HIDE)
+            await until(lambda: forwarded(meeting, USER) == set(), 5, "nothing forwarded to a hidden tab")
+            await page.evaluate(SHOW)
+            await until(lambda: len(forwarded(meeting, USER)) >= 6, 5, "the tiles forwarded again")
             assert page.errors == [], page.errors
     finally:
         await crowd.close()
+
+
+# The page's visibility as a browser reports a tab put in the background (headless Chromium's
+# only tab never is): document.hidden and a visibilitychange event.
+HIDE = """() => { Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+                  document.dispatchEvent(new Event('visibilitychange')); }"""
+SHOW = """() => { delete document.hidden; document.dispatchEvent(new Event('visibilitychange')); }"""
 
 
 async def test_a_25_person_meeting_fits_laptops_and_phones_in_grid_and_speaker_view(meeting: Meeting, tmp_path: Path) -> None:
@@ -213,6 +231,14 @@ async def test_quality_shortcuts_reactions_and_unread_chat(meeting: Meeting) -> 
             await tile.get_by_text("Poor connection").wait_for(timeout=20000)
             assert await page.get_by_role("listitem", name="Bot 01", exact=True).get_by_text("connection").count() == 0
 
+            # Every control in the room (icons beside the text) keeps an accessible name.
+            unnamed = await page.evaluate(
+                """() => [...document.querySelectorAll('button, a, input, select')].filter(e => {
+                    const name = (e.getAttribute('aria-label') || e.textContent || '').trim();
+                    return !(name || (e.labels && e.labels.length > 0));
+                }).map(e => e.outerHTML.slice(0, 120))"""
+            )
+            assert unnamed == [], unnamed
             body = page.locator("body")
             announcer = page.locator("#announcer")
             # ? lists the shortcuts; Escape closes the list.
