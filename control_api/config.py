@@ -46,6 +46,8 @@ class RateLimits(BaseModel):
     # Chat messages (REST and signaling alike), per sender in a meeting and per meeting.
     chat_per_user: RateLimitRule = RateLimitRule(limit=20, period=10)
     chat_per_meeting: RateLimitRule = RateLimitRule(limit=100, period=10)
+    # Reactions per meeting (each fans out to everyone; each connection has its own budget too).
+    reactions_per_meeting: RateLimitRule = RateLimitRule(limit=60, period=10)
     invite_per_user: RateLimitRule = RateLimitRule(limit=100, period=3600)  # addresses invited
 
 

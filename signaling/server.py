@@ -32,6 +32,7 @@ from control_api.config import RateLimitRule
 from control_api.errors import ServiceError
 from control_api.ratelimit import gcra
 from control_api.security import TokenError
+from control_api.services.attempts import Budget, reserve
 from control_api.services.auth import Principal
 from control_api.services.meetings import meeting_channel
 from control_api.services.registry import Services
@@ -549,6 +550,9 @@ class SignalingServer:
             raise SignalError("waiting", p.ERROR_CODES["waiting"])
         if participant.hidden:
             raise SignalError("hidden_participant", p.ERROR_CODES["hidden_participant"])
+        ctx = self.services.ctx
+        budget = Budget(f"reaction:{participant.room.room_id}", ctx.settings.rate_limits.reactions_per_meeting)
+        await reserve(ctx.limiter, [budget], ctx.now().timestamp(), "reactions in this meeting")
         event = {"type": "reaction", "participant": participant.identity, "emoji": message.emoji}
         await self.services.ctx.bus.publish(meeting_channel(uuid.UUID(participant.room.room_id)), event)
 

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,9 +16,11 @@ import pytest
 
 from clients.sdk.media import PatternVideoTrack, ToneAudioTrack
 from clients.sdk.participant import Participant, SignalingError
+from control_api.config import RateLimitRule
 from signaling.protocol import PROTOCOL_VERSION, REACTIONS, server_adapter
 from signaling.server import FLOOD_CLOSE_AFTER, MAX_FRAME, REACTION_RULE
-from tests.media.conftest import Meeting, until
+from tests.conftest import Backend, limits
+from tests.media.conftest import Meeting, open_meeting, until
 from videoconf.app import SFU, SIGNALING
 
 
@@ -512,3 +515,20 @@ async def test_a_subscriber_answer_without_a_codec_in_common_is_refused_and_ends
         assert await closing_reason(ws) == "negotiation_failed"
     left = await publisher.wait_for("participant-left", lambda m: m["identity"] == identity)
     assert left["reason"] == "negotiation_failed"
+
+
+async def test_reactions_have_a_budget_per_meeting(sqlite_backend: Backend, tmp_path: Path) -> None:
+    """Every reaction fans out to everyone: past the meeting's budget, whoever sends is refused."""
+    rule = RateLimitRule(limit=3, period=60)
+    async with open_meeting(sqlite_backend, tmp_path, rate_limits=limits(reactions_per_meeting=rule)) as meeting:
+        alice = await meeting.participant(meeting.host)
+        bob = await meeting.participant(meeting.people[0])
+        for i, client in enumerate((alice, bob, alice, bob)):
+            await client.send({"type": "reaction", "emoji": REACTIONS[0], "id": f"m{i}"})
+            await client.ping(f"after-{i}")
+        refused = [m for m in bob.history if m["type"] == "error" and m.get("id") == "m3"]
+        assert refused and refused[0]["code"] == "rate_limited", bob.history[-3:]
+        await until(lambda: len(alice.reactions) == 3, 5, "the three reactions within the budget")
+        await bob.ping("settled")
+        assert len(alice.reactions) == 3
+
