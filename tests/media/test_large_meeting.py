@@ -24,11 +24,13 @@ SCREENSHOTS = os.environ.get("VIDEOCONF_SCREENSHOTS")
 USER = "Uma User"
 
 
-async def enter(page: Any, code: str) -> None:
+async def enter(page: Any, code: str, *, noise_suppression: bool = True) -> None:
     """Join by code with the microphone off (Chromium's fake microphone beeps)."""
     await page.get_by_label("Meeting code or link").fill(code)
     await page.get_by_role("button", name="Join", exact=True).click()
     await page.get_by_label("Join with microphone off").check()
+    if not noise_suppression:
+        await page.get_by_label("Noise suppression").uncheck()
     await page.get_by_role("button", name="Join now").click()
     await page.get_by_role("toolbar", name="Meeting controls").wait_for()
 
@@ -224,8 +226,13 @@ async def test_quality_shortcuts_reactions_and_unread_chat(meeting: Meeting) -> 
     try:
         async with chromium() as browser:
             page = await person(browser, base_url(meeting), USER, viewport=None)
-            await enter(page, meeting.meeting["code"])
+            await enter(page, meeting.meeting["code"], noise_suppression=False)
             await wait_until(lambda: all_playing(page, ["Bot 01", "Bot 02", "Bot 03"]), 45, "three playing tiles")
+            # The microphone was opened as the pre-join switches said.
+            settings = await page.evaluate(
+                "() => [...window.videoconfRoom.published.values()].find(p => p.track.kind === 'audio').track.getSettings()"
+            )
+            assert (settings["noiseSuppression"], settings["echoCancellation"]) == (False, True), settings
             # The lossy bot's tile says so; the others' do not.
             tile = page.get_by_role("listitem", name="Bot 02", exact=True)
             await tile.get_by_text("Poor connection").wait_for(timeout=20000)

@@ -361,7 +361,9 @@ async function preJoinView(meetingId, known = null) {
     }
   }
   let previewing = Promise.resolve();
-  const restart = () => (previewing = preview());
+  // One preview at a time: a change while the camera opens waits for it (else two streams race
+  // and the older, opened with the old choices, could win and never be stopped).
+  const restart = () => (previewing = previewing.then(preview, preview));
   cameras.addEventListener("change", restart);
   mics.addEventListener("change", restart);
 
