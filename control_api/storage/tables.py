@@ -243,3 +243,19 @@ notifications = Table(
     Column("read_at", UTCDateTime, nullable=True),
     Index("ix_notifications_user_created", "user_id", "created_at"),
 )
+
+# Server API keys (`videoconf keys create`): the key's id is public; of its secret, an Ed25519
+# private key's seed shown once, only the public key is kept, which verifies what the secret signs
+# and cannot sign anything itself.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("public_key", String(64), nullable=False),
+    Column("scopes", JsonType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
