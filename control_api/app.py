@@ -33,6 +33,7 @@ from control_api.services.auth import Principal
 from control_api.services.context import ServiceContext, utc_now
 from control_api.services.registry import Services, build_services
 from control_api.storage.database import Database
+from control_api.webhook_worker import WebhookWorker
 
 API_AUDIENCE = "videoconf-api"
 ROOM_AUDIENCE = "videoconf-sfu"
@@ -128,7 +129,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     ctx.settings.effective_recordings_dir.mkdir(parents=True, exist_ok=True)
     watch = DependencyWatch(ctx, app[METRICS].registry)
     watch.start()
+    worker = WebhookWorker(services.webhooks, ctx.settings.webhooks, app[METRICS].registry)
+    if ctx.settings.webhooks.enabled:
+        worker.start()
     yield
+    await worker.stop()
     await watch.stop()
     await ctx.bus.close()
     if ctx.redis is not None:

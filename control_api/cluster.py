@@ -129,15 +129,39 @@ class RedisCluster:
     def _room_key(self, room_id: str) -> str:
         return f"{self.prefix}room:{room_id}"
 
-    async def heartbeat(self, info: NodeInfo) -> None:
+    async def heartbeat(self, info: NodeInfo, rooms: list[dict[str, Any]] | None = None) -> None:
+        """The node is alive, with this load; with ``rooms``, what it holds (its rooms and its own
+        participants, for the server API), which lasts as long as the heartbeat."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(self._node_key(info.id), info.to_json(), px=int(self.ttl * 1000))
             pipe.sadd(f"{self.prefix}nodes", info.id)
+            if rooms is not None:
+                pipe.set(self._rooms_key(info.id), json.dumps(rooms, separators=(",", ":")), px=int(self.ttl * 1000))
             await pipe.execute()
+
+    def _rooms_key(self, node_id: str) -> str:
+        return f"{self.prefix}rooms:{node_id}"
+
+    async def node_rooms(self, node_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The rooms each of these nodes last published (a node that published none is left out)."""
+        if not node_ids:
+            return {}
+        values = await self.redis.mget([self._rooms_key(i) for i in node_ids])
+        found: dict[str, list[dict[str, Any]]] = {}
+        for node_id, value in zip(node_ids, values, strict=True):
+            if value is None:
+                continue
+            try:
+                rooms = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(rooms, list):
+                found[node_id] = [r for r in rooms if isinstance(r, dict)]
+        return found
 
     async def leave(self, node_id: str) -> None:
         """The node stops: it is gone at once, not after its heartbeat runs out."""
-        await self.redis.delete(self._node_key(node_id))
+        await self.redis.delete(self._node_key(node_id), self._rooms_key(node_id))
         await self.redis.srem(f"{self.prefix}nodes", node_id)
 
     async def nodes(self) -> list[NodeInfo]:

@@ -60,6 +60,25 @@ class PasswordHashing(BaseModel):
     parallelism: int = Field(default=4, ge=1)
 
 
+class WebhookSettings(BaseModel):
+    """Webhook deliveries (README "Webhooks")."""
+
+    model_config = {"extra": "forbid"}
+    enabled: bool = True  # this node runs the delivery worker
+    retry_delays: list[float] = Field(default=[5, 30, 120, 600, 1800, 3600], min_length=1)
+    retry_window: float = Field(default=86400, gt=0)  # seconds a delivery is retried for
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    timeout: float = Field(default=10, gt=0, le=120)  # seconds per attempt
+    max_response_bytes: int = Field(default=65536, ge=0)
+    poll_interval: float = Field(default=1.0, gt=0, le=60)
+    batch: int = Field(default=20, ge=1, le=1000)  # deliveries claimed at once
+    lease_seconds: float = Field(default=60, gt=0)  # a claimed delivery is retried after this if its node died
+    allow_private_addresses: bool = False  # URLs may reach loopback, private and link-local addresses
+    allowed_networks: list[str] = []  # networks URLs may reach although the TURN peer rules deny them
+    retention: float = Field(default=7 * 86400, gt=0)  # seconds finished deliveries (and their events) are kept
+    prune_interval: float = Field(default=3600, gt=0)  # seconds between clean-ups of what is past retention
+
+
 class TokenSettings(Protocol):
     """What the token codecs are built from: the issuer and each kind's current and previous keys
     (``secret("access_token_secret")``, ``secret("room_token_secret")``)."""
@@ -92,6 +111,7 @@ class ApiSettings(TokenSettings, Protocol):
     access_log: bool
     cluster: bool  # place meetings' rooms on the cluster's nodes (control_api/cluster.py)
     connect_sources: list[str]  # more origins the web client may connect to (a cluster's other nodes)
+    webhooks: WebhookSettings
 
     @property
     def base_url(self) -> str: ...

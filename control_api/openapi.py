@@ -59,7 +59,11 @@ def build_spec(endpoints: list[Endpoint], *, title: str, version: str, server_ur
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "serverApiKey": {
+                    "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                    "description": "A short-lived EdDSA JWT signed with an API key's secret (see the server API in the README)",
+                },
             },
         },
     }
@@ -77,6 +81,9 @@ def _operation(ep: Endpoint, refs: dict[Any, Any]) -> dict[str, Any]:
         operation["description"] = ep.description
     if ep.auth:
         operation["security"] = [{"bearerAuth": []}]
+    if ep.scope is not None:
+        operation["security"] = [{"serverApiKey": [ep.scope]}]
+        operation["x-scope"] = ep.scope
     if ep.body is not None:
         operation["requestBody"] = {
             "required": True,

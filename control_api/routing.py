@@ -29,6 +29,7 @@ AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 Revalidator = Callable[[Any], Awaitable[None]]
 REVALIDATOR: web.AppKey[Revalidator] = web.AppKey("revalidator")
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+RAW_BODY: web.RequestKey[bytes] = web.RequestKey("raw_body", bytes)  # the body once read (``read_body``)
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Endpoint:
     # Other paths served by the same handler (the original VideoConf API's): routed alike,
     # documented as deprecated aliases of ``path``.
     aliases: tuple[str, ...] = ()
+    # Server API: the API key scope the call needs (``control_api.server_auth``); set ``auth=False``.
+    scope: str | None = None
 
     @property
     def name(self) -> str:
@@ -105,6 +108,10 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
         kwargs: dict[str, Any] = {}
         if endpoint.auth:
             kwargs["user"] = await request.app[AUTHENTICATOR](request)
+        if endpoint.scope is not None:
+            from control_api.server_auth import require_key  # it imports the handlers, which import this
+
+            kwargs["key"] = await require_key(request, endpoint.scope)
         if endpoint.query is not None:
             kwargs["query"] = parse_query(endpoint.query, request)
         if endpoint.body is not None:
@@ -146,7 +153,11 @@ def _details(exc: ValidationError, where: str) -> list[dict[str, Any]]:
     ]
 
 
-async def parse_body(model: type[BaseModel], request: web.Request) -> BaseModel:
+async def read_body(request: web.Request) -> bytes:
+    """The raw request body, read once within the size limit and kept on the request (the server
+    API checks a signed hash of it before the body is parsed)."""
+    if RAW_BODY in request:
+        return request[RAW_BODY]
     limit = request.app[MAX_BODY]
     if request.content_length is not None and request.content_length > limit:
         raise ServiceError(413, "payload_too_large", f"request body is over {limit} bytes")
@@ -164,7 +175,12 @@ async def parse_body(model: type[BaseModel], request: web.Request) -> BaseModel:
             chunks.append(chunk)
     except (ConnectionError, ValueError) as exc:
         raise ServiceError(400, "bad_request", f"could not read the request body: {exc}") from exc
-    raw = b"".join(chunks)
+    request[RAW_BODY] = raw = b"".join(chunks)
+    return raw
+
+
+async def parse_body(model: type[BaseModel], request: web.Request) -> BaseModel:
+    raw = await read_body(request)
     if not raw.strip():
         raise ServiceError(400, "malformed_json", "request body is empty; a JSON object is needed")
     try:

@@ -473,3 +473,127 @@ class NodesOut(Out):
 class NodeDrainOut(Out):
     node: str
     state: Literal["draining"]
+
+
+# Server API (API keys) --------------------------------------------------------------------------
+
+# A participant's identity: this server's users are their UUIDs; tokens minted through the server
+# API take the caller's own identities, which may not look like a UUID.
+IDENTITY_PATTERN = r"[A-Za-z0-9_.@:+\-]{1,64}"
+Identity = Annotated[str, StringConstraints(pattern=f"^{IDENTITY_PATTERN}$")]
+Metadata = Annotated[str, StringConstraints(max_length=4096)]
+
+
+def _not_a_uuid(value: str) -> str:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return value
+    raise ValueError("looks like a user id of this server; choose an identity that is not a UUID")
+
+
+class ServerTrackOut(Out):
+    track_id: str
+    participant: str
+    kind: Literal["audio", "video"]
+    source: str
+    muted: bool
+    codec: str | None
+    simulcast: bool
+
+
+class ServerParticipantOut(Out):
+    identity: str
+    name: str
+    role: str
+    node: str | None = Field(description="The node it is connected to (null outside a cluster)")
+    joined_at: datetime
+    waiting: bool
+    hidden: bool
+    hand_raised: bool
+    metadata: str
+    grants: dict[str, bool]
+    tracks: list[ServerTrackOut]
+
+
+class ServerParticipantList(Out):
+    items: list[ServerParticipantOut]
+
+
+class ServerRecordingStatus(Out):
+    recording_id: str
+    layout: str
+    started_at: str
+
+
+class ServerRoomOut(Out):
+    meeting_id: uuid.UUID
+    title: str
+    code: str
+    nodes: list[str] = Field(description="Nodes with participants of the meeting (empty outside a cluster)")
+    started_at: datetime | None = Field(description="When the meeting went live")
+    num_participants: int
+    num_tracks: int
+    recording: ServerRecordingStatus | None
+
+
+class ServerRoomDetailOut(ServerRoomOut):
+    participants: list[ServerParticipantOut]
+
+
+class ServerRoomList(Out):
+    items: list[ServerRoomOut]
+
+
+class TrackMuteIn(In):
+    muted: bool
+
+
+class GrantsPatch(In):
+    can_publish: bool | None = None
+    can_subscribe: bool | None = None
+    can_publish_data: bool | None = None
+    room_admin: bool | None = None
+
+
+class ParticipantUpdateIn(In):
+    grants: GrantsPatch | None = Field(default=None, description="Only the grants given change (hidden cannot)")
+    metadata: Metadata | None = Field(default=None, description="Replaces the participant's metadata (4 KiB at most)")
+
+
+class ServerMessageIn(In):
+    kind: Literal["data", "chat"] = Field(
+        default="data", description="data: a `data` message; chat: a `chat` message from the server (not stored)"
+    )
+    identity: Identity | None = Field(default=None, description="One participant; the whole room when null")
+    topic: Annotated[str, StringConstraints(max_length=100)] | None = None
+    payload: Any = Field(description="Any JSON (16 KiB at most); for chat, the text (1 to 4000 characters)")
+
+
+class TokenGrantsIn(In):
+    can_publish: bool = True
+    can_subscribe: bool = True
+    can_publish_data: bool = True
+    room_admin: bool = False
+    hidden: bool = False
+
+
+class RoomTokenIn(In):
+    meeting_id: uuid.UUID
+    identity: Annotated[Identity, AfterValidator(_not_a_uuid)] = Field(
+        description="Your own id for this participant (letters, digits and _ . @ : + -, not a UUID)"
+    )
+    name: DisplayName | None = Field(default=None, description="Shown to the others; the identity when null")
+    metadata: Metadata = ""
+    grants: TokenGrantsIn = Field(default_factory=TokenGrantsIn)
+    ttl_seconds: int = Field(default=3600, ge=60, le=86400, description="How long the token may be used to join")
+
+
+class RoomTokenOut(Out):
+    token: str = Field(description="Room token (JWT) for the signaling WebSocket; good for one join")
+    expires_at: datetime
+    signaling_url: str
+    node: str | None
+    ice_servers: list[IceServerOut]
+    identity: str
+    grants: Grants

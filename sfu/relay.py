@@ -33,7 +33,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from sfu.aiortc_hooks import ParkedTrack, ReceiverTap, scheduled_reports
 from sfu.forwarding import UpTrack
 from sfu.interceptors import SenderReports
-from sfu.room import Participant, Room, capabilities_for
+from sfu.room import MAX_METADATA, Participant, Room, capabilities_for
 from sfu.sdp import SimulcastOffer, announce_address, normalize_h264
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def room_state(room: Room, node_id: str) -> dict[str, Any]:
         people.append({
             "identity": participant.identity, "name": participant.name, "role": participant.role,
             "hand_raised": participant.hand_raised, "hand_raised_at": participant.hand_raised_at,
-            "hidden": participant.hidden, "waiting": participant.waiting,
+            "hidden": participant.hidden, "waiting": participant.waiting, "metadata": participant.metadata,
             "tracks": [
                 {
                     "track_id": up.track_id, "kind": up.kind, "source": up.source, "muted": up.muted,
@@ -139,6 +139,12 @@ def hand_raised_at(person: dict[str, Any], known: float | None, now: float) -> f
     if isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at):
         return float(at)
     return known if known is not None else now
+
+
+def person_metadata(person: dict[str, Any]) -> str:
+    """A participant's metadata as another node says, bounded as the server API bounds it."""
+    value = person.get("metadata")
+    return value[:MAX_METADATA] if isinstance(value, str) else ""
 
 
 def _track_ok(track: Any) -> bool:

@@ -73,6 +73,7 @@ SPEAKER_INTERVAL = 0.25
 ALLOCATE_INTERVAL = 0.5
 DYNACAST_INTERVAL = 1.0
 DEFAULT_LAST_N = 16
+MAX_METADATA = 4096  # characters of a participant's metadata (set through the server API)
 PC_CLOSE_SECONDS = 10.0  # closing a peer connection that takes longer is abandoned (a hang in aiortc)
 
 Notify = Callable[[dict[str, Any]], Awaitable[None]]
@@ -164,6 +165,7 @@ class Participant:
         self.waiting = waiting
         self.hidden = bool(grants.get("hidden"))
         self.hand_raised_at: float | None = None  # wall clock (epoch seconds) when the hand went up
+        self.metadata = ""  # set through the server API, shown to everyone in participant info
         self.joined_at = time.time()
         self.publisher: RTCPeerConnection | None = None
         self.subscriber: RTCPeerConnection | None = None
@@ -212,7 +214,26 @@ class Participant:
             "hand_raised": self.hand_raised,
             "hand_raised_at": self.hand_raised_at,
             "tracks": [up.info() for up in self.uptracks.values()],
+            "metadata": self.metadata,
         }
+
+    async def set_grants(self, grants: dict[str, bool]) -> None:
+        """Change what this participant may do, now: losing ``can_publish`` unpublishes its
+        tracks, losing ``can_subscribe`` drops what it receives, and gaining it subscribes it to
+        what the room publishes.  ``hidden`` cannot change while it is in the room."""
+        before = self.grants
+        self.grants = {**before, **grants, "hidden": before.get("hidden", False)}
+        if before.get("can_publish") and not self.grants.get("can_publish"):
+            for track_id in list(self.uptracks):
+                await self.unpublish(track_id)
+        if before.get("can_subscribe") and not self.grants.get("can_subscribe"):
+            for track_id in list(self.downtracks) + list(self._pending):
+                await self.unsubscribe(track_id)
+        elif not before.get("can_subscribe") and self.grants.get("can_subscribe"):
+            for other in list(self.room.participants.values()):
+                if other is not self and not other.waiting:
+                    for up in list(other.uptracks.values()):
+                        await self.subscribe(up)
 
     def _peer_connection(self) -> RTCPeerConnection:
         # max-bundle: with aiortc's default (balanced) a transceiver added while an offer waits
@@ -553,6 +574,7 @@ class Room:
         self.join_order: dict[str, int] = {}
         self.observers: list[RoomObserver] = []
         self.on_change: Callable[[], None] | None = None  # the cascade: tell the other nodes
+        self.opened_at = time.time()
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run a background step of this room; errors are logged, never lost."""
@@ -606,6 +628,7 @@ class Room:
     async def _admitted(self, participant: Participant) -> None:
         for observer in list(self.observers):
             observer.participants_changed()
+        self.node.on_activity("joined", participant)
         if not participant.hidden:
             await self.broadcast({"type": "participant-joined", "participant": participant.info()}, exclude=participant)
         for other in list(self.participants.values()):
@@ -730,6 +753,7 @@ class Room:
 
     async def track_published(self, owner: Participant, up: UpTrack) -> None:
         self.changed()
+        self.node.on_activity("track_published", owner, up)
         for observer in list(self.observers):
             observer.track_added(owner, up)
         message = {"type": "track-published", "track": up.info()}
@@ -743,6 +767,7 @@ class Room:
 
     async def _drop_track(self, owner: Participant, up: UpTrack) -> None:
         self.changed()
+        self.node.on_activity("track_unpublished", owner, up)
         for observer in list(self.observers):
             observer.track_removed(up)
         for participant in list(self.participants.values()):
@@ -793,6 +818,9 @@ class SfuNode:
         self._timer: asyncio.TimerHandle | None = None
         self._calm = True
         self.removal_listeners: list[Callable[[Participant, str], None]] = []
+        # Told of admissions ("joined") and of tracks published and unpublished (webhooks); they
+        # must not block (the media path calls them).
+        self.activity_listeners: list[Callable[[str, Participant, UpTrack | None], None]] = []
         self.peer_connections: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()  # all it made
         enable_simulcast()
         widen_srtp_buffers()
@@ -828,6 +856,13 @@ class SfuNode:
     def on_participant_removed(self, participant: Participant, reason: str) -> None:
         for listener in self.removal_listeners:
             listener(participant, reason)
+
+    def on_activity(self, kind: str, participant: Participant, up: UpTrack | None = None) -> None:
+        for listener in self.activity_listeners:
+            try:
+                listener(kind, participant, up)
+            except Exception:
+                log.exception("an activity listener failed on %s", kind)
 
     def forwarded_stream_count(self, kind: str) -> int:
         """Down-tracks of ``kind`` that forward now: every audio one, and each video one with a

@@ -24,7 +24,15 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from control_api.pubsub import PubSub, Subscription
-from sfu.relay import RelayFeed, RelayLink, hand_raised_at, parse_people, remote_track, room_state
+from sfu.relay import (
+    RelayFeed,
+    RelayLink,
+    hand_raised_at,
+    parse_people,
+    person_metadata,
+    remote_track,
+    room_state,
+)
 from sfu.room import Participant, Room, SignalError
 
 log = logging.getLogger(__name__)
@@ -146,6 +154,7 @@ class RoomCascade:
                 )
                 existing.remote = node
                 existing.hand_raised_at = hand_raised_at(person, None, time.time())
+                existing.metadata = person_metadata(person)
                 await room.add(existing)
             else:
                 await self._update(existing, person)
@@ -158,8 +167,10 @@ class RoomCascade:
         if ghost.waiting and not person.get("waiting"):
             await self.room.admit(ghost.identity)
         hand = hand_raised_at(person, ghost.hand_raised_at, time.time())
-        if hand != ghost.hand_raised_at:
+        metadata = person_metadata(person)
+        if hand != ghost.hand_raised_at or metadata != ghost.metadata:
             ghost.hand_raised_at = hand
+            ghost.metadata = metadata
             await self.room.broadcast({"type": "participant-updated", "participant": ghost.info()})
 
     async def _tracks(self, ghost: Participant, tracks: list[dict[str, Any]]) -> None:

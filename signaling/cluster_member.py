@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -54,6 +55,8 @@ class ClusterMember:
         self._touch: asyncio.Task[None] | None = None
         self.last_beat: float | None = None  # monotonic time of the last heartbeat the registry took
         self.on_drain: Callable[[], None] | None = None  # what a drain order does (the node's Drain)
+        # this node's rooms for the server API (``SignalingServer.room_summaries``), sent with each heartbeat
+        self.rooms: Callable[[], list[dict[str, Any]]] | None = None
 
     def info(self) -> NodeInfo:
         now, forwarded = time.monotonic(), self.node.metrics.forwarded_total()
@@ -82,7 +85,7 @@ class ClusterMember:
             )
 
     async def heartbeat(self) -> None:
-        await self.cluster.heartbeat(self.info())
+        await self.cluster.heartbeat(self.info(), self.rooms() if self.rooms is not None else None)
         self.last_beat = time.monotonic()
 
     async def start(self, bus: PubSub | None = None) -> None:

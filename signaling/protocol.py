@@ -236,6 +236,7 @@ class ParticipantInfo(BaseModel):
         default=None, description="When the hand went up (the server's clock, epoch seconds); null while it is down"
     )
     tracks: list[TrackInfo] = []
+    metadata: str = Field(default="", description="Set by the server API (at most 4 KiB); empty by default")
 
 
 class LayerInfo(BaseModel):
@@ -401,6 +402,24 @@ class Removed(ServerMessage):
     message: str
 
 
+class GrantsUpdated(ServerMessage):
+    """To a participant whose grants the server API changed: its grants as they are now.  With
+    ``can_publish`` false its tracks have been unpublished and ``publish`` is refused."""
+
+    type: Literal["grants-updated"]
+    grants: dict[str, bool]
+
+
+class DataReceived(ServerMessage):
+    """Data sent to the room or to this participant through the server API (``sender`` null:
+    the server)."""
+
+    type: Literal["data"]
+    sender: str | None = None
+    topic: str | None = None
+    payload: Any
+
+
 class MeetingEnded(ServerMessage):
     type: Literal["meeting-ended"]
 
@@ -459,7 +478,7 @@ ServerMessages = Annotated[
     Union[
         Joined, Resumed, ParticipantJoined, ParticipantLeft, ParticipantUpdated, ParticipantWaiting, Admitted,
         PublishAnswer, SubscriberOffer, TrackPublished, TrackUnpublished, TrackMuted, ScreenShareStarted,
-        ScreenShareStopped, ChatReceived, ReactionReceived, MutedByHost, Removed, MeetingEnded, Reconnect, TrackForwarding, SetLayers,
+        ScreenShareStopped, ChatReceived, ReactionReceived, MutedByHost, Removed, GrantsUpdated, DataReceived, MeetingEnded, Reconnect, TrackForwarding, SetLayers,
         ActiveSpeakers, RecordingStarted, RecordingStopped, Pong, Error,
     ],
     Field(discriminator="type"),
@@ -507,6 +526,7 @@ ERROR_CODES = {
     "meeting_full": "the meeting has as many participants as it allows",
     "wrong_node": "another node of the cluster hosts this meeting: join again through the API, which names it",
     "cannot_remove_host": "the meeting's host cannot be removed",
+    "account_needed": "participants who joined with a server-minted token cannot chat, remove, admit or end the meeting (use the server API)",
     "validation_error": "a value was refused (control characters, bidi overrides, or out of range)",
     # Passed through from the control API's services that these requests go through.
     "invalid_recipient": "a private message to yourself, or to someone who is not in the meeting",

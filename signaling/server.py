@@ -39,9 +39,10 @@ from control_api.services.registry import Services
 from control_api.storage.database import DatabaseUnavailable
 from control_api.storage.tables import CLOSED, LIVE
 from recorder.manager import RecorderManager
-from sfu.room import Participant, Room, SfuNode, SignalError, TrackWish
+from sfu.room import MAX_METADATA, Participant, Room, SfuNode, SignalError, TrackWish
 from sfu.tasks import TaskSet
 from signaling import protocol as p
+from signaling import server_commands
 from signaling.cascade import Cascade
 from signaling.cluster_member import ClusterMember
 
@@ -351,7 +352,8 @@ class SignalingServer:
         room_id = str(claims.get("room", ""))
         identity = str(claims["sub"])
         try:
-            meeting, _ = await self.services.meetings.member_role(uuid.UUID(room_id), uuid.UUID(identity))
+            user_id = None if claims.get("byo") is True else uuid.UUID(identity)  # server-minted: no user
+            meeting, _ = await self.services.meetings.member_role(uuid.UUID(room_id), user_id)
         except DatabaseUnavailable:
             raise  # a 503 to try again, not a bad token
         except (ValueError, ServiceError):
@@ -373,6 +375,7 @@ class SignalingServer:
             room, identity, str(claims.get("name") or identity), str(claims.get("role") or "participant"),
             grants, session.send, waiting=entry.waiting,
         )
+        participant.metadata = str(claims.get("metadata") or "")[:MAX_METADATA]
         session.participant = participant
         await room.add(participant)  # raises SignalError("removed") for banned identities
         if self.member is not None:
@@ -464,6 +467,8 @@ class SignalingServer:
                         await self._deliver_chat(room, event["message"])
                     elif event.get("type") == "reaction":
                         await self._deliver_reaction(room, event)
+                    elif event.get("type") == server_commands.COMMAND:
+                        await self._server_command(room, event)
                     elif event.get("type") == "meeting.status" and event.get("status") in CLOSED:
                         await room.broadcast({"type": "meeting-ended"})
                         await room.close()
@@ -471,6 +476,18 @@ class SignalingServer:
             pass
         except ConnectionError:
             log.warning("lost the event stream of room %s", room.room_id)
+
+    async def _server_command(self, room: Room, event: dict[str, Any]) -> None:
+        try:
+            await server_commands.apply(self, room, event)
+        except Exception:
+            log.exception("a server API command for room %s failed", room.room_id)
+
+    def room_summaries(self) -> list[dict[str, Any]]:
+        """This node's rooms and its own participants in them, for the server API."""
+        node_id = self.member.node_id if self.member is not None else None
+        recording = self.recorder.status if self.recorder is not None else (lambda room_id: None)
+        return server_commands.node_rooms(self.node, node_id, recording)
 
     async def _deliver_chat(self, room: Room, message: dict[str, Any]) -> None:
         recipient = message.get("recipient_id")
@@ -534,8 +551,11 @@ class SignalingServer:
             target = participant.room.participants.get(message.to)
             if target is None or target.hidden:
                 raise SignalError("unknown_participant", f"nobody called {message.to} is here")
-            recipient = uuid.UUID(target.identity)
-        principal = Principal(uuid.UUID(participant.identity), "", participant.name, "UTC")
+            try:
+                recipient = uuid.UUID(target.identity)
+            except ValueError:  # joined with a server-minted token: chat is stored for users only
+                raise SignalError("account_needed", "private chat goes to users of this server only") from None
+        principal = _principal(participant)
         await self.services.chat.post(principal, uuid.UUID(participant.room.room_id), message.text, recipient, participant.name)
 
     async def on_raise_hand(self, session: Session, participant: Participant, message: p.RaiseHand) -> None:
@@ -601,8 +621,7 @@ class SignalingServer:
                 await sess.send(self._joined(sess, admitted, meeting))
 
     async def on_end_meeting(self, session: Session, participant: Participant, message: p.EndMeeting) -> None:
-        principal = Principal(uuid.UUID(participant.identity), "", participant.name, "UTC")
-        await self.services.meetings.change_status(principal, uuid.UUID(participant.room.room_id), "end")
+        await self.services.meetings.change_status(_principal(participant), uuid.UUID(participant.room.room_id), "end")
 
     async def on_start_recording(self, session: Session, participant: Participant, message: p.StartRecording) -> None:
         if self.recorder is None:
@@ -669,7 +688,13 @@ def seats_taken(room: Room | None, identity: str) -> int:
 
 
 def _principal(participant: Participant) -> Principal:
-    return Principal(uuid.UUID(participant.identity), "", participant.name, "UTC")
+    """The user behind a participant, for what the control API stores in their name (chat) or
+    checks against their role (removal, admission, the end of the meeting).  Participants who
+    joined with a server-minted token are no user: they are refused (``account_needed``)."""
+    try:
+        return Principal(uuid.UUID(participant.identity), "", participant.name, "UTC")
+    except ValueError:
+        raise SignalError("account_needed", p.ERROR_CODES["account_needed"]) from None
 
 
 def _chat_payload(message: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata

@@ -19,6 +19,7 @@ from control_api.handlers import SERVICES
 from control_api.observability import METRICS
 from control_api.security import Clock
 from control_api.services.context import utc_now
+from control_api.services.webhooks import EventQueue
 from recorder.manager import RecorderConfig, RecorderManager
 from sfu import fastsend
 from sfu.aiortc_hooks import bind_udp_port, configure_ice, verify_hooks
@@ -27,6 +28,7 @@ from sfu.room import NodeSettings, SfuNode
 from signaling.cascade import Cascade
 from signaling.cluster_member import ClusterMember
 from signaling.server import SignalingServer
+from signaling.webhooks import RoomActivity
 from turn.metrics import TurnCollector
 from turn.transport import TurnService
 from videoconf.config import Settings
@@ -81,6 +83,7 @@ class Drain:
     def __init__(self, member: ClusterMember, signaling: SignalingServer, ctx: Any, seconds: float) -> None:
         self.member, self.signaling, self.ctx, self.seconds = member, signaling, ctx, seconds
         self.task: asyncio.Task[None] | None = None
+        self.events: EventQueue | None = None  # webhooks: node.draining
 
     def signalled(self) -> None:
         if self.task is None:
@@ -96,6 +99,8 @@ class Drain:
     async def run(self) -> None:
         log = logging.getLogger(__name__)
         self.ctx.draining = True
+        if self.events is not None:
+            self.events.put("node.draining", {"node": self.member.node_id, "participants": self.member.node.participant_count()}, None)
         await self.member.drain()
         told = await self.signaling.ask_to_reconnect()
         log.warning(
@@ -156,6 +161,9 @@ def create_app(
     )
     app[SERVICES].recordings.controller = recorder
     signaling.recorder = recorder
+    app[SERVICES].server.local_rooms = signaling.room_summaries
+    webhook_events = EventQueue(app[SERVICES].webhooks)
+    RoomActivity(node, webhook_events, settings.effective_node_id)
     cluster = app[SERVICES].ctx.cluster
     member = None
     if cluster is not None:
@@ -167,6 +175,7 @@ def create_app(
             settings.node_max_participants,
         )
         signaling.member = member
+        member.rooms = signaling.room_summaries
         signaling.cascade = Cascade(
             app[SERVICES].ctx.bus, settings.effective_node_id, signaling.on_order, recorder.status
         )
@@ -230,8 +239,10 @@ def create_app(
                 "ICE on one UDP port: %s", ", ".join(f"{a}:{p}" for a, p in bound)
             )
         await node.start()
+        webhook_events.start()
         if member is not None:
             drain = Drain(member, signaling, app[SERVICES].ctx, settings.drain_seconds)
+            drain.events = webhook_events
             member.on_drain = drain.ordered
             await member.start(app[SERVICES].ctx.bus)
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, drain.signalled)
@@ -250,6 +261,7 @@ def create_app(
             await signaling.cascade.close()
         await signaling.close()
         await node.stop()
+        await webhook_events.stop()  # after the rooms closed: their participants' leaving is written
 
     app.cleanup_ctx.append(media)
     return app

@@ -11,6 +11,7 @@ from typing import Any
 
 from videoconf import runtime
 from videoconf.config import ConfigError, Settings, load_settings, masked
+from videoconf.webhooks_cli import add_commands as add_webhook_commands
 
 
 def _settings(args: argparse.Namespace, secrets_needed: tuple[str, ...] | None = None) -> Settings:
@@ -78,6 +79,43 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     revision = asyncio.run(_migrate(settings))
     print(f"database at revision {revision}: {masked(settings)['effective']['database_url']}")
+    return 0
+
+
+async def keys_command(settings: Settings, action: str, *, name: str = "", scopes: list[str] | None = None, key_id: str = "") -> Any:
+    """``videoconf keys create|list|revoke`` on the configured database: what to print as JSON.
+    The secret is in what ``create`` returns, and nowhere else."""
+    from control_api.services.api_keys import ApiKeys
+    from control_api.services.context import utc_now
+    from control_api.storage.database import Database
+
+    db = Database(settings.effective_database_url, search_path=settings.database_schema)
+    try:
+        keys = ApiKeys(db, utc_now)
+        if action == "create":
+            key, secret = await keys.create(name, scopes or [])
+            return {**key.public(), "secret": secret}
+        if action == "revoke":
+            return (await keys.revoke(key_id)).public()
+        return [key.public() for key in await keys.list()]
+    finally:
+        await db.close()
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from control_api.errors import ServiceError
+
+    try:
+        result = asyncio.run(
+            keys_command(
+                _settings(args), args.keys_command, name=getattr(args, "name", ""),
+                scopes=getattr(args, "scope", None), key_id=getattr(args, "key_id", ""),
+            )
+        )
+    except ServiceError as exc:
+        print(f"videoconf keys: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -282,6 +320,21 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", parents=[config_file], help="bring the database schema up to date")
     migrate.set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="API keys of the server API (/api/server)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", parents=[config_file], help="make a key; prints its id and secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--scope", action="append", required=True,
+        help="rooms:read, rooms:admin, tokens:create, recordings or webhooks (repeat for more)",
+    )
+    keys_sub.add_parser("list", parents=[config_file], help="the keys, without secrets")
+    revoke = keys_sub.add_parser("revoke", parents=[config_file], help="revoke a key at once")
+    revoke.add_argument("key_id")
+    keys.set_defaults(func=cmd_keys)
+
+    add_webhook_commands(sub, config_file, _settings)
 
     health = sub.add_parser(
         "health", parents=[config_file], help="exit 0 when this machine's node answers /healthz"

@@ -27,7 +27,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from control_api.config import IceServer, PasswordHashing, RateLimits
+from control_api.config import IceServer, PasswordHashing, RateLimits, WebhookSettings
 from control_api.config import RateLimitRule as RateLimitRule  # re-exported, with the others
 from recorder.config import RecordingSettings
 from turn.config import TurnSettings
@@ -154,6 +154,7 @@ class Settings(BaseSettings):
     )
     rate_limits: RateLimits = RateLimits()
     password_hashing: PasswordHashing = PasswordHashing()
+    webhooks: WebhookSettings = WebhookSettings()
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -144,6 +144,9 @@ class Participant:
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.history: list[dict[str, Any]] = []
         self.chat_messages: list[dict[str, Any]] = []
+        self.data_messages: list[dict[str, Any]] = []  # ``data`` from the server: {sender, topic, payload}
+        self.grants: dict[str, bool] | None = None  # as the server last changed them (``grants-updated``)
+        self.metadata: dict[str, str] = {}  # participants' metadata by identity (this one's too)
         self.reactions: deque[dict[str, Any]] = deque(maxlen=REACTIONS_KEEP)  # {"participant", "emoji"}
         self.errors: list[dict[str, Any]] = []
         self.remote: dict[str, RemoteTrack] = {}
@@ -375,6 +378,13 @@ class Participant:
                 self._tasks.spawn(self._stop_receiving(message["track_id"]))
         elif kind == "chat":
             self.chat_messages.append(message["message"])
+        elif kind == "data":
+            self.data_messages.append({k: message.get(k) for k in ("sender", "topic", "payload")})
+        elif kind == "grants-updated":
+            self._grants_updated(message["grants"])
+        elif kind in ("participant-updated", "participant-joined"):
+            info = message["participant"]
+            self.metadata[info["identity"]] = info.get("metadata", "")
         elif kind == "reaction":
             self.reactions.append({"participant": message["participant"], "emoji": message["emoji"]})
         elif kind == "set-layers":
@@ -460,6 +470,14 @@ class Participant:
         ))
 
     # Publishing --------------------------------------------------------------------------------
+
+    def _grants_updated(self, grants: dict[str, bool]) -> None:
+        """The server changed what this participant may do; without ``can_publish`` it has
+        unpublished this participant's tracks, which are then not published again on a rejoin."""
+        self.grants = dict(grants)
+        if not grants.get("can_publish"):
+            self.published.clear()
+            self._publications.clear()
 
     async def publish(self, tracks: list[tuple[Any, str]], timeout: float = 20.0) -> list[str]:
         """Publish (track, source) pairs; returns their track ids on the SFU.  A track may be a

@@ -51,4 +51,6 @@ from control_api.handlers import (  # noqa: E402,F401
     notifications,
     ops,
     recordings,
+    server,
+    webhooks,
 )

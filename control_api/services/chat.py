@@ -72,6 +72,9 @@ class ChatService:
                 await conn.execute(messages.insert().values(values).returning(*messages.c))
             ).one()
             message = _out(stored)
+            await self.meetings.webhooks.emit(
+                "chat.message", {"meeting_id": str(meeting_id), "message": message.model_dump(mode="json")}, meeting_id, conn
+            )
             outbox.add(
                 meeting_channel(meeting_id),
                 {"type": "chat.message", "message": message.model_dump(mode="json")},

@@ -68,6 +68,7 @@ from control_api.services.calendar import CalendarService, join_url
 from control_api.services.context import Outbox, ServiceContext
 from control_api.services.notifications import NotificationService
 from control_api.services.pagination import aware_datetime, decode_cursor, encode_cursor
+from control_api.services.webhooks import WebhookService, meeting_event
 from control_api.storage.tables import (
     CANCELLED,
     CLOSED,
@@ -210,9 +211,11 @@ class MeetingService:
         auth: AuthService,
         calendar: CalendarService,
         notifications: NotificationService,
+        webhooks: WebhookService,
     ) -> None:
         self.ctx = ctx
         self.auth = auth
+        self.webhooks = webhooks
         self.calendar = calendar
         self.notifications = notifications
         # How many people the meeting's room holds, less ``identity``; set by the signaling
@@ -442,6 +445,8 @@ class MeetingService:
             await conn.execute(meetings.insert().values(row))
             meeting, role = await self.load(conn, row["id"], user.id)
             await self.calendar.sync(conn, meeting)
+            if live:
+                await self.webhooks.emit("meeting.started", meeting_event(meeting), meeting.id, conn)
         return self._out(meeting, role)
 
     async def _unused_code(self, conn: AsyncConnection) -> str:
@@ -581,6 +586,10 @@ class MeetingService:
         if target == CANCELLED:
             fresh = (await conn.execute(select(meetings).where(meetings.c.id == row.id))).one()
             await self.calendar.sync(conn, fresh)
+        if target in (LIVE, ENDED):
+            fresh = (await conn.execute(select(meetings).where(meetings.c.id == row.id))).one()
+            kind = "meeting.started" if target == LIVE else "meeting.ended"
+            await self.webhooks.emit(kind, meeting_event(fresh), row.id, conn)
         outbox.add(
             meeting_channel(row.id),
             {"type": "meeting.status", "meeting_id": str(row.id), "status": target},

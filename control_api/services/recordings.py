@@ -23,6 +23,7 @@ from control_api.services.auth import Principal
 from control_api.services.context import Outbox, ServiceContext
 from control_api.services.notifications import NotificationService
 from control_api.services.pagination import aware_datetime, decode_cursor, encode_cursor
+from control_api.services.webhooks import WebhookService, recording_event
 from control_api.storage.tables import LIVE, invitations, meetings, recordings
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,10 @@ class RecordingController(Protocol):
 
 
 class RecordingService:
-    def __init__(self, ctx: ServiceContext, notifications: NotificationService) -> None:
+    def __init__(self, ctx: ServiceContext, notifications: NotificationService, webhooks: WebhookService) -> None:
         self.ctx = ctx
         self.notifications = notifications
+        self.webhooks = webhooks
         self.controller: RecordingController | None = None
 
     @property
@@ -112,12 +114,17 @@ class RecordingService:
         """At start-up: recordings left recording or processing by a server that stopped
         without finishing them cannot finish any more."""
         async with self.ctx.db.write() as conn:
-            result = await conn.execute(
-                update(recordings)
-                .where(recordings.c.status.in_(("recording", "processing")))
-                .values(status="failed", error="the server stopped during the recording", ended_at=self.ctx.now())
-            )
-        return int(result.rowcount or 0)
+            failed = (
+                await conn.execute(
+                    update(recordings)
+                    .where(recordings.c.status.in_(("recording", "processing")))
+                    .values(status="failed", error="the server stopped during the recording", ended_at=self.ctx.now())
+                    .returning(*recordings.c)
+                )
+            ).all()
+            for row in failed:
+                await self.webhooks.emit("recording.failed", recording_event(row), row.meeting_id, conn)
+        return len(failed)
 
     # For the recorder --------------------------------------------------------------------------
 
@@ -148,6 +155,7 @@ class RecordingService:
                     .returning(*recordings.c)
                 )
             ).one()
+            await self.webhooks.emit("recording.started", recording_event(row), meeting_id, conn)
         return self._out(row)
 
     async def mark_processing(self, recording_id: uuid.UUID) -> None:
@@ -190,6 +198,7 @@ class RecordingService:
                 {"recording_id": str(row.id), "title": row.meeting_title},
                 row.meeting_id,
             )
+            await self.webhooks.emit("recording.ready", recording_event(row), row.meeting_id, conn)
         await outbox.flush(self.ctx.bus)
         return self._out(row)
 
@@ -202,7 +211,9 @@ class RecordingService:
             path = self.path_of(file_name)
             values.update(file_name=file_name, size_bytes=path.stat().st_size if path.is_file() else None)
             values["duration_seconds"] = duration_seconds
-        await self._set(recording_id, ("recording", "processing"), **values)
+        async with self.ctx.db.write() as conn:
+            row = await self._set_in(conn, recording_id, ("recording", "processing"), **values)
+            await self.webhooks.emit("recording.failed", recording_event(row), row.meeting_id, conn)
 
     async def _set(self, recording_id: uuid.UUID, allowed: tuple[str, ...], **values: Any) -> Any:
         async with self.ctx.db.write() as conn:

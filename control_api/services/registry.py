@@ -11,6 +11,8 @@ from control_api.services.context import ServiceContext
 from control_api.services.meetings import MeetingService
 from control_api.services.notifications import NotificationService
 from control_api.services.recordings import RecordingService
+from control_api.services.server_api import ServerApiService
+from control_api.services.webhooks import WebhookService
 
 
 @dataclass
@@ -22,13 +24,17 @@ class Services:
     meetings: MeetingService
     chat: ChatService
     recordings: RecordingService
+    webhooks: WebhookService
+    server: ServerApiService
 
 
 def build_services(ctx: ServiceContext) -> Services:
     auth = AuthService(ctx)
     calendar = CalendarService(ctx)
     notifications = NotificationService(ctx)
-    meetings = MeetingService(ctx, auth, calendar, notifications)
+    webhooks = WebhookService(ctx, notifications)
+    meetings = MeetingService(ctx, auth, calendar, notifications, webhooks)
+    recordings = RecordingService(ctx, notifications, webhooks)
     return Services(
         ctx=ctx,
         auth=auth,
@@ -36,5 +42,7 @@ def build_services(ctx: ServiceContext) -> Services:
         notifications=notifications,
         meetings=meetings,
         chat=ChatService(ctx, meetings),
-        recordings=RecordingService(ctx, notifications),
+        recordings=recordings,
+        webhooks=webhooks,
+        server=ServerApiService(ctx, meetings, recordings),
     )

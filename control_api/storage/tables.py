@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -21,6 +22,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -259,3 +262,56 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
 )
 
+
+# Webhooks (README "Webhooks"): endpoints, the outbox of events, and one delivery per event and
+# endpoint, retried until it succeeds or its window passes.
+WEBHOOK_DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("secret", String(100), nullable=False),
+    Column("events", JsonType, nullable=False),  # empty: every event but the opt-in ones
+    Column("ordered", Boolean, nullable=False, server_default=false()),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Column("disabled_reason", String(500), nullable=True),
+    Column("notify_email", String(320), nullable=True),
+    Column("description", String(200), nullable=False, server_default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("failing_since", UTCDateTime, nullable=True),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("public_id", String(40), nullable=False, unique=True),
+    Column("type", String(40), nullable=False),
+    Column("meeting_id", Uuid, nullable=True),
+    Column("payload", JsonType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("endpoint_id", Uuid, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", BigInteger, ForeignKey("webhook_events.id", ondelete="CASCADE"), nullable=False),
+    Column("meeting_id", Uuid, nullable=True),  # the event's, for per-meeting order
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # When it is due; while a node posts it, the end of that node's lease.
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_attempt_at", UTCDateTime, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint(one_of("status", WEBHOOK_DELIVERY_STATUSES), name="status"),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+    Index("ix_webhook_deliveries_order", "endpoint_id", "meeting_id", "status", "id"),
+)

@@ -60,6 +60,7 @@ export class SfuClient extends EventTarget {
     this.resumeToken = null;
     this.lastSeq = 0;
     this.participants = new Map(); // identity -> participant info
+    this.grants = null; // as the server API last changed them ("grants-updated"); the token's until then
     this.tracks = new Map(); // track_id -> track info (remote and own)
     this.remote = new Map(); // track_id -> {track, stream, transceiver}
     this.published = new Map(); // track_id -> {sender, source, track}
@@ -203,6 +204,9 @@ export class SfuClient extends EventTarget {
         break;
       case "participant-left":
         this.participants.delete(message.identity);
+        break;
+      case "grants-updated": // without can_publish the SFU has unpublished this client's tracks
+        this.grants = message.grants;
         break;
       case "track-published": {
         this.tracks.set(message.track.track_id, message.track);
