@@ -198,3 +198,34 @@ async def _recorded(server: ServerClient) -> list[dict] | None:
 
 async def _no_rooms(server: ServerClient) -> bool:
     return not (await server.list_rooms())["items"]
+
+
+async def test_the_web_client_follows_grants_the_server_api_changes(meeting: Meeting, server: ServerClient) -> None:
+    """A person in Chromium loses can_publish: the SFU unpublishes their camera and microphone, the
+    page says so and disables the controls that send; allowed again, the page sends them again."""
+    from tests.media.browser import chromium
+    from tests.media.test_large_meeting import enter
+    from tests.media.test_web_client import base_url, person
+    from videoconf.app import SFU
+
+    meeting_id = meeting.meeting["id"]
+    await meeting.token(meeting.host)  # the host's join starts the meeting
+    node = meeting.api.app[SFU]
+
+    def published(name: str) -> set[str]:
+        return {up.kind for room in node.rooms.values() for p in room.participants.values() if p.name == name for up in p.uptracks.values()}
+
+    async with chromium() as browser:
+        page = await person(browser, base_url(meeting), "Wes Web")
+        await enter(page, meeting.meeting["code"])
+        await until(lambda: published("Wes Web") == {"audio", "video"}, 20, "the page's camera and microphone")
+        identity = await page.evaluate("() => window.videoconfRoom.identity")
+        await server.update_participant(meeting_id, identity, grants={"can_publish": False})
+        await until(lambda: published("Wes Web") == set(), 10, "the page's tracks unpublished")
+        await page.locator("#announcer").filter(has_text="You can no longer send audio or video").wait_for(timeout=10000)
+        assert await page.get_by_role("button", name="Share screen").is_disabled()
+        await server.update_participant(meeting_id, identity, grants={"can_publish": True})
+        await page.locator("#announcer").filter(has_text="You can send audio and video again.").wait_for(timeout=10000)
+        await until(lambda: published("Wes Web") == {"audio", "video"}, 20, "the page's camera and microphone again")
+        assert not await page.get_by_role("button", name="Share screen").is_disabled()
+        assert page.errors == [], page.errors

@@ -154,7 +154,7 @@ function addSelf({ client, joined }) {
   }
 }
 
-async function publishOwn(room, stream, { micOff, camOff }) {
+async function publishOwn(room, stream, { micOff, camOff, again = false }) {
   const tracks = [];
   const audio = stream.getAudioTracks()[0];
   const video = stream.getVideoTracks()[0];
@@ -166,7 +166,7 @@ async function publishOwn(room, stream, { micOff, camOff }) {
     const ids = await room.client.publish(tracks);
     tracks.forEach((t, i) => { room.state.own[t.track.kind] = ids[i]; });
     if (video) attachVideo(room, tileFor(room, room.client.identity), new MediaStream([video]), null, true);
-    if (micOff || room.joined.mute_on_join) setMic(room, true);
+    if (micOff || (!again && room.joined.mute_on_join)) setMic(room, true);
     if (camOff) setCam(room, true);
   } catch (e) {
     announce(`Your camera and microphone could not be sent: ${errorText(e)}`);
@@ -287,6 +287,25 @@ function onTrackForwarding(room, { participant }) {
   renderTile(room, participant);
 }
 
+// The server API changed what we may do.  Without can_publish the SFU has unpublished our tracks:
+// the controls that send are disabled; allowed again, the camera and microphone go out again.
+async function onGrantsUpdated(room, { grants }) {
+  const { state, view, client } = room;
+  const allowed = Boolean(grants.can_publish);
+  const was = !view.buttons.mic.disabled;
+  for (const name of ["mic", "cam", "share"]) view.buttons[name].disabled = !allowed;
+  if (allowed === was) return;
+  if (!allowed) {
+    if (state.own.screen) dropTile(room, `${client.identity}:screen`);
+    state.own = { audio: null, video: null, screen: null };
+    announce("You can no longer send audio or video in this meeting.");
+    return;
+  }
+  announce("You can send audio and video again.");
+  const live = (room.stream?.getTracks() ?? []).filter((t) => t.readyState === "live");
+  if (live.length) await publishOwn(room, new MediaStream(live), { micOff: state.micMuted, camOff: state.camMuted, again: true });
+}
+
 function onReaction(room, { participant, emoji }) {
   const named = REACTIONS.find(([e]) => e === emoji);
   if (!named) return;
@@ -328,6 +347,7 @@ const handlers = {
   "meeting-ended": onMeetingEnded,
   "active-speakers": onActiveSpeakers,
   "reaction": onReaction,
+  "grants-updated": onGrantsUpdated,
   "track-forwarding": onTrackForwarding,
   "recording-started": onRecordingStarted,
   "recording-stopped": onRecordingStopped,

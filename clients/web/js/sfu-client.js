@@ -207,6 +207,7 @@ export class SfuClient extends EventTarget {
         break;
       case "grants-updated": // without can_publish the SFU has unpublished this client's tracks
         this.grants = message.grants;
+        if (!message.grants.can_publish) this._dropPublished();
         break;
       case "track-published": {
         this.tracks.set(message.track.track_id, message.track);
@@ -307,6 +308,16 @@ export class SfuClient extends EventTarget {
       own.transceiver.direction = "inactive";
       await own.sender.replaceTrack(null);
     }
+  }
+
+  // The SFU unpublished everything this client sent (its grants no longer allow publishing): stop
+  // sending, keep the local tracks (the page may publish them again once allowed).
+  _dropPublished() {
+    for (const own of this.published.values()) {
+      own.transceiver.direction = "inactive";
+      own.sender.replaceTrack(null).catch(() => {});
+    }
+    this.published.clear();
   }
 
   mute(trackId, muted) {
