@@ -538,7 +538,7 @@ class MeetingService:
         ids = [host.scalar_one(), *rows.scalars()]
         return [i for i in ids if i != exclude]
 
-    async def _transition(
+    async def transition(
         self,
         conn: AsyncConnection,
         outbox: Outbox,
@@ -599,7 +599,7 @@ class MeetingService:
         outbox = Outbox()
         async with self.ctx.db.write() as conn:
             row, _ = await self.load_member(conn, meeting_id, user.id, ADMIN_ROLES)
-            await self._transition(conn, outbox, row, action, user.id)
+            await self.transition(conn, outbox, row, action, user.id)
             row, role = await self.load(conn, meeting_id, user.id)
         await outbox.flush(self.ctx.bus)
         return self._out(row, role)
@@ -615,7 +615,7 @@ class MeetingService:
 
     # Joining -----------------------------------------------------------------------------------
 
-    async def _room_node(self, meeting_id: uuid.UUID) -> tuple[str, str | None]:
+    async def room_node(self, meeting_id: uuid.UUID) -> tuple[str, str | None]:
         """The signaling URL and id of the node a participant joins the meeting's room on (this
         one alone, without an id, outside a cluster)."""
         if self.ctx.cluster is None:
@@ -645,7 +645,7 @@ class MeetingService:
                 await self._check_passcode(row, user.id, body.passcode)
             started = row.status == SCHEDULED
             if started:
-                await self._transition(conn, outbox, row, "start", user.id)
+                await self.transition(conn, outbox, row, "start", user.id)
             display_name = body.display_name or user.display_name
             participant_role = role if role in ("host", "cohost", "guest") else "participant"
             admission = admission_on_join(row.my_admission, bool(row.settings.get("waiting_room")), admin, role)
@@ -678,13 +678,13 @@ class MeetingService:
             },
             self.ctx.settings.room_token_ttl,
         )
-        signaling_url, node = await self._room_node(meeting_id)
+        signaling_url, node = await self.room_node(meeting_id)
         return JoinOut(
             token=token,
             expires_at=expires_at,
             signaling_url=signaling_url,
             node=node,
-            ice_servers=self._ice_servers(identity),
+            ice_servers=self.ice_servers_for(identity),
             identity=identity,
             grants=grants,
             waiting=waiting,
@@ -692,7 +692,7 @@ class MeetingService:
             meeting=self._out(row, role),
         )
 
-    def _ice_servers(self, identity: str) -> list[IceServerOut]:
+    def ice_servers_for(self, identity: str) -> list[IceServerOut]:
         """The configured ICE servers, plus this deployment's TURN server with time-limited
         credentials for this participant when it has an auth secret."""
         settings = self.ctx.settings

@@ -48,7 +48,7 @@ class RecordingService:
     def directory(self) -> Path:
         return self.ctx.settings.effective_recordings_dir
 
-    def _out(self, row: Any) -> RecordingOut:
+    def out(self, row: Any) -> RecordingOut:
         ready = row.status == "ready" or (row.status == "failed" and bool(row.file_name))
         return RecordingOut(
             id=row.id,
@@ -108,7 +108,7 @@ class RecordingService:
         recording_id = await controller.stop(meeting_id)
         async with self.ctx.db.read() as conn:
             row = (await conn.execute(select(recordings).where(recordings.c.id == recording_id))).one()
-        return self._out(row)
+        return self.out(row)
 
     async def fail_unfinished(self) -> int:
         """At start-up: recordings left recording or processing by a server that stopped
@@ -156,7 +156,7 @@ class RecordingService:
                 )
             ).one()
             await self.webhooks.emit("recording.started", recording_event(row), meeting_id, conn)
-        return self._out(row)
+        return self.out(row)
 
     async def mark_processing(self, recording_id: uuid.UUID) -> None:
         await self._set(recording_id, ("recording",), status="processing", ended_at=self.ctx.now())
@@ -200,7 +200,7 @@ class RecordingService:
             )
             await self.webhooks.emit("recording.ready", recording_event(row), row.meeting_id, conn)
         await outbox.flush(self.ctx.bus)
-        return self._out(row)
+        return self.out(row)
 
     async def fail(
         self, recording_id: uuid.UUID, error: str, *, file_name: str | None = None, duration_seconds: int | None = None
@@ -250,7 +250,7 @@ class RecordingService:
         more = len(rows) > limit
         rows = rows[:limit]
         return RecordingPage(
-            items=[self._out(row) for row in rows],
+            items=[self.out(row) for row in rows],
             next_cursor=encode_cursor(rows[-1].started_at.isoformat(), rows[-1].id) if more else None,
         )
 
@@ -266,7 +266,7 @@ class RecordingService:
         return row
 
     async def get(self, user: Principal, recording_id: uuid.UUID) -> RecordingOut:
-        return self._out(await self._visible(user, recording_id))
+        return self.out(await self._visible(user, recording_id))
 
     async def file_for_download(self, user: Principal, recording_id: uuid.UUID) -> tuple[Path, RecordingOut]:
         row = await self._visible(user, recording_id)
@@ -275,7 +275,7 @@ class RecordingService:
         path = self.path_of(row.file_name)
         if not path.is_file():
             raise conflict("recording_file_missing", "the recording's file is missing on the server")
-        return path, self._out(row)
+        return path, self.out(row)
 
     async def delete(self, user: Principal, recording_id: uuid.UUID) -> None:
         row = await self._visible(user, recording_id)

@@ -218,7 +218,7 @@ class ServerApiService:
         outbox = Outbox()
         async with self.ctx.db.write() as conn:
             row, _ = await self.meetings.load(conn, meeting_id, None)  # type: ignore[arg-type]
-            await self.meetings._transition(conn, outbox, row, "end", row.host_id)
+            await self.meetings.transition(conn, outbox, row, "end", row.host_id)
         await outbox.flush(self.ctx.bus)
 
     # Recordings ---------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ class ServerApiService:
         found = await self._wait_recording(meeting_id, lambda r: r.status == "recording")
         if found is None:
             raise unavailable("recording_unavailable", f"node {entry['nodes'][0]} did not start the recording")
-        return self.recordings._out(found)
+        return self.recordings.out(found)
 
     async def stop_recording(self, meeting_id: uuid.UUID) -> RecordingOut:
         controller = self.recordings.controller
@@ -263,7 +263,7 @@ class ServerApiService:
             if found is None:
                 raise unavailable("recording_unavailable", f"node {owner} did not stop the recording")
         assert found is not None
-        return self.recordings._out(found)
+        return self.recordings.out(found)
 
     async def _wait_recording(self, meeting_id: uuid.UUID, match: Callable[[Any], bool], wait: float = RECORDING_WAIT) -> Any:
         """The newest recording of the meeting that ``match``es, looked for until ``wait`` s pass."""
@@ -310,13 +310,13 @@ class ServerApiService:
             },
             body.ttl_seconds,
         )
-        signaling_url, node = await self.meetings._room_node(body.meeting_id)
+        signaling_url, node = await self.meetings.room_node(body.meeting_id)
         return RoomTokenOut(
             token=token,
             expires_at=expires_at,
             signaling_url=signaling_url,
             node=node,
-            ice_servers=self.meetings._ice_servers(body.identity),
+            ice_servers=self.meetings.ice_servers_for(body.identity),
             identity=body.identity,
             grants=grants,
         )
