@@ -591,6 +591,7 @@ class RoomTokenIn(In):
 
 class RoomTokenOut(Out):
     token: str = Field(description="Room token (JWT) for the signaling WebSocket; good for one join")
+    join_url: str = Field(description="The web client's page that joins the meeting with this token (no account needed)")
     expires_at: datetime
     signaling_url: str
     node: str | None

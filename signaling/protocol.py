@@ -279,6 +279,18 @@ class RecordingStopped(ServerMessage):
     reason: Literal["stopped", "meeting_ended", "recorder_failed", "server_shutdown"]
 
 
+class MeetingBrief(BaseModel):
+    id: str
+    title: str
+    code: str
+
+
+class IceServer(BaseModel):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
 class Joined(ServerMessage):
     type: Literal["joined"]
     protocol: int
@@ -292,6 +304,11 @@ class Joined(ServerMessage):
     waiting: bool
     mute_on_join: bool
     recording: RecordingStatus | None = Field(default=None, description="Set while the meeting is being recorded")
+    meeting: MeetingBrief | None = Field(default=None, description="The meeting's title and code")
+    ice_servers: list[IceServer] = Field(
+        default=[], description="ICE servers for this participant (TURN credentials included), as the API's join answer has them: "
+        "a client that joined with a server-minted token has no other source"
+    )
 
 
 class Resumed(ServerMessage):

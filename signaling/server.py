@@ -399,6 +399,8 @@ class SignalingServer:
             "waiting": participant.waiting,
             "mute_on_join": bool(meeting.settings.get("mute_on_join")),
             "recording": None if participant.waiting else self._recording(room.room_id),
+            "meeting": {"id": str(meeting.id), "title": meeting.title, "code": meeting.code},
+            "ice_servers": [s.model_dump() for s in self.services.meetings.ice_servers_for(participant.identity)],
         }
 
     def _recording(self, room_id: str) -> dict[str, Any] | None:

@@ -313,6 +313,7 @@ class ServerApiService:
         signaling_url, node = await self.meetings.room_node(body.meeting_id)
         return RoomTokenOut(
             token=token,
+            join_url=f"{self.ctx.settings.base_url}/#/room/{token}",
             expires_at=expires_at,
             signaling_url=signaling_url,
             node=node,

@@ -229,3 +229,35 @@ async def test_the_web_client_follows_grants_the_server_api_changes(meeting: Mee
         await until(lambda: published("Wes Web") == {"audio", "video"}, 20, "the page's camera and microphone again")
         assert not await page.get_by_role("button", name="Share screen").is_disabled()
         assert page.errors == [], page.errors
+
+
+async def test_the_web_client_joins_with_a_minted_token_and_no_account(meeting: Meeting, server: ServerClient) -> None:
+    """An application mints a token for its own user; its join_url opens the web client, which joins
+    without an account, shows the meeting's title, sees the others and sends its camera; leaving
+    says goodbye instead of sending a stranger to a dashboard; a spent or broken link says so."""
+    from tests.media.browser import chromium
+    from tests.media.test_large_meeting import all_playing
+
+    meeting_id = meeting.meeting["id"]
+    host = await meeting.participant(meeting.host)
+    await host.publish([(PatternVideoTrack(320, 180, fps=10), "camera")])
+    minted = await server.create_token(meeting_id, "shop-customer-7", name="Customer Seven", grants={"can_publish": True, "can_subscribe": True})
+    base = str(meeting.api.client.make_url("")).rstrip("/")
+    assert minted["join_url"].endswith(f"/#/room/{minted['token']}")  # on the configured base URL
+    async with chromium() as browser:
+        context = await browser.new_context(permissions=["camera", "microphone"])
+        page = await context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        await page.goto(f"{base}/#/room/{minted['token']}")
+        await page.get_by_text("You join as Customer Seven.").wait_for()
+        await page.get_by_role("button", name="Join now").click()
+        await page.get_by_role("heading", name=meeting.meeting["title"]).wait_for(timeout=15000)
+        await until(lambda: all_playing(page, ["Hedy Host"]), 30, "the host's video playing")
+        await host.wait_for("track-published", lambda m: m["track"]["participant"] == "shop-customer-7", timeout=20)
+        await page.get_by_role("button", name="Leave").click()
+        await page.get_by_role("heading", name="You left the meeting").wait_for()
+        # The token was good for one join; a broken one is said to be so.
+        await page.goto(f"{base}/#/room/not.a.token")
+        await page.get_by_role("heading", name="This link cannot be used").wait_for()
+        assert page.errors == [], page.errors

@@ -54,6 +54,7 @@ const routes = [
   [/^#\/join\/([\w-]+)$/, joinView, true],
   [/^#\/meeting\/([\w-]+)$/, preJoinView, true],
   [/^#\/(dashboard)?$/, dashboardView, true],
+  [/^#\/room\/([\w-]+\.[\w-]+\.[\w-]+)$/, tokenJoinView, false],
 ];
 
 let leaveRoom = null; // set while in a meeting: called before another screen replaces it
@@ -322,15 +323,14 @@ function audioProcessingChecks(changed) {
     })));
 }
 
-async function preJoinView(meetingId, known = null) {
-  const meeting = known ?? (await api("GET", `/api/meetings/${meetingId}`));
+// The camera preview and the device and processing choices of a join screen.  `take()` hands the
+// open stream over (the screen no longer stops it); `stop()` closes it.
+function mediaChooser() {
   const video = h("video", { class: "preview", autoplay: true, muted: true, playsinline: true, "aria-label": "Your camera preview" });
   video.muted = true;
   const mediaError = h("p", { class: "error", role: "alert" });
-  const error = errorBox();
   const cameras = h("select", { name: "camera" });
   const mics = h("select", { name: "microphone" });
-  const audioChecks = audioProcessingChecks(() => restart());
   let stream = null;
 
   async function preview() {
@@ -366,12 +366,27 @@ async function preJoinView(meetingId, known = null) {
   const restart = () => (previewing = previewing.then(preview, preview));
   cameras.addEventListener("change", restart);
   mics.addEventListener("change", restart);
+  return {
+    preview: h("div", {}, video, mediaError),
+    fields: [h("label", {}, "Camera", cameras), h("label", {}, "Microphone", mics), audioProcessingChecks(restart)],
+    restart,
+    ready: () => previewing, // join once the camera and microphone are open
+    take() {
+      const media = stream;
+      stream = null;
+      return media;
+    },
+    stop: () => stream && stream.getTracks().forEach((t) => t.stop()),
+  };
+}
 
+async function preJoinView(meetingId, known = null) {
+  const meeting = known ?? (await api("GET", `/api/meetings/${meetingId}`));
+  const media = mediaChooser();
+  const error = errorBox();
   const form = h("form", { "aria-label": "Join settings" },
     field("Your name in the meeting", { name: "display_name", value: session().user.display_name, maxlength: 100, required: true }),
-    h("label", {}, "Camera", cameras),
-    h("label", {}, "Microphone", mics),
-    audioChecks,
+    media.fields,
     meeting.has_passcode && !meeting.passcode ? field("Passcode", { name: "passcode", required: true, autocomplete: "off" }) : null,
     check("Join with microphone off", { name: "mic_off", checked: meeting.settings?.mute_on_join }),
     check("Join with camera off", { name: "cam_off" }),
@@ -385,21 +400,66 @@ async function preJoinView(meetingId, known = null) {
     const submit = form.querySelector("button[type=submit]");
     submit.disabled = true;
     try {
-      await previewing; // join with the camera and microphone once they are open
+      await media.ready();
       const joined = await api("POST", `/api/meetings/${meeting.id}/join`, body);
-      const media = stream;
-      stream = null;
-      await roomView(meeting, joined, media, { micOff: form.mic_off.checked, camOff: form.cam_off.checked, joinBody: body });
+      await roomView(meeting, joined, media.take(), { micOff: form.mic_off.checked, camOff: form.cam_off.checked, joinBody: body });
     } catch (e) {
       error.textContent = errorText(e);
       submit.disabled = false;
     }
   });
-  leaveRoom = () => stream && stream.getTracks().forEach((t) => t.stop());
+  leaveRoom = media.stop;
   show(`Join ${meeting.title}`,
     h("h1", { text: `Join “${meeting.title}”` }),
-    h("div", { class: "grid2" }, h("div", {}, video, mediaError), h("div", { class: "card" }, form)));
-  await restart();
+    h("div", { class: "grid2" }, media.preview, h("div", { class: "card" }, form)));
+  await media.restart();
+}
+
+// A room token from an application's backend (the server API's POST /api/server/tokens, its
+// join_url): no account here.  The token says who and where; the node's answer brings the title.
+function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(decodeURIComponent(escape(atob(part))));
+  } catch {
+    return null;
+  }
+}
+
+async function tokenJoinView(token) {
+  const claims = tokenClaims(token);
+  if (!claims?.room || (claims.exp && claims.exp * 1000 < Date.now())) {
+    show("Link not valid", h("h1", { text: "This link cannot be used" }),
+      h("p", { role: "alert", text: "The link to the meeting is not valid or has expired. Ask for a new one." }));
+    return;
+  }
+  const media = mediaChooser();
+  const error = errorBox();
+  const form = h("form", { "aria-label": "Join settings" },
+    h("p", { text: `You join as ${claims.name || claims.sub}.` }),
+    media.fields,
+    check("Join with microphone off", { name: "mic_off" }),
+    check("Join with camera off", { name: "cam_off" }),
+    error,
+    h("button", { class: "primary", type: "submit", text: "Join now" }));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    const submit = form.querySelector("button[type=submit]");
+    submit.disabled = true;
+    const joined = { token, grants: claims.grants ?? {}, ice_servers: [], node: null, display_name: claims.name || claims.sub, tokenOnly: true };
+    try {
+      await media.ready();
+      await roomView({ id: claims.room, title: "Meeting", code: "" }, joined, media.take(), { micOff: form.mic_off.checked, camOff: form.cam_off.checked });
+    } catch (e) {
+      error.textContent = errorText(e);
+      submit.disabled = false;
+    }
+  });
+  leaveRoom = media.stop;
+  show("Join the meeting", h("h1", { text: "Join the meeting" }),
+    h("div", { class: "grid2" }, media.preview, h("div", { class: "card" }, form)));
+  await media.restart();
 }
 
 // The meeting room -------------------------------------------------------------------------------

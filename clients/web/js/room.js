@@ -67,7 +67,8 @@ function roomState() {
 function createRoom(meeting, joined, stream, joinBody, hooks) {
   const room = { meeting, joined, stream, hooks, admin: joined.grants.room_admin, state: roomState(), timers: [], unbind: [] };
   room.client = new SfuClient(signalingUrl(joined), joined.token, {
-    iceServers: joined.ice_servers, tokenProvider: () => newRoomToken(room, joinBody),
+    // A page that joined with a token from an application has no account to ask for another.
+    iceServers: joined.ice_servers, tokenProvider: joined.tokenOnly ? null : () => newRoomToken(room, joinBody),
   });
   const search = h("input", { type: "search", id: "people-search", placeholder: "Search", autocomplete: "off" });
   search.addEventListener("input", () => { room.state.peopleQuery = search.value; renderPeople(room); });
@@ -105,6 +106,8 @@ export async function enterRoom(meeting, joined, stream, { micOff, camOff, joinB
   try {
     const welcome = await room.client.connect();
     setRecording(room, welcome.recording ?? null);
+    if (welcome.meeting) Object.assign(meeting, welcome.meeting);
+    if (!room.client.iceServers?.length && welcome.ice_servers?.length) room.client.iceServers = welcome.ice_servers;
   } catch (e) {
     teardown(room);
     throw e;
@@ -114,7 +117,7 @@ export async function enterRoom(meeting, joined, stream, { micOff, camOff, joinB
   window.videoconfRoomState = room.state;
   addSelf(room);
   watchPage(room);
-  const earlier = await api("GET", `/api/meetings/${meeting.id}/messages?limit=50`).catch(() => ({ items: [] }));
+  const earlier = joined.tokenOnly ? { items: [] } : await api("GET", `/api/meetings/${meeting.id}/messages?limit=50`).catch(() => ({ items: [] }));
   for (const message of earlier.items.reverse()) renderChatMessage(room, message);
   renderRoom(room);
   if (stream) await publishOwn(room, stream, { micOff, camOff });
@@ -150,7 +153,7 @@ function watchPage(room) {
 // The participant list has us too, also when the server's list does not.
 function addSelf({ client, joined }) {
   if (client.identity && !client.participants.has(client.identity)) {
-    client.participants.set(client.identity, { identity: client.identity, name: session().user.display_name, role: joined.grants.room_admin ? "host" : "participant", hand_raised: false });
+    client.participants.set(client.identity, { identity: client.identity, name: joined.display_name ?? session()?.user.display_name ?? "You", role: joined.grants.room_admin ? "host" : "participant", hand_raised: false });
   }
 }
 
@@ -499,8 +502,14 @@ function toolbarButtons(room) {
     keys: button("Keyboard shortcuts", "keyboard", () => showShortcuts(room), { toggle: false, action: "help" }),
     record: room.admin ? button("Record", "record", () => (state.recording ? room.client.stopRecording() : room.client.startRecording())) : null,
     end: room.admin ? button("End meeting for all", "end", () => { if (confirm("End the meeting for everyone?")) room.client.endMeeting(); }, { toggle: false, cls: "danger" }) : null,
-    leave: button("Leave", "leave", () => { location.hash = "#/dashboard"; }, { toggle: false, cls: "danger" }),
+    leave: button("Leave", "leave", () => leaveMeeting(room), { toggle: false, cls: "danger" }),
   };
+}
+
+// To the dashboard; a page that joined with an application's token has none: it says goodbye.
+function leaveMeeting(room) {
+  if (room.joined.tokenOnly) finish(room, "You left the meeting", "You can close this page.");
+  else location.hash = "#/dashboard";
 }
 
 function shortcutActions(room) {
