@@ -255,8 +255,10 @@ async def test_simulcast_dynacast_recording_failover_and_drain_across_nodes(tmp_
         await viewer.track_settings(track_id, quality="off")
         await until(lambda: all(layer.paused for layer in source.tracks), 15, "every layer paused at the host")
         await viewer.track_settings(track_id, quality="high")
-        # (a step up waits for the allocator's hold, then a dynacast tick on each node)
-        await until(lambda: not source.tracks[1].paused, 20, lambda: f"the high layer resumed for node b: {forwarded()}")
+        # (a step up waits for the allocator's hold, then a dynacast tick on each node; after
+        # every layer was paused the viewer's downlink estimate climbs again from what it fell
+        # to, which on a loaded machine has taken more than 20 s once: see the note of 2026-12-07)
+        await until(lambda: not source.tracks[1].paused, 40, lambda: f"the high layer resumed for node b: {forwarded()}")
         remote = video_of(viewer, host)
         before = remote.sizes.get(sizes[1], 0)
         await until(lambda: remote.sizes.get(sizes[1], 0) >= before + 5, 20, lambda: f"high frames again at the viewer: {forwarded()}")
