@@ -75,13 +75,17 @@ def test_retries_back_off_with_jitter_and_stop_after_the_window() -> None:
     assert RetryPolicy().after_failure(1, 0, rng) is not None
 
 
+# An address the peer rules treat as public; the tests resolve names with a fake resolver and
+# contact nothing.
+PUBLIC = "11.0.0.1"
+
 @pytest.mark.parametrize(
     "addresses, why",
     [
         (["127.0.0.1"], "loopback"),
         (["10.1.2.3"], "private"),
         (["169.254.169.254"], "link-local"),  # the metadata service
-        (["8.8.8.8", "192.168.1.1"], "private"),  # every address counts
+        ([PUBLIC, "192.168.1.1"], "private"),  # every address counts
         (["::ffff:10.0.0.1"], "private"),  # an IPv4-mapped private address
         (["fd00:ec2::254"], "private"),
     ],
@@ -93,7 +97,7 @@ async def test_names_resolving_to_denied_addresses_are_refused(addresses, why) -
 
 
 async def test_public_addresses_pass_and_configuration_can_allow_private_ones() -> None:
-    names = Names(**{"hooks.example": ["8.8.8.8"], "local.example": ["127.0.0.1"]})
+    names = Names(**{"hooks.example": [PUBLIC], "local.example": ["127.0.0.1"]})
     await UrlGuard(url_policy(False, []), names).check("https://hooks.example/in")
     await UrlGuard(url_policy(False, ["127.0.0.0/8"]), names).check("http://local.example:8080/in")
     await UrlGuard(url_policy(True, []), names).check("http://10.0.0.1/in")
