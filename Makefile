@@ -14,11 +14,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip $(PIP_FLAGS) install --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml setup.py sfu/_fastsend.c | $(BIN)/python
+$(VENV)/.installed-run: pyproject.toml setup.py sfu/_fastsend.c turn/_relay.c | $(BIN)/python
 	$(BIN)/python -m pip $(PIP_FLAGS) install -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml setup.py sfu/_fastsend.c | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml setup.py sfu/_fastsend.c turn/_relay.c | $(BIN)/python
 	$(BIN)/python -m pip $(PIP_FLAGS) install -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 

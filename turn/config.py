@@ -43,6 +43,12 @@ class TurnSettings(BaseModel):
     max_bps: int = Field(default=20_000_000, ge=0, description="bits/s relayed per allocation, both ways; 0: no limit")
     unauthorized_burst: int = Field(default=30, ge=1, description="401 answers a source may get at once")
     unauthorized_per_second: float = Field(default=5.0, gt=0)
+    native_relay: bool = Field(
+        default=True,
+        description="relay routed ChannelData over UDP with the native helper (turn/_relay.c: recvmmsg and sendmmsg) where it was built; false: Python",
+    )
+    socket_buffer: int = Field(default=4 * 1024 * 1024, ge=65536, le=256 * 1024 * 1024,
+                               description="bytes of receive and send buffer asked for each UDP socket (forced past the kernel's rmem_max when run as root)")
 
     users: dict[str, SecretStr] = Field(default={}, description="static long-term users: name -> password")
     secrets: list[SecretStr] = Field(default=[], description="use-auth-secret keys; the first issues, all verify")

@@ -36,19 +36,20 @@ class TurnCollector(Collector):
         for method, count in sorted(stats.succeeded.items()):
             requests.add_metric([method], count)
         yield requests
+        relayed = stats.relayed()
         packets = CounterMetricFamily("videoconf_turn_relayed_packets", "Packets relayed", labels=["direction"])
-        packets.add_metric(["to_peer"], stats.packets_to_peer)
-        packets.add_metric(["to_client"], stats.packets_to_client)
+        packets.add_metric(["to_peer"], relayed["packets_to_peer"])
+        packets.add_metric(["to_client"], relayed["packets_to_client"])
         yield packets
         octets = CounterMetricFamily("videoconf_turn_relayed_bytes", "Payload bytes relayed", labels=["direction"])
-        octets.add_metric(["to_peer"], stats.bytes_to_peer)
-        octets.add_metric(["to_client"], stats.bytes_to_client)
+        octets.add_metric(["to_peer"], relayed["bytes_to_peer"])
+        octets.add_metric(["to_client"], relayed["bytes_to_client"])
         yield octets
         errors = CounterMetricFamily("videoconf_turn_error_responses", "Error responses sent, by code", labels=["code"])
         for code, count in sorted(stats.errors.items()):
             errors.add_metric([str(code)], count)
         yield errors
         dropped = CounterMetricFamily("videoconf_turn_dropped_packets", "Packets dropped, by reason", labels=["reason"])
-        for reason, count in sorted(stats.dropped.items()):
+        for reason, count in sorted(stats.drops().items()):
             dropped.add_metric([reason], count)
         yield dropped

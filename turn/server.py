@@ -5,6 +5,9 @@ a fake clock and fake relays.  ``turn.transport`` binds it to real sockets.
 The hot paths are :meth:`TurnServer.channel_data` (client to peer) and
 :meth:`Allocation.from_peer` (peer to client): a few dictionary look-ups, expiry comparisons and a
 token bucket per packet, with counters kept as plain integers that the metrics read on scrape.
+Over UDP, relays that can route (``turn.transport.UdpRelay``) are told each allocation's channels
+as values (number, peer, and until when channel, permission and allocation all stand), and relay
+the matching ChannelData themselves (``turn.fastpath``); the server sees the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Protocol
 from turn import stun
 from turn.auth import Credentials, Identity, Nonces, SourceLimiter
 from turn.config import TurnSettings
+from turn.fastpath import Bucket, bucket_size
 from turn.peers import PeerPolicy
 from turn.stun import BadRequest, Message, StunError
 
@@ -35,16 +39,20 @@ class Client:
     """One client 5-tuple on the listening side: a UDP source address on one listener, or a TCP
     or TLS connection."""
 
-    __slots__ = ("key", "addr", "send", "stream")
+    __slots__ = ("key", "addr", "send", "stream", "path")
 
-    def __init__(self, key: Any, addr: tuple, send: Callable[[bytes], None], stream: bool) -> None:
+    def __init__(self, key: Any, addr: tuple, send: Callable[[bytes], None], stream: bool, path: Any = None) -> None:
         self.key = key
         self.addr = addr
         self.send = send
         self.stream = stream  # TCP or TLS: ChannelData is padded to 4 bytes
+        self.path = path  # UDP: the listener's routed path (turn.fastpath), where it has one
 
 
 class Relay(Protocol):
+    """A relay address.  One that can route ChannelData itself also has ``route`` (its bandwidth
+    bucket, with ``take``) and ``routes(client, [(number, peer, until)])``."""
+
     address: tuple[str, int]
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None: ...
@@ -84,16 +92,41 @@ class Stats:
     succeeded: dict[str, int] = field(default_factory=dict)  # successful requests by method name
     errors: dict[int, int] = field(default_factory=dict)  # error responses by code
     dropped: dict[str, int] = field(default_factory=dict)  # packets dropped by reason
+    # Listeners' routed paths (turn.fastpath), which count what they relay themselves.
+    paths: list[Any] = field(default_factory=list)
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def relayed(self) -> dict[str, int]:
+        """Packets and payload bytes relayed each way: the server's and its paths' together."""
+        totals = {
+            "packets_to_peer": self.packets_to_peer, "bytes_to_peer": self.bytes_to_peer,
+            "packets_to_client": self.packets_to_client, "bytes_to_client": self.bytes_to_client,
+        }
+        for path in self.paths:
+            counters = path.counters()
+            totals["packets_to_peer"] += counters["to_peer_packets"]
+            totals["bytes_to_peer"] += counters["to_peer_bytes"]
+            totals["packets_to_client"] += counters["to_client_packets"]
+            totals["bytes_to_client"] += counters["to_client_bytes"]
+        return totals
+
+    def drops(self) -> dict[str, int]:
+        """Packets dropped by reason: the server's and its paths' together."""
+        totals = dict(self.dropped)
+        for path in self.paths:
+            counters = path.counters()
+            for reason in ("bandwidth", "send_failed", "receive_error"):
+                if counters[reason]:
+                    totals[reason] = totals.get(reason, 0) + counters[reason]
+        return totals
 
 
 class Allocation:
     __slots__ = (
         "server", "client", "identity", "key", "relay", "family", "expires", "permissions",
-        "channels", "peers", "cooling_numbers", "cooling_peers", "transaction_id", "response",
-        "rate", "burst", "tokens", "refilled",
+        "channels", "peers", "cooling_numbers", "cooling_peers", "transaction_id", "response", "bucket",
     )
 
     def __init__(self, server: TurnServer, client: Client, identity: Identity, key: bytes, family: int,
@@ -112,24 +145,28 @@ class Allocation:
         self.cooling_peers: dict[tuple[str, int], tuple[int, float]] = {}
         self.transaction_id = transaction_id
         self.response = b""
-        self.rate = server.config.max_bps / 8.0  # bytes per second; 0: no limit
-        self.burst = max(self.rate, 65536.0)
-        self.tokens = self.burst
-        self.refilled = now
+        # The bandwidth cap, both ways; a routing relay's own bucket replaces it once opened.
+        self.bucket: Any = Bucket(*bucket_size(server.config.max_bps), now)
 
     def take(self, size: int, now: float) -> bool:
         """Whether the bandwidth cap lets ``size`` more bytes through now."""
-        if not self.rate:
-            return True
-        tokens = self.tokens + (now - self.refilled) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst
-        self.refilled = now
-        if tokens < size:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - size
-        return True
+        return self.bucket.take(size, now)
+
+    def routes(self) -> list[tuple[int, tuple[str, int], float]]:
+        """The channels a routing relay may relay by itself: (number, peer, until when the channel,
+        its permission and the allocation all stand)."""
+        permissions = self.permissions
+        expires = self.expires
+        return [
+            (number, channel.peer, min(channel.expires, permissions.get(channel.peer[0], 0.0), expires))
+            for number, channel in self.channels.items()
+        ]
+
+    def reroute(self) -> None:
+        """Tell a routing relay what it may relay (after anything in ``routes`` changed)."""
+        relay = self.relay
+        if relay is not None and hasattr(relay, "routes"):
+            relay.routes(self.client, self.routes())
 
     def from_peer(self, data: bytes, addr: tuple) -> None:
         """A datagram arrived at the relay address from ``addr``."""
@@ -359,6 +396,9 @@ class TurnServer:
         except NoRelay as exc:
             self._error(client, message, exc.code, key=key)
             return
+        route = getattr(allocation.relay, "route", None)
+        if route is not None:
+            allocation.bucket = route
         lifetime = _lifetime(config, requested)
         allocation.expires = now + lifetime
         host, port = client.addr[0], client.addr[1]
@@ -390,6 +430,7 @@ class TurnServer:
         else:
             lifetime = _lifetime(self.config, requested)
             allocation.expires = self.clock() + lifetime
+            allocation.reroute()
         self._reply(client, message, [(stun.LIFETIME, stun.u32(lifetime))], key)
 
     def _peer(self, value: bytes, message: Message, client: Client, allocation: Allocation, key: bytes) -> tuple[str, int] | None:
@@ -428,6 +469,7 @@ class TurnServer:
             return
         for host in hosts:
             allocation.permissions[host] = now + self.config.permission_lifetime
+        allocation.reroute()
         self._reply(client, message, [], key)
 
     def _channel_bind(self, message: Message, client: Client, identity: Identity, key: bytes) -> None:
@@ -467,6 +509,7 @@ class TurnServer:
             allocation.cooling_peers.pop(peer, None)
         bound.expires = now + self.config.channel_lifetime
         allocation.permissions[peer[0]] = now + self.config.permission_lifetime
+        allocation.reroute()
         self._reply(client, message, [], key)
 
     _handlers: dict[int, Callable[..., None]] = {
@@ -544,13 +587,18 @@ class TurnServer:
                 log.info("TURN allocation for %s expired", allocation.identity.user)
                 self.delete(allocation)
                 continue
+            changed = False
             for ip in [ip for ip, expiry in allocation.permissions.items() if expiry < now]:
                 del allocation.permissions[ip]
+                changed = True
             for channel in [c for c in allocation.channels.values() if c.expires < now]:
                 del allocation.channels[channel.number]
                 del allocation.peers[channel.peer]
                 allocation.cooling_numbers[channel.number] = (channel.peer, channel.expires + cooldown)
                 allocation.cooling_peers[channel.peer] = (channel.number, channel.expires + cooldown)
+                changed = True
+            if changed:
+                allocation.reroute()
             for number in [n for n, (_, until) in allocation.cooling_numbers.items() if until <= now]:
                 del allocation.cooling_numbers[number]
             for peer in [p for p, (_, until) in allocation.cooling_peers.items() if until <= now]:

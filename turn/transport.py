@@ -1,9 +1,10 @@
 """Sockets for the TURN server: UDP, TCP and TLS listeners and UDP relay sockets.
 
-UDP sockets (listeners and relays) are read with ``loop.add_reader`` and drained in batches with
-non-blocking ``recvfrom``, and written with non-blocking ``sendto``; a datagram that cannot be sent
-at once is dropped, as UDP would.  This avoids asyncio's per-datagram transport machinery, which is
-most of the cost of relaying in Python.
+UDP sockets (listeners and relays) are read with ``loop.add_reader`` and drained by the routed
+path (``turn.fastpath``: in C with ``recvmmsg`` and ``sendmmsg`` where it was built), which relays
+routed ChannelData itself and hands everything else to the server; datagrams are written with
+non-blocking system calls, and one that cannot be sent at once is dropped, as UDP would.  This
+avoids asyncio's per-datagram transport machinery, which is most of the cost of relaying in Python.
 """
 
 from __future__ import annotations
@@ -19,30 +20,35 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from turn import fastpath
 from turn.auth import Credentials
 from turn.config import TurnSettings
+from turn.fastpath import Implementation, bucket_size
 from turn.peers import PeerPolicy, networks
 from turn.server import FAMILY_IPV4, FAMILY_IPV6, Client, NoRelay, Stats, TurnServer
 
 log = logging.getLogger(__name__)
 
-# Datagrams read per wake-up, at most.  Each reader adapts how many it tries: reading until EAGAIN
-# costs a failed system call and an exception per wake-up, which at moderate rates (one datagram
-# per wake-up) is a third of the work; so a reader that found its socket drained tries fewer next
-# time, and one that read its whole budget tries twice as many.
-BATCH = 64
-MAX_DATAGRAM = 65535
+# Socket buffers asked for (the kernel caps them at net.core.rmem_max and wmem_max unless the
+# process may force them; the TURN server's log says what it got).
+SOCKET_BUFFER = 4 * 1024 * 1024
 MAX_STREAM_BUFFER = 4 * 65536
 IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2  # Linux: set DF on every datagram
 
 
-def _udp_socket(host: str, port: int) -> socket.socket:
+SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32  # Linux: beyond rmem_max and wmem_max, with CAP_NET_ADMIN
+
+
+def _udp_socket(host: str, port: int, buffer: int = SOCKET_BUFFER) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, buffer)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, plain, buffer)
         sock.bind((host, port))
         sock.setblocking(False)
     except BaseException:
@@ -52,35 +58,42 @@ def _udp_socket(host: str, port: int) -> socket.socket:
 
 
 class UdpRelay:
-    __slots__ = ("loop", "sock", "address", "on_data", "stats", "_send", "budget")
+    """One allocation's relay socket: its route (``turn.fastpath``) relays datagrams of routed
+    peers to a UDP client and hands the rest to ``on_data`` (the server's slow path)."""
+
+    __slots__ = ("loop", "sock", "address", "on_data", "stats", "route", "clock", "_send")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, address: tuple[str, int],
-                 on_data: Callable[[bytes, tuple], None], stats: Stats) -> None:
+                 on_data: Callable[[bytes, tuple], None], stats: Stats, route: Any, clock: Callable[[], float]) -> None:
         self.loop = loop
         self.sock = sock
         self.address = address
         self.on_data = on_data
         self.stats = stats
+        self.route = route
+        self.clock = clock
         self._send = sock.sendto
-        self.budget = 1
         loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
-        recvfrom = self.sock.recvfrom
-        on_data = self.on_data
-        count = 0
         try:
-            for count in range(1, self.budget + 1):  # noqa: B007 (count is read after the loop)
-                data, addr = recvfrom(MAX_DATAGRAM)
-                on_data(data, addr)
-            self.budget = min(BATCH, self.budget * 2)
-        except (BlockingIOError, InterruptedError):
-            self.budget = max(1, count - 1)
-        except OSError as exc:
-            self.stats.drop("receive_error")
-            log.debug("TURN relay %s: %s", self.address, exc)
+            rest = self.route.drain(self.clock())
+            for data, addr in rest:
+                self.on_data(data, addr)
         except Exception:
             log.exception("TURN relay %s: failed to relay a datagram", self.address)
+
+    def routes(self, client: Client, channels: list[tuple[int, tuple[str, int], float]]) -> None:
+        """What the server decided this allocation's route may relay by itself (UDP clients only)."""
+        route = self.route
+        route.clear()
+        if client.path is None:
+            route.detach()
+            return
+        if not route.attached:
+            route.attach(client.path, client.addr)
+        for number, peer, until in channels:
+            route.channel(number, peer, until)
 
     def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -89,6 +102,7 @@ class UdpRelay:
             self.stats.drop("send_failed")
 
     def close(self) -> None:
+        self.route.detach()
         with contextlib.suppress(Exception):
             self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
@@ -97,9 +111,14 @@ class UdpRelay:
 class RelayPool:
     """Opens a relay socket per allocation on the configured addresses and port range."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, settings: TurnSettings, stats: Stats) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, settings: TurnSettings, stats: Stats,
+                 implementation: Implementation = fastpath.PYTHON, clock: Callable[[], float] | None = None) -> None:
         self.loop = loop
         self.stats = stats
+        self.implementation = implementation
+        self.clock = clock or loop.time
+        self.bucket = bucket_size(settings.max_bps)
+        self.buffer = settings.socket_buffer
         self.hosts: dict[int, str] = {}
         relay_ip = settings.relay_ip or settings.listen
         if ":" not in relay_ip:
@@ -123,7 +142,7 @@ class RelayPool:
             raise NoRelay("address family not configured", code=440)
         for port in self._candidate_ports(even_port):
             try:
-                sock = _udp_socket(host, port)
+                sock = _udp_socket(host, port, self.buffer)
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     continue
@@ -136,19 +155,30 @@ class RelayPool:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
             announced = self.external if self.external and family == FAMILY_IPV4 else host
-            return UdpRelay(self.loop, sock, (announced, bound), on_data, self.stats)
+            route = self.implementation.Route(sock, *self.bucket, self.clock())
+            return UdpRelay(self.loop, sock, (announced, bound), on_data, self.stats, route, self.clock)
         raise NoRelay("no free relay port", code=508)
 
 
 class UdpListener:
-    def __init__(self, server: TurnServer, loop: asyncio.AbstractEventLoop, host: str, port: int) -> None:
+    """The UDP port clients talk to: its path relays routed ChannelData, the server gets the rest."""
+
+    def __init__(self, server: TurnServer, loop: asyncio.AbstractEventLoop, host: str, port: int,
+                 implementation: Implementation = fastpath.PYTHON, buffer: int = SOCKET_BUFFER) -> None:
         self.server = server
         self.loop = loop
-        self.sock = _udp_socket(host, port)
+        self.sock = _udp_socket(host, port, buffer)
         self.address = self.sock.getsockname()[:2]
         self._sendto = self.sock.sendto
-        self.budget = 1
+        self.path = implementation.Path(self.sock)
+        if server is not None:
+            server.stats.paths.append(self.path)
         loop.add_reader(self.sock.fileno(), self._readable)
+
+    def buffers(self) -> tuple[int, int]:
+        """The receive and send buffer sizes the kernel granted (bytes)."""
+        return (self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
 
     def _send(self, data: bytes, addr: tuple) -> None:
         try:
@@ -157,33 +187,25 @@ class UdpListener:
             self.server.stats.drop("send_failed")
 
     def _readable(self) -> None:
-        recvfrom = self.sock.recvfrom
         server = self.server
-        channel_data = server.channel_data
-        count = 0
         try:
-            for count in range(1, self.budget + 1):  # noqa: B007 (count is read after the loop)
-                data, addr = recvfrom(MAX_DATAGRAM)
+            for data, addr in self.path.drain(server.clock()):
                 if len(data) < 4:
                     server.stats.drop("malformed")
                     continue
                 first = data[0]
                 if 0x40 <= first < 0x80:
-                    channel_data(data, (self, addr))
+                    server.channel_data(data, (self, addr))
                 elif first < 0x40:
-                    server.handle_stun(data, Client((self, addr), addr, lambda d, a=addr: self._send(d, a), False))
+                    server.handle_stun(data, Client((self, addr), addr, lambda d, a=addr: self._send(d, a), False, self.path))
                 else:
                     server.stats.drop("malformed")
-            self.budget = min(BATCH, self.budget * 2)
-        except (BlockingIOError, InterruptedError):
-            self.budget = max(1, count - 1)
-        except OSError as exc:
-            server.stats.drop("receive_error")
-            log.debug("TURN UDP listener: %s", exc)
         except Exception:
             log.exception("TURN UDP listener: failed to handle a datagram")
 
     def close(self) -> None:
+        if self.server is not None and self.path in self.server.stats.paths:
+            self.server.stats.paths.remove(self.path)
         with contextlib.suppress(Exception):
             self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
@@ -315,12 +337,15 @@ class TurnService:
         if not settings.users and not settings.secrets:
             log.warning("TURN: no users and no auth secrets are configured; every allocation will be refused")
         stats = Stats()
-        server = TurnServer(settings, credentials, RelayPool(loop, settings, stats),
-                            policy=peer_policy(settings, self.sfu_addresses), clock=self.clock or loop.time, stats=stats)
+        clock = self.clock or loop.time
+        implementation = fastpath.choose(settings.native_relay)
+        server = TurnServer(settings, credentials, RelayPool(loop, settings, stats, implementation, clock),
+                            policy=peer_policy(settings, self.sfu_addresses), clock=clock, stats=stats)
         self.server = server
         try:
             if settings.udp_port is not None:
-                self.udp = UdpListener(server, loop, settings.listen, settings.udp_port)
+                self.udp = UdpListener(server, loop, settings.listen, settings.udp_port, implementation, settings.socket_buffer)
+                log.info("TURN UDP relay path: %s; listener buffers (receive, send): %s bytes", implementation.name, self.udp.buffers())
             if settings.tcp_port is not None:
                 self.tcp = await loop.create_server(lambda: StreamConnection(server, self.connections), settings.listen, settings.tcp_port)
             if settings.tls_cert is not None and settings.tls_key is not None and settings.tls_port is not None:

@@ -67,6 +67,7 @@ async def test_relay_only_participant_joins_through_the_turn_server(sqlite_backe
         assert selected_types(host.publisher) == {"host"}
         stats = service.server.stats
         # both ways through the relay (30 frames of the guest's video can be fewer than 100 packets)
-        await until(lambda: stats.packets_to_peer > 100 and stats.packets_to_client > 100, timeout=10)
+        relayed = stats.relayed
+        await until(lambda: relayed()["packets_to_peer"] > 100 and relayed()["packets_to_client"] > 100, timeout=10)
         assert service.server.gauges()["allocations"] >= 1
         await until(lambda: service.server.stats.succeeded.get("ChannelBind", 0) >= 1, timeout=5)

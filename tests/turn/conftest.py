@@ -13,6 +13,7 @@ import pytest
 
 from clients.loadtest.polling import until
 from clients.loadtest.process import free_port, udp_answers
+from turn import fastpath
 from turn.config import TurnSettings
 from turn.transport import TurnService
 
@@ -48,10 +49,14 @@ def turn_settings(**overrides) -> TurnSettings:
     return TurnSettings(**values)
 
 
-@pytest.fixture
-async def turn_service(tls_files) -> AsyncIterator[TurnService]:
+@pytest.fixture(params=["native", "python"])
+async def turn_service(request, tls_files) -> AsyncIterator[TurnService]:
+    """A TURN server on loopback, once with routed ChannelData in C (turn/_relay.c) and once in
+    Python (turn/fastpath.py's fallback)."""
+    if request.param == "native" and fastpath.NATIVE is None:
+        pytest.fail("turn/_relay.c was not built: `pip install -e .` builds it (gcc and the Python headers)")
     cert, key = tls_files
-    service = TurnService(turn_settings(tls_port=0, tls_cert=cert, tls_key=key))
+    service = TurnService(turn_settings(tls_port=0, tls_cert=cert, tls_key=key, native_relay=request.param == "native"))
     await service.start()
     try:
         yield service

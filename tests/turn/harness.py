@@ -23,9 +23,13 @@ class FakeRelay:
         self.on_data = on_data
         self.sent: list[tuple[bytes, tuple]] = []
         self.closed = False
+        self.routed: list[tuple[int, tuple, float]] | None = None  # what the server last said it may relay itself
 
     def sendto(self, data, addr):
         self.sent.append((data, addr))
+
+    def routes(self, client, channels):
+        self.routed = list(channels)
 
     def close(self):
         self.closed = True

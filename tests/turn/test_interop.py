@@ -53,7 +53,15 @@ async def test_turnutils_uclient_relays_without_loss(turn_service, udp_peer, opt
     output = await uclient(listener_port(turn_service, port_of), udp_peer, *options)
     assert_no_loss(output)
     stats = turn_service.server.stats
-    assert stats.packets_to_peer >= MESSAGES * CLIENTS and stats.packets_to_client >= MESSAGES * CLIENTS
+    relayed = stats.relayed()
+    assert relayed["packets_to_peer"] >= MESSAGES * CLIENTS and relayed["packets_to_client"] >= MESSAGES * CLIENTS
+    assert type(turn_service.udp.path).__name__ == ("NativePath" if turn_service.settings.native_relay else "PyPath")
+    routed = turn_service.udp.path.counters()
+    if port_of == "udp" and uses_channels:  # ChannelData over UDP takes the routed path both ways
+        assert routed["to_peer_packets"] >= MESSAGES * CLIENTS and routed["to_client_packets"] >= MESSAGES * CLIENTS, routed
+    else:  # Send and Data indications, and streams, go through the server
+        assert routed["to_peer_packets"] == routed["to_client_packets"] == 0, routed
+        assert stats.packets_to_peer >= MESSAGES * CLIENTS and stats.packets_to_client >= MESSAGES * CLIENTS
     assert stats.allocations_created >= CLIENTS
     succeeded = stats.succeeded
     assert (succeeded.get("ChannelBind", 0) >= CLIENTS) == uses_channels, succeeded
@@ -66,7 +74,7 @@ async def test_turnutils_uclient_with_a_wrong_password_is_refused(turn_service, 
     output = await uclient(listener_port(turn_service, "udp"), udp_peer, "-u", "alice", "-w", "not-the-password")
     assert "Cannot complete Allocation" in output
     assert turn_service.server.stats.errors[401] >= 2  # the challenge, then the wrong password
-    assert turn_service.server.stats.packets_to_peer == 0 and not turn_service.server.allocations
+    assert turn_service.server.stats.relayed()["packets_to_peer"] == 0 and not turn_service.server.allocations
 
 
 class Echo(asyncio.DatagramProtocol):

@@ -309,6 +309,31 @@ def test_channel_bind_rules_expiry_and_rebind_cooldown(turn):
     assert alice.bind(0x4002, "198.51.100.40", 1).cls == stun.SUCCESS
 
 
+def test_routes_are_channels_until_channel_permission_and_allocation_all_stand(turn):
+    server, relays, clock = turn
+    alice = Peer(server)
+    alice.allocate((stun.LIFETIME, stun.u32(700)))
+    relay = relays.opened[0]
+    start = clock.now
+    assert relay.routed is None  # nothing routed before a channel
+    alice.bind(0x4001, "198.51.100.40", 7)
+    assert relay.routed == [(0x4001, ("198.51.100.40", 7), start + 300)]  # the permission ends first
+    clock.advance(200)
+    alice.permit("198.51.100.40")
+    assert relay.routed == [(0x4001, ("198.51.100.40", 7), start + 500)]
+    clock.advance(250)
+    alice.bind(0x4001, "198.51.100.40", 7)  # refreshes the channel (to start + 1050) and the permission (+ 750)
+    assert relay.routed == [(0x4001, ("198.51.100.40", 7), start + 700)]  # now the allocation ends first
+    alice.request(stun.REFRESH, [(stun.LIFETIME, stun.u32(3600))])
+    assert relay.routed == [(0x4001, ("198.51.100.40", 7), start + 750)]
+    clock.advance(301)
+    server.expire()  # the permission lapsed: the route's time has passed and the server says so again
+    assert relay.routed == [(0x4001, ("198.51.100.40", 7), 0.0)]
+    clock.advance(600)
+    server.expire()
+    assert relay.routed == []
+
+
 def test_rebinding_the_same_pair_during_cooldown_is_allowed(turn):
     server, _, clock = turn
     alice = Peer(server)
