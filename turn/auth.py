@@ -80,7 +80,7 @@ class Nonces:
         self._key = key or secrets.token_bytes(32)
 
     def _mac(self, expiry: str, client: str) -> str:
-        return hmac.new(self._key, f"{expiry}|{client}".encode(), hashlib.sha256).hexdigest()[:24]
+        return hmac.digest(self._key, f"{expiry}|{client}".encode(), "sha256").hex()[:24]
 
     def issue(self, client: str) -> str:
         expiry = f"{int(self.clock() + self.lifetime):x}"

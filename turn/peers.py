@@ -92,9 +92,21 @@ class PeerPolicy:
     deny: list[IPNetwork] = field(default_factory=list)
     only: list[IPNetwork] | None = None
     allow_loopback: bool = False
+    # Answers by host string, bounded: clients ask about the same few peers again and again.
+    _answers: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
 
     def check(self, host: str) -> str | None:
         """None when the relay may send to ``host``, else why not."""
+        answers = self._answers
+        if host in answers:
+            return answers[host]
+        why = self._judge(host)
+        if len(answers) >= 4096:
+            answers.clear()
+        answers[host] = why
+        return why
+
+    def _judge(self, host: str) -> str | None:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:

@@ -383,7 +383,7 @@ class Message:
             return False
         # The length field counts up to and including the integrity attribute.
         header = raw[:2] + struct.pack("!H", offset + 4 + size - 20) + raw[4:20]
-        expected = hmac.new(key, header + raw[20:offset], digest).digest()
+        expected = hmac.digest(key, header + raw[20:offset], digest)
         return hmac.compare_digest(expected, got)
 
 
@@ -465,7 +465,7 @@ def encode(
     msg_type = message_type(method, cls)
     if key is not None:
         header = HEADER.pack(msg_type, len(body) + 24, MAGIC_COOKIE, transaction_id)
-        mac = hmac.new(key, header + body, hashlib.sha1).digest()
+        mac = hmac.digest(key, header + body, "sha1")
         body += ATTR_HEADER.pack(MESSAGE_INTEGRITY, 20) + mac
     if fingerprint:
         header = HEADER.pack(msg_type, len(body) + 8, MAGIC_COOKIE, transaction_id)
