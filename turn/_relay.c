@@ -63,6 +63,8 @@ typedef struct {
     RouteObject *buckets[BUCKETS]; /* borrowed: a route unlinks itself when detached or freed */
     unsigned long long to_peer_packets, to_peer_bytes, to_client_packets, to_client_bytes;
     unsigned long long bandwidth, send_failed, receive_error, routes;
+    /* reads that returned datagrams, and how many they returned: the batch sizes reached */
+    unsigned long long listener_reads, listener_datagrams, relay_reads, relay_datagrams;
 } PathObject;
 
 struct RouteObject {
@@ -283,6 +285,10 @@ Path_drain(PathObject *self, PyObject *arg)
     if (now == -1.0 && PyErr_Occurred())
         return NULL;
     int n = receive(self->fd, &self->receive_error);
+    if (n > 0) {
+        self->listener_reads++;
+        self->listener_datagrams += (unsigned long long)n;
+    }
     PyObject *rest = PyList_New(0);
     if (rest == NULL)
         return NULL;
@@ -332,10 +338,11 @@ static PyObject *
 Path_counters(PathObject *self, PyObject *unused)
 {
     (void)unused;
-    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "to_peer_packets", self->to_peer_packets, "to_peer_bytes", self->to_peer_bytes,
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsKsK}", "to_peer_packets", self->to_peer_packets, "to_peer_bytes", self->to_peer_bytes,
                          "to_client_packets", self->to_client_packets, "to_client_bytes", self->to_client_bytes,
                          "bandwidth", self->bandwidth, "send_failed", self->send_failed, "receive_error", self->receive_error,
-                         "routes", self->routes);
+                         "routes", self->routes, "listener_reads", self->listener_reads, "listener_datagrams", self->listener_datagrams,
+                         "relay_reads", self->relay_reads, "relay_datagrams", self->relay_datagrams);
 }
 
 static PyMethodDef Path_methods[] = {
@@ -526,6 +533,10 @@ Route_drain(RouteObject *self, PyObject *arg)
     PathObject *path = self->path;
     unsigned long long errors = 0;
     int n = receive(self->fd, path ? &path->receive_error : &errors);
+    if (path != NULL && n > 0) {
+        path->relay_reads++;
+        path->relay_datagrams += (unsigned long long)n;
+    }
     PyObject *rest = PyList_New(0);
     if (rest == NULL)
         return NULL;

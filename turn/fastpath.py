@@ -88,7 +88,8 @@ def _key(addr: tuple) -> tuple[str, int]:
 
 class _Counters:
     __slots__ = ("to_peer_packets", "to_peer_bytes", "to_client_packets", "to_client_bytes",
-                 "bandwidth", "send_failed", "receive_error")
+                 "bandwidth", "send_failed", "receive_error",
+                 "listener_reads", "listener_datagrams", "relay_reads", "relay_datagrams")
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -138,8 +139,13 @@ class PyPath:
             self.budget = min(BATCH, self.budget * 2)
         except (BlockingIOError, InterruptedError):
             self.budget = max(1, count - 1)
+            count -= 1
         except OSError:
             counters.receive_error += 1
+            count -= 1
+        if count > 0:
+            counters.listener_reads += 1
+            counters.listener_datagrams += count
         return rest
 
     def counters(self) -> dict[str, int]:
@@ -236,9 +242,14 @@ class PyRoute(Bucket):
             self.budget = min(BATCH, self.budget * 2)
         except (BlockingIOError, InterruptedError):
             self.budget = max(1, count - 1)
+            count -= 1
         except OSError:
             if path is not None:
                 path.counters_.receive_error += 1
+            count -= 1
+        if path is not None and count > 0:
+            path.counters_.relay_reads += 1
+            path.counters_.relay_datagrams += count
         return rest
 
 

@@ -45,6 +45,15 @@ class TurnCollector(Collector):
         octets.add_metric(["to_peer"], relayed["bytes_to_peer"])
         octets.add_metric(["to_client"], relayed["bytes_to_client"])
         yield octets
+        reads = CounterMetricFamily("videoconf_turn_socket_reads", "Reads of the routed path that returned datagrams, by socket",
+                                    labels=["socket"])
+        datagrams = CounterMetricFamily("videoconf_turn_socket_read_datagrams", "Datagrams those reads returned (over reads: the batch size)",
+                                        labels=["socket"])
+        for kind, (count, total) in sorted(stats.reads().items()):
+            reads.add_metric([kind], count)
+            datagrams.add_metric([kind], total)
+        yield reads
+        yield datagrams
         errors = CounterMetricFamily("videoconf_turn_error_responses", "Error responses sent, by code", labels=["code"])
         for code, count in sorted(stats.errors.items()):
             errors.add_metric([str(code)], count)

@@ -112,6 +112,16 @@ class Stats:
             totals["bytes_to_client"] += counters["to_client_bytes"]
         return totals
 
+    def reads(self) -> dict[str, tuple[int, int]]:
+        """Per kind of socket (listener, relay): reads that returned datagrams, and the datagrams."""
+        totals = {"listener": (0, 0), "relay": (0, 0)}
+        for path in self.paths:
+            counters = path.counters()
+            for kind in totals:
+                reads, datagrams = totals[kind]
+                totals[kind] = (reads + counters[f"{kind}_reads"], datagrams + counters[f"{kind}_datagrams"])
+        return totals
+
     def drops(self) -> dict[str, int]:
         """Packets dropped by reason: the server's and its paths' together."""
         totals = dict(self.dropped)

@@ -179,6 +179,10 @@ def test_a_burst_is_relayed_in_order(rig):
         rig.client.sendto(b"\x40\x01\x00\x02" + struct.pack("!H", index), rig.listener.getsockname())
         rig.peer.sendto(struct.pack("!H", index), rig.relay.getsockname())
     assert rig.drain(rig.path, NOW) == [] and rig.drain(rig.route, NOW) == []
+    counters = rig.path.counters()
+    # the reads that returned datagrams, and how many: at most 64 a read
+    assert counters["listener_datagrams"] == counters["relay_datagrams"] == 150
+    assert 3 <= counters["listener_reads"] <= 150 and 3 <= counters["relay_reads"] <= 150
     assert [data for data, _ in received(rig.peer)] == [struct.pack("!H", i) for i in range(150)]
     assert [data for data, _ in received(rig.client)] == [b"\x40\x01\x00\x02" + struct.pack("!H", i) for i in range(150)]
 

@@ -9,10 +9,12 @@ import ssl
 
 import aioice.turn
 import pytest
+from prometheus_client import CollectorRegistry
 
 from clients.loadtest.polling import until
 from clients.loadtest.process import free_port
 from tests.turn.conftest import SECRET, coturn_tool
+from turn.metrics import TurnCollector
 
 MESSAGES, CLIENTS = 40, 3
 
@@ -59,6 +61,14 @@ async def test_turnutils_uclient_relays_without_loss(turn_service, udp_peer, opt
     routed = turn_service.udp.path.counters()
     if port_of == "udp" and uses_channels:  # ChannelData over UDP takes the routed path both ways
         assert routed["to_peer_packets"] >= MESSAGES * CLIENTS and routed["to_client_packets"] >= MESSAGES * CLIENTS, routed
+        # and the metrics say so, with the reads that carried them
+        registry = CollectorRegistry()
+        registry.register(TurnCollector(lambda: turn_service.server))
+        sample = registry.get_sample_value
+        assert sample("videoconf_turn_relayed_packets_total", {"direction": "to_peer"}) == relayed["packets_to_peer"]
+        assert sample("videoconf_turn_socket_read_datagrams_total", {"socket": "relay"}) >= MESSAGES * CLIENTS
+        assert 0 < sample("videoconf_turn_socket_reads_total", {"socket": "listener"}) <= sample(
+            "videoconf_turn_socket_read_datagrams_total", {"socket": "listener"})
     else:  # Send and Data indications, and streams, go through the server
         assert routed["to_peer_packets"] == routed["to_client_packets"] == 0, routed
         assert stats.packets_to_peer >= MESSAGES * CLIENTS and stats.packets_to_client >= MESSAGES * CLIENTS
