@@ -1,12 +1,18 @@
 """Drawing the recording's frames: a YUV 4:2:0 canvas with video tiles, placeholders for
 cameras that are off, name labels and the active speaker's outline.
 
+The canvas is one ``av.VideoFrame`` that lives as long as the recording, drawn in place and
+handed to the encoder as it is (x264 copies its input, so nothing is copied here).  It is
+never cleared between frames: ``TileDamage`` says which tiles changed (a new decoded picture,
+another name, the outline) and only those are drawn again; a new layout clears it all.
+
 Scaling is libswscale's (through PyAV's ``reformat``); pasting is a plane copy.  Text is drawn
 once per name with Pillow (the PyAV wheels have no ``drawtext``) and kept as a mask.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import av
@@ -46,17 +52,50 @@ def _plane(frame: av.VideoFrame, index: int, width: int, height: int) -> np.ndar
     return full[top : top + height, left : left + width]
 
 
-def _cropped(frame: av.VideoFrame, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        _plane(frame, 0, width, height).copy(),
-        _plane(frame, 1, width // 2, height // 2).copy(),
-        _plane(frame, 2, width // 2, height // 2).copy(),
-    )
-
-
 def initials(name: str) -> str:
     parts = [p for p in name.replace("_", " ").split() if p]
     return "".join(p[0] for p in parts[:2]).upper() or "?"
+
+
+@dataclass(frozen=True, slots=True)
+class TileState:
+    """What one tile shows: enough to tell whether it must be drawn again."""
+
+    key: str
+    picture: int | None  # the serial number of the decoded frame drawn, None for a placeholder
+    name: str
+    outlined: bool
+
+
+class TileDamage:
+    """Which tiles of the canvas must be drawn for the next frame.  Pure logic."""
+
+    def __init__(self) -> None:
+        self.layout: tuple[Rect, ...] | None = None
+        self.drawn: dict[Rect, TileState] = {}
+
+    def plan(self, tiles: list[tuple[Rect, TileState]]) -> tuple[bool, list[int]]:
+        """(whether to clear the whole canvas, indices of ``tiles`` to draw); remembers them as
+        drawn.  Another set of rectangles clears everything; otherwise a tile is drawn again
+        when what it shows changed."""
+        rects = tuple(rect for rect, _ in tiles)
+        clear = rects != self.layout
+        if clear:
+            self.layout, self.drawn = rects, {}
+        todo = [index for index, (rect, state) in enumerate(tiles) if self.drawn.get(rect) != state]
+        for index in todo:
+            rect, state = tiles[index]
+            self.drawn[rect] = state
+        return clear, todo
+
+    def forget(self) -> None:
+        """Draw everything next time."""
+        self.layout, self.drawn = None, {}
+
+
+def _view(plane: av.video.plane.VideoPlane, width: int, height: int) -> np.ndarray:
+    """A writable ``width`` x ``height`` view of one plane (its rows may be padded)."""
+    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:height, :width]
 
 
 class Canvas:
@@ -64,14 +103,13 @@ class Canvas:
         if width % 2 or height % 2 or width < 16 or height < 16:
             raise ValueError("the frame size must be even and at least 16x16")
         self.width, self.height = width, height
-        self.buffer = np.empty((height * 3 // 2, width), np.uint8)
-        flat = self.buffer.reshape(-1)
-        quarter = width * height // 4
-        self.y = self.buffer[:height]
-        self.u = flat[width * height : width * height + quarter].reshape(height // 2, width // 2)
-        self.v = flat[width * height + quarter :].reshape(height // 2, width // 2)
-        self._scaled: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._frame = av.VideoFrame(width, height, "yuv420p")
+        planes = self._frame.planes
+        self.y = _view(planes[0], width, height)
+        self.u = _view(planes[1], width // 2, height // 2)
+        self.v = _view(planes[2], width // 2, height // 2)
         self._scaler = VideoReformatter()
+        self.clear()
 
     def clear(self) -> None:
         self.y.fill(BACKGROUND[0])
@@ -83,31 +121,24 @@ class Canvas:
         self.u[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = color[1]
         self.v[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = color[2]
 
-    def video(self, frame: av.VideoFrame, tile: Rect, key: int) -> None:
+    def video(self, frame: av.VideoFrame, tile: Rect) -> None:
         """``frame`` fitted to ``tile`` (aspect kept) on the tile's background.  A frame up to
         ``CROP_SLACK`` larger than its place is cropped around its centre instead of scaled."""
         r = fit(frame.width, frame.height, tile)
-        if r != tile:
-            self.fill(tile, TILE)
-        cache_key = (key, r.w, r.h)
-        planes = self._scaled.get(cache_key)
-        if planes is None:
-            if r.w <= frame.width <= r.w * CROP_SLACK and r.h <= frame.height <= r.h * CROP_SLACK:
-                source = frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
-                planes = _cropped(source, r.w, r.h)
-            else:
-                scaled = self._scaler.reformat(
-                    frame, width=r.w, height=r.h, format="yuv420p", interpolation=Interpolation.FAST_BILINEAR
-                )
-                planes = _cropped(scaled, r.w, r.h)
-            self._scaled[cache_key] = planes
-        self.y[r.y : r.y + r.h, r.x : r.x + r.w] = planes[0]
-        self.u[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = planes[1]
-        self.v[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = planes[2]
-
-    def forget_scaled(self, keep: set[int]) -> None:
-        """Drop scaled copies of frames that are no longer shown."""
-        self._scaled = {k: v for k, v in self._scaled.items() if k[0] in keep}
+        if r != tile:  # the tile's background around the picture, not under it
+            self.fill(Rect(tile.x, tile.y, tile.w, r.y - tile.y), TILE)
+            self.fill(Rect(tile.x, r.y + r.h, tile.w, tile.y + tile.h - r.y - r.h), TILE)
+            self.fill(Rect(tile.x, r.y, r.x - tile.x, r.h), TILE)
+            self.fill(Rect(r.x + r.w, r.y, tile.x + tile.w - r.x - r.w, r.h), TILE)
+        if r.w <= frame.width <= r.w * CROP_SLACK and r.h <= frame.height <= r.h * CROP_SLACK:
+            source = frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
+        else:
+            source = self._scaler.reformat(
+                frame, width=r.w, height=r.h, format="yuv420p", interpolation=Interpolation.FAST_BILINEAR
+            )
+        self.y[r.y : r.y + r.h, r.x : r.x + r.w] = _plane(source, 0, r.w, r.h)
+        self.u[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = _plane(source, 1, r.w // 2, r.h // 2)
+        self.v[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = _plane(source, 2, r.w // 2, r.h // 2)
 
     def placeholder(self, tile: Rect, name: str) -> None:
         self.fill(tile, TILE)
@@ -140,10 +171,11 @@ class Canvas:
         mask = mask[:h, :w]
         region = self.y[top : top + h, left : left + w]
         if box:
-            region[:] = region // 3  # darken behind the text
+            np.floor_divide(region, 3, out=region)  # darken behind the text
             self.u[top // 2 : (top + h) // 2, left // 2 : (left + w) // 2] = 128
             self.v[top // 2 : (top + h) // 2, left // 2 : (left + w) // 2] = 128
         np.maximum(region, mask, out=region)
 
     def frame(self) -> av.VideoFrame:
-        return av.VideoFrame.from_ndarray(self.buffer, format="yuv420p")
+        """The canvas itself (not a copy): encode it before drawing the next frame."""
+        return self._frame

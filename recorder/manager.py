@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -32,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from control_api.errors import conflict
 from recorder import wire
 from recorder.config import RecordingSettings, to_arguments
-from recorder.layout import arrange
+from recorder.layout import Rect, arrange, fit
 from sfu.forwarder import Drop, Forwarder, ForwardsLayers
 from sfu.forwarding import UpTrack
 from sfu.layer import Layer
@@ -46,7 +47,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FLUSH_INTERVAL = 0.005
 CHOOSE_INTERVAL = 1.0
 FINISH_TIMEOUT = 60.0  # seconds a worker may take to finish its file after a stop
-LAYER_SLACK = 0.9  # a layer this much shorter than its tile is still good enough
+MAX_UPSCALE = 1.34  # how much a layer may be scaled up to fit its tile (320x180 into 426x240)
+FILL_UPSCALE = 1 / 0.9  # the rule before 2026-12: a layer at least 90% of its tile's height
 
 
 @dataclass(frozen=True)
@@ -67,18 +69,30 @@ class RecordingStore(Protocol):
     async def fail(self, recording_id: uuid.UUID, error: str, *, file_name: str | None = None, duration_seconds: int | None = None) -> None: ...
 
 
-def pick_layer(layers: list[Layer], wanted_height: int | None, now: float) -> Layer | None:
-    """The lowest available layer at least about ``wanted_height`` tall, else the tallest one
-    (``layers`` lowest first); all of them the same when sizes are unknown: the top one."""
+def pick_layer(layers: list[Layer], tile: Rect | None, now: float, max_upscale: float = MAX_UPSCALE) -> Layer | None:
+    """The available layer whose picture, fitted to ``tile``, is scaled least (up or down, by
+    the ratio of heights), among those scaled up by at most ``max_upscale``; else the tallest
+    (``layers`` lowest first).  A screen share (no tile) or layers of unknown size: the top one.
+
+    Scaling a layer up a little costs less than decoding one twice the size and scaling it down
+    (for nine tiles of 1280x720, 320x180 drawn at 405x228 rather than 640x360).  With
+    ``max_upscale`` at ``FILL_UPSCALE`` this is the older rule: a layer at least 90% of the
+    tile's height."""
     available = [layer for layer in layers if layer.available(now)]
     if not available:
         return None
-    if wanted_height is None or any(layer.height is None for layer in available):
+    if tile is None or any(layer.height is None or layer.width is None for layer in available):
         return available[-1]
+    best: tuple[float, Layer] | None = None
     for layer in available:
-        if (layer.height or 0) >= wanted_height * LAYER_SLACK:
-            return layer
-    return available[-1]
+        assert layer.width is not None and layer.height is not None
+        scale = fit(layer.width, layer.height, tile).h / layer.height
+        if scale > max_upscale:
+            continue
+        distance = abs(math.log(scale))
+        if best is None or distance < best[0]:
+            best = (distance, layer)
+    return best[1] if best is not None else available[-1]
 
 
 class RecorderTap(ForwardsLayers):
@@ -251,23 +265,27 @@ class RoomRecorder:
     async def _choose_layers(self) -> None:
         while not self.stopping:
             now = self.room.node.clock()
-            heights = self._tile_heights()
+            tiles = self._tiles()
             for tap in list(self.taps.values()):
                 up = tap.up
                 if up.kind != "video" or not up.is_simulcast:
                     continue
-                wanted = None if up.source == "screen" else heights.get(up.owner)
-                layer = pick_layer(up.order, wanted, now)
+                if up.source == "screen":
+                    layer = pick_layer(up.order, None, now)
+                elif up.owner in tiles:
+                    layer = pick_layer(up.order, tiles[up.owner], now)
+                else:  # not on the layout (the worker does not decode it): the cheapest
+                    layer = next((candidate for candidate in up.order if candidate.available(now)), None)
                 if layer is not None:
                     tap.retarget(layer)
             await asyncio.sleep(CHOOSE_INTERVAL)
 
-    def _tile_heights(self) -> dict[str, int]:
+    def _tiles(self) -> dict[str, Rect]:
         people = [p.identity for p in self._visible()]
         screen = next((f"screen:{t.number}" for t in self.taps.values() if t.up.source == "screen"), None)
         tiles = arrange(people, screen, self.room.current_speakers[0] if self.room.current_speakers else None,
                         self.layout, self.config.settings.width, self.config.settings.height)
-        return {key: rect.h for key, rect in tiles}
+        return dict(tiles)
 
     # Room events (sfu.room.RoomObserver) ---------------------------------------------------------
 

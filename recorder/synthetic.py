@@ -86,8 +86,9 @@ def encode_clip(
 class Replay:
     """One participant replaying a clip from monotonic time ``start`` on, as wire messages."""
 
-    def __init__(self, clip: Clip, video_track: int, audio_track: int, start: float, seed: int = 0) -> None:
+    def __init__(self, clip: Clip, video_track: int, audio_track: int, start: float, seed: int = 0, layer: int = 0) -> None:
         self.clip = clip
+        self.layer = layer  # the simulcast layer position the video goes out as
         self.video_track = video_track
         self.audio_track = audio_track
         self.start = start
@@ -113,7 +114,7 @@ class Replay:
             timestamp = self.video_base + self.frame * VIDEO_RATE // clip.fps
             for i, payload in enumerate(payloads):
                 yield wire.encode_packet(
-                    self.video_track, 0, i == len(payloads) - 1, keyframe and i == 0, self.video_seq, timestamp,
+                    self.video_track, self.layer, i == len(payloads) - 1, keyframe and i == 0, self.video_seq, timestamp,
                     self.video_at(self.frame), payload,
                 )
                 self.video_seq += 1
@@ -127,7 +128,7 @@ class Replay:
         if now >= self.next_report:
             self.next_report = now + 1.0
             ntp = round((now + NTP_OFFSET) * (1 << 32))
-            yield wire.encode_report(self.video_track, 0, ntp, self.video_base + round((now - self.start) * VIDEO_RATE), now)
+            yield wire.encode_report(self.video_track, self.layer, ntp, self.video_base + round((now - self.start) * VIDEO_RATE), now)
             yield wire.encode_report(self.audio_track, 0, ntp, self.audio_base + round((now - self.start) * AUDIO_RATE), now)
 
     def announce(self, identity: str) -> list[bytes]:

@@ -99,16 +99,23 @@ class Reader:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
-        buffer = self._buffer
-        buffer += data
+        """The whole messages in what came so far; feed as much as there is at once (the worker
+        feeds everything queued per wake-up), as the split is one pass over it."""
+        if self._buffer:
+            self._buffer += data
+            data = bytes(self._buffer)
+        size = len(data)
         offset = 0
-        while len(buffer) - offset >= LENGTH.size:
-            (length,) = LENGTH.unpack_from(buffer, offset)
-            if length == 0 or length > MAX_MESSAGE:
-                raise WireError(f"message length {length} out of range")
-            end = offset + LENGTH.size + length
-            if end > len(buffer):
-                break
-            yield buffer[offset + LENGTH.size], bytes(buffer[offset + LENGTH.size + 1 : end])
-            offset = end
-        del buffer[:offset]
+        unpack = LENGTH.unpack_from
+        try:
+            while size - offset >= 4:
+                (length,) = unpack(data, offset)
+                if length == 0 or length > MAX_MESSAGE:
+                    raise WireError(f"message length {length} out of range")
+                end = offset + 4 + length
+                if end > size:
+                    break
+                yield data[offset + 4], data[offset + 5 : end]
+                offset = end
+        finally:
+            self._buffer = bytearray(data[offset:])

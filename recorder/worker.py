@@ -38,9 +38,9 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from recorder import wire
-from recorder.compositor import Canvas
+from recorder.compositor import Canvas, TileDamage, TileState
 from recorder.config import WorkerSettings, add_arguments, from_arguments
-from recorder.layout import LAYOUTS, arrange
+from recorder.layout import LAYOUTS, Rect, arrange
 from recorder.mixer import BLOCK, AudioMixer
 from recorder.timeline import ParticipantSync, StreamClock
 from sfu.aiortc_client import jitter_packet
@@ -55,6 +55,11 @@ MAX_FRAMES_QUEUED = 90
 
 
 DECODERS = {"video/vp8": "vp8", "video/h264": "h264", "audio/opus": "libopus"}
+
+
+def vp8_keyframe(data: bytes) -> bool:
+    """Whether a VP8 frame (depayloaded) is a keyframe: bit 0 of its frame tag is clear."""
+    return len(data) >= 3 and not data[0] & 1
 
 
 def make_decoder(mime_type: str) -> av.CodecContext:
@@ -96,6 +101,7 @@ class Track:
     last_frame_at: float = float("-inf")
     last_keyframe_ask: float = float("-inf")
     decoded: int = 0
+    skipping: bool = False  # frames dropped undecoded (off the layout): the decoder needs a keyframe
 
 
 class Recording:
@@ -114,6 +120,8 @@ class Recording:
         self.dominant: str | None = None
         self.mixer = AudioMixer()
         self.canvas = Canvas(options.width, options.height)
+        self.damage = TileDamage()
+        self.drawn_people: set[str] | None = None  # whose cameras the last frame drew (None: none drawn yet)
         self.video_index = 0
         self.stop_at: float | None = None
         self.finished = False
@@ -240,6 +248,8 @@ class Recording:
                 at += frame.samples / SAMPLE_RATE
 
     def _video(self, track: Track, clock: StreamClock, frame: JitterFrame, arrival: float) -> None:
+        if track.codec.mimeType.lower() == "video/vp8" and not self._decode_video(track, frame.data, arrival):
+            return
         value = clock.unwrap(frame.timestamp)
         decoded = self._decode(track, frame.data)
         if not decoded:
@@ -255,6 +265,23 @@ class Recording:
         while len(track.frames) > MAX_FRAMES_QUEUED:
             track.frames.popleft()
         track.last_frame_at = arrival
+
+    def _decode_video(self, track: Track, data: bytes, arrival: float) -> bool:
+        """Whether to decode this VP8 frame: not while the camera is off the layout (its frames
+        would never be drawn), and after that not before a keyframe (its decoder missed the
+        frames in between; a keyframe is asked for).  Every frame of a drawn track is decoded:
+        VP8's inter frames depend on all the frames before."""
+        if track.source != "screen" and self.drawn_people is not None and track.participant not in self.drawn_people:
+            if not track.skipping:
+                track.skipping = True
+                track.frames.clear()
+            return False
+        if track.skipping:
+            if not vp8_keyframe(data):
+                self._ask_keyframe(track, arrival)
+                return False
+            track.skipping = False
+        return True
 
     def _ask_keyframe(self, track: Track, now: float) -> None:
         if now - track.last_keyframe_ask >= KEYFRAME_ASK_INTERVAL and track.layer is not None:
@@ -319,26 +346,34 @@ class Recording:
             [identity for identity, _ in self.people], f"screen:{screen.number}" if screen else None,
             self.dominant, self.options.layout, self.options.width, self.options.height,
         )
-        canvas = self.canvas
-        canvas.clear()
-        shown: set[int] = set()
+        entries: list[tuple[Rect, TileState, av.VideoFrame | None]] = []
+        drawn_people: set[str] = set()
         for key, rect in tiles:
             if screen is not None and key == f"screen:{screen.number}":
                 picture = self._frame_at(screen, at)
                 name = f"{names.get(screen.participant, self.seen_names.get(screen.participant, ''))} (screen)"
             else:
+                drawn_people.add(key)
                 camera = self._camera(key)
                 picture = self._frame_at(camera, at) if camera is not None and not camera.muted else None
                 name = names.get(key, key)
-            if picture is None:
-                canvas.placeholder(rect, name)
+            outlined = key == self.dominant and len(tiles) > 1 and self.options.layout == "grid" and screen is None
+            state = TileState(key, None if picture is None else picture[1], name, outlined)
+            entries.append((rect, state, None if picture is None else picture[2]))
+        self.drawn_people = drawn_people
+        canvas = self.canvas
+        clear, todo = self.damage.plan([(rect, state) for rect, state, _ in entries])
+        if clear:
+            canvas.clear()
+        for index in todo:  # tiles whose picture did not change keep their pixels
+            rect, state, video = entries[index]
+            if video is None:
+                canvas.placeholder(rect, state.name)
             else:
-                canvas.video(picture[2], rect, picture[1])
-                shown.add(picture[1])
-            canvas.label(rect, name)
-            if key == self.dominant and len(tiles) > 1 and self.options.layout == "grid" and screen is None:
+                canvas.video(video, rect)
+            canvas.label(rect, state.name)
+            if state.outlined:
                 canvas.outline(rect)
-        canvas.forget_scaled(shown)
         frame = canvas.frame()
         frame.pts = self.video_index
         frame.time_base = self.video_time_base
@@ -365,7 +400,7 @@ class Recording:
 def _read(stream: BinaryIO, chunks: queue.SimpleQueue[bytes | None]) -> None:
     try:
         while True:
-            data = stream.read1(1 << 16) if hasattr(stream, "read1") else stream.read(1 << 16)
+            data = stream.read1(1 << 18) if hasattr(stream, "read1") else stream.read(1 << 18)
             if not data:
                 break
             chunks.put(data)
@@ -388,18 +423,23 @@ def run(options: Options, stdin: BinaryIO, stdout: TextIO, clock: Callable[[], f
     ended = False
     while True:
         timeout = max(0.0, min(recording.next_due() - clock(), 0.1))
+        # One wake-up takes everything queued and parses it in one pass.
+        batch: list[bytes] = []
         try:
             chunk = chunks.get(timeout=timeout)
             while chunk is not None:
-                for kind, body in reader.feed(chunk):
-                    recording.handle(kind, body)
+                batch.append(chunk)
                 chunk = chunks.get_nowait()
             ended = True
         except queue.Empty:
             pass
-        except wire.WireError as exc:
-            log.error("the SFU's stream is broken: %s", exc)
-            ended = True
+        if batch:
+            try:
+                for kind, body in reader.feed(b"".join(batch) if len(batch) > 1 else batch[0]):
+                    recording.handle(kind, body)
+            except wire.WireError as exc:
+                log.error("the SFU's stream is broken: %s", exc)
+                ended = True
         now = clock()
         if ended or stopping.is_set():
             # the final render goes up to the stop, never past now (a stop time ahead would never end)

@@ -16,14 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recorder import wire
-from recorder.compositor import Canvas, initials
+from recorder.compositor import Canvas, TileDamage, TileState, initials
 from recorder.config import WorkerSettings, add_arguments, from_arguments, to_arguments
 from recorder.layout import Rect, arrange, fit, grid
-from recorder.manager import pick_layer
+from recorder.manager import FILL_UPSCALE, pick_layer
 from recorder.mixer import BLOCK, CEILING, KNEE, AudioMixer, Limiter, soft_ceiling
 from recorder.synthetic import Replay, encode_clip
 from recorder.timeline import ParticipantSync, StreamClock, ntp_seconds
-from recorder.worker import Options, Recording, run
+from recorder.worker import Options, Recording, run, vp8_keyframe
 from sfu.layer import Layer
 
 # Wire ------------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_canvas_draws_tiles_labels_and_placeholders_inside_the_frame() -> None:
     canvas.clear()
     tiles = arrange(["a", "b"], None, "a", "grid", 640, 360)
     source = av.VideoFrame.from_ndarray(np.full((180 * 3 // 2, 320), 200, np.uint8), format="yuv420p")
-    canvas.video(source, tiles[0][1], key=1)
+    canvas.video(source, tiles[0][1])
     canvas.placeholder(tiles[1][1], "Grace Hopper")
     canvas.label(tiles[1][1], "Grace Hopper")
     canvas.outline(tiles[0][1])
@@ -277,20 +277,55 @@ def layers(*heights: int | None) -> list[Layer]:
     for i, h in enumerate(heights):
         layer = Layer(i, None, "video")
         layer.height = h
+        layer.width = None if h is None else h * 16 // 9
         layer.last_packet = 100.0
         out.append(layer)
     return out
 
 
-def test_recorder_takes_the_smallest_layer_that_fills_its_tile() -> None:
+def test_recorder_takes_the_layer_scaled_least_for_its_tile() -> None:
     low, mid, high = layers(180, 360, 720)
-    assert pick_layer([low, mid, high], 348, now=100.5) is mid
-    assert pick_layer([low, mid, high], 170, now=100.5) is low
-    assert pick_layer([low, mid, high], 1000, now=100.5) is high
+    assert pick_layer([low, mid, high], Rect(8, 8, 628, 348), now=100.5) is mid  # 2x2 of 1280x720: cropped a little
+    assert pick_layer([low, mid, high], Rect(8, 8, 300, 170), now=100.5) is low
+    assert pick_layer([low, mid, high], Rect(0, 0, 1920, 1080), now=100.5) is high
     assert pick_layer([low, mid, high], None, now=100.5) is high  # a screen share: the best
     high.last_packet = 0.0  # the publisher stopped sending it
-    assert pick_layer([low, mid, high], 1000, now=100.5) is mid
-    assert pick_layer(layers(None, None), 300, now=100.5).position == 1  # sizes unknown yet
+    assert pick_layer([low, mid, high], Rect(0, 0, 1920, 1080), now=100.5) is mid
+    assert pick_layer(layers(None, None), Rect(0, 0, 400, 300), now=100.5).position == 1  # sizes unknown yet
+
+
+def test_recorder_scales_a_layer_up_a_little_rather_than_a_larger_one_down() -> None:
+    low, mid = layers(180, 360)
+    assert pick_layer([low, mid], Rect(8, 10, 416, 228), now=100.5) is low  # 3x3 of 1280x720: 320x180 drawn at 405x228
+    assert pick_layer([low, mid], Rect(0, 0, 426, 240), now=100.5) is low  # 1.33x up
+    assert pick_layer([low, mid], Rect(0, 0, 416, 348), now=100.5) is low  # a 3x2 cell: the picture is 416x234
+    assert pick_layer([low, mid], Rect(0, 0, 480, 270), now=100.5) is mid  # 1.5x up is too much: 360 down to 270
+    assert pick_layer([low, mid], Rect(0, 0, 640, 300), now=100.5) is mid  # nearer 360 than 180
+    # the rule before: a layer at least 90% of the tile's height
+    assert pick_layer([low, mid], Rect(8, 10, 416, 228), now=100.5, max_upscale=FILL_UPSCALE) is mid
+    assert pick_layer([low, mid], Rect(0, 0, 356, 200), now=100.5, max_upscale=FILL_UPSCALE) is low
+
+
+# Drawing only what changed -----------------------------------------------------------------------
+
+
+def test_only_tiles_whose_picture_name_or_outline_changed_are_drawn_again() -> None:
+    damage = TileDamage()
+    a, b = Rect(0, 0, 100, 50), Rect(100, 0, 100, 50)
+    first = [(a, TileState("p", 1, "Pat", False)), (b, TileState("q", None, "Quinn", True))]
+    assert damage.plan(first) == (True, [0, 1])  # a new layout: everything
+    assert damage.plan(first) == (False, [])  # nothing new: the canvas keeps its pixels
+    assert damage.plan([(a, TileState("p", 2, "Pat", False)), first[1]]) == (False, [0])  # a new picture
+    assert damage.plan([(a, TileState("p", 2, "Pat", False)), (b, TileState("q", None, "Quinn", False))]) == (False, [1])
+    assert damage.plan([(a, TileState("p", 2, "Pat", False))]) == (True, [0])  # someone left: the grid changed
+    damage.forget()
+    assert damage.plan([(a, TileState("p", 2, "Pat", False))]) == (True, [0])
+
+
+def test_a_vp8_keyframe_is_told_by_its_frame_tag() -> None:
+    assert vp8_keyframe(b"\x10\x02\x00\x9d\x01\x2a")  # P bit clear: a keyframe
+    assert not vp8_keyframe(b"\x11\x02\x00")
+    assert not vp8_keyframe(b"")
 
 
 # The worker, fed in memory ----------------------------------------------------------------------
@@ -330,6 +365,30 @@ def test_worker_writes_every_frame_and_block_of_the_recorded_time(clip, tmp_path
     assert len(video) == 45
     assert abs(len(audio) / 48000 - 3.0) < 0.05
     assert float(np.sqrt(np.mean(audio[48000:96000] ** 2))) > 0.1  # the tone, not silence
+
+
+def test_video_of_someone_off_the_layout_is_not_decoded_until_they_are_drawn_again(clip, tmp_path: Path) -> None:
+    asked: list[dict] = []
+    recording = Recording(Options(output=str(tmp_path / "s.mp4"), width=160, height=120, fps=15, start=0.0, delay=0.2, layout="speaker"), asked.append)
+    people = [{"identity": f"p{i}", "name": f"P{i}"} for i in range(8)]  # the strip holds six: p7 is left out
+    feed(recording, wire.encode_event({"type": "participants", "participants": people}))
+    shown, hidden = Replay(clip, 1, 2, start=0.0, seed=1), Replay(clip, 3, 4, start=0.0, seed=2)
+    feed(recording, b"".join(shown.announce("p0") + hidden.announce("p7")))
+    now = 0.0
+    while now < 2.0:
+        now += 0.02
+        feed(recording, b"".join([*shown.due(now), *hidden.due(now)]))
+        recording.render_due(now)
+    assert recording.tracks[1].decoded > 20 and recording.tracks[3].decoded <= 4  # only before the first frame was drawn
+    before = recording.tracks[3].decoded
+    feed(recording, wire.encode_event({"type": "participants", "participants": [people[0], people[7]]}))
+    while now < 4.0:
+        now += 0.02
+        feed(recording, b"".join([*shown.due(now), *hidden.due(now)]))
+        recording.render_due(now)
+    assert {"event": "keyframe", "track": 3, "layer": 0} in asked  # it came back mid-stream
+    assert recording.tracks[3].decoded > before + 10  # from the next keyframe on
+    recording.close()
 
 
 def test_worker_process_loop_finishes_at_the_end_of_its_input(clip, tmp_path: Path) -> None:
