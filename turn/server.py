@@ -136,7 +136,7 @@ class Stats:
 class Allocation:
     __slots__ = (
         "server", "client", "identity", "key", "relay", "family", "expires", "permissions",
-        "channels", "peers", "cooling_numbers", "cooling_peers", "transaction_id", "response", "bucket",
+        "channels", "peers", "cooling_numbers", "cooling_peers", "transaction_id", "response", "bucket", "due",
     )
 
     def __init__(self, server: TurnServer, client: Client, identity: Identity, key: bytes, family: int,
@@ -148,6 +148,7 @@ class Allocation:
         self.relay: Relay | None = None
         self.family = family
         self.expires = now
+        self.due = now  # the sweep looks at this allocation again from then: its earliest expiry
         self.permissions: dict[str, float] = {}  # peer IP -> expiry
         self.channels: dict[int, Channel] = {}
         self.peers: dict[tuple[str, int], Channel] = {}
@@ -161,6 +162,11 @@ class Allocation:
     def take(self, size: int, now: float) -> bool:
         """Whether the bandwidth cap lets ``size`` more bytes through now."""
         return self.bucket.take(size, now)
+
+    def expiring(self, when: float) -> None:
+        """Something of this allocation expires at ``when``: the sweep must look by then."""
+        if when < self.due:
+            self.due = when
 
     def routes(self) -> list[tuple[int, tuple[str, int], float]]:
         """The channels a routing relay may relay by itself: (number, peer, until when the channel,
@@ -410,7 +416,7 @@ class TurnServer:
         if route is not None:
             allocation.bucket = route
         lifetime = _lifetime(config, requested)
-        allocation.expires = now + lifetime
+        allocation.expires = allocation.due = now + lifetime
         host, port = client.addr[0], client.addr[1]
         relay_host, relay_port = allocation.relay.address[0], allocation.relay.address[1]
         allocation.response = self._encode(message, stun.SUCCESS, [
@@ -440,6 +446,7 @@ class TurnServer:
         else:
             lifetime = _lifetime(self.config, requested)
             allocation.expires = self.clock() + lifetime
+            allocation.expiring(allocation.expires)
             allocation.reroute()
         self._reply(client, message, [(stun.LIFETIME, stun.u32(lifetime))], key)
 
@@ -479,6 +486,7 @@ class TurnServer:
             return
         for host in hosts:
             allocation.permissions[host] = now + self.config.permission_lifetime
+        allocation.expiring(now + self.config.permission_lifetime)
         allocation.reroute()
         self._reply(client, message, [], key)
 
@@ -519,6 +527,7 @@ class TurnServer:
             allocation.cooling_peers.pop(peer, None)
         bound.expires = now + self.config.channel_lifetime
         allocation.permissions[peer[0]] = now + self.config.permission_lifetime
+        allocation.expiring(min(bound.expires, now + self.config.permission_lifetime))
         allocation.reroute()
         self._reply(client, message, [], key)
 
@@ -593,6 +602,8 @@ class TurnServer:
         now = self.clock()
         cooldown = self.config.channel_cooldown
         for allocation in list(self.allocations.values()):
+            if allocation.due > now:  # nothing of it has expired yet
+                continue
             if allocation.expires < now:
                 log.info("TURN allocation for %s expired", allocation.identity.user)
                 self.delete(allocation)
@@ -613,6 +624,10 @@ class TurnServer:
                 del allocation.cooling_numbers[number]
             for peer in [p for p, (_, until) in allocation.cooling_peers.items() if until <= now]:
                 del allocation.cooling_peers[peer]
+            allocation.due = min([
+                allocation.expires, *allocation.permissions.values(), *(c.expires for c in allocation.channels.values()),
+                *(until for _, until in allocation.cooling_numbers.values()), *(until for _, until in allocation.cooling_peers.values()),
+            ])
 
     def close(self) -> None:
         for allocation in list(self.allocations.values()):

@@ -16,7 +16,7 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -128,13 +128,15 @@ class RelayPool:
         self.external = settings.external_ip
         self.ports = settings.relay_ports
 
-    def _candidate_ports(self, even: bool) -> list[int]:
+    def _candidate_ports(self, even: bool) -> Iterator[int]:
+        """Ports to try, drawn one at a time (the first is nearly always free)."""
         if self.ports is None:
-            return [0] * 20
+            yield from [0] * 20
+            return
         low, high = self.ports
-        count = min(50, high - low + 1)
-        picks = [random.randint(low, high) for _ in range(count)]
-        return [p & ~1 if even and p & ~1 >= low else p for p in picks]
+        for _ in range(min(50, high - low + 1)):
+            port = random.randint(low, high)
+            yield port & ~1 if even and port & ~1 >= low else port
 
     def __call__(self, family: int, even_port: bool, dont_fragment: bool, on_data: Callable[[bytes, tuple], None]) -> UdpRelay:
         host = self.hosts.get(family)

@@ -334,6 +334,32 @@ def test_routes_are_channels_until_channel_permission_and_allocation_all_stand(t
     assert relay.routed == []
 
 
+def test_the_sweep_looks_at_an_allocation_only_when_something_of_it_is_due(turn):
+    server, relays, clock = turn
+    alice = Peer(server)
+    alice.allocate((stun.LIFETIME, stun.u32(3600)))
+    allocation = server.allocations[alice.client.key]
+    start = clock.now
+    assert allocation.due == start + 3600
+    alice.permit("198.51.100.40")
+    assert allocation.due == start + 300  # the permission expires first
+    clock.advance(100)
+    alice.permit("198.51.100.40")  # refreshed: the old due time stays, a look that finds nothing yet
+    server.expire()
+    assert allocation.due == start + 300 and allocation.permissions
+    clock.advance(201)
+    server.expire()
+    assert allocation.due == start + 400 and allocation.permissions  # the refreshed permission
+    clock.advance(100)
+    server.expire()
+    assert not allocation.permissions and allocation.due == start + 3600
+    alice.request(stun.REFRESH, [(stun.LIFETIME, stun.u32(600))])  # shortened: due earlier
+    assert allocation.due == clock.now + 600
+    clock.advance(601)
+    server.expire()
+    assert not server.allocations and relays.opened[0].closed
+
+
 def test_rebinding_the_same_pair_during_cooldown_is_allowed(turn):
     server, _, clock = turn
     alice = Peer(server)
