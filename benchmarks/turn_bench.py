@@ -18,7 +18,10 @@ fully busy core would relay per second at that cost (1 / cost), the rate reached
 with where packets were dropped: the server's own sockets (``ss``'s per-socket drop counter, read
 before the server stops, with the buffer sizes the kernel granted) and the whole machine's UDP
 receive and send buffer errors (/proc/net/snmp), so the rest was dropped at the generator's or the
-peer's sockets.  The servers alternate, so drift in the shared machine's load hits all.
+peer's sockets.  The servers alternate, so drift in the shared machine's load hits all.  Each
+trial is followed by the same clients sending one message each: the CPU of setting up and tearing
+down the allocations, so that the cost per packet once set up is reported too (the load's CPU
+minus that, over its packets).
 
 Then a step search (``--no-search`` skips it): the offered load rises step by step (more uclient
 processes and allocations, each at 1 ms), each server relays each step, and the first step with
@@ -48,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 USER, PASSWORD, REALM = "bench", "bench-password", "videoconf"
 SERVERS = ("videoconf", "coturn", "videoconf-python")
 # The step search: (uclient processes, allocations each); every allocation sends every 1 ms.
-STEPS = ((1, 10), (2, 20), (4, 25), (4, 50), (6, 50), (8, 50), (8, 100))
+STEPS = ((1, 10), (2, 20), (4, 25), (4, 50), (6, 50), (8, 50), (8, 100), (8, 150))
 LOSS_THRESHOLD = 0.001
 
 
@@ -213,9 +216,20 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
             "lost": sum(r.get("lost") or 0 for r in trials),
             "sent": sum(r.get("sent") or 0 for r in trials),
             "server_socket_drops": sum(r["drops"]["server_sockets"] for r in trials if "drops" in r),
+            "setup_cpu_seconds": median_of(trials, "setup_cpu_seconds"),
+            "cpu_us_per_packet_once_set_up": once_set_up(trials),
         }
         for name, trials in runs.items()
     }
+
+
+def once_set_up(trials: list[dict[str, Any]]) -> float | None:
+    """The median over trials of CPU per relayed packet after the allocations' own cost (each
+    trial's load minus the setup run that followed it)."""
+    costs = [(r["cpu_seconds"] - r["setup_cpu_seconds"]) / r["relayed_packets"] * 1e6
+             for r in trials if r.get("setup_cpu_seconds") is not None and r.get("relayed_packets")]
+    value = median(costs, None)
+    return None if value is None else round(value, 3)
 
 
 def cost_ratio(summary: dict[str, dict[str, Any]], name: str = "videoconf") -> float | None:
@@ -246,10 +260,13 @@ def main() -> int:
     searched = None
     try:
         peer.start(lambda: udp_answers(peer_port, b"ping", b"ping".__eq__), 10, "turnutils_peer")
+        setup_load = argparse.Namespace(**{**vars(args), "messages": 1})
         for index in range(args.trials):
             order = args.servers if index % 2 == 0 else list(reversed(args.servers))
             for name in order:
                 result = trial(name, args, peer_port)
+                setup = trial(name, setup_load, peer_port)
+                result["setup_cpu_seconds"] = setup["cpu_seconds"]
                 runs[name].append(result)
                 print(f"trial {index + 1} {name}: {result}", flush=True)
         if not args.no_search:
@@ -259,6 +276,9 @@ def main() -> int:
 
     summary = summarize(runs)
     ratio = cost_ratio(summary)
+    theirs_set_up = summary.get("coturn", {}).get("cpu_us_per_packet_once_set_up")
+    ours_set_up = summary.get("videoconf", {}).get("cpu_us_per_packet_once_set_up")
+    ratio_set_up = round(ours_set_up / theirs_set_up, 2) if ours_set_up and theirs_set_up else None
     ours = summary.get("videoconf", {})
     aims = {"ratio_at_most": 1.0, "packets_per_cpu_second_at_least": 100_000}
     met = {
@@ -277,6 +297,7 @@ def main() -> int:
                  "payload_bytes": 100, "trials": args.trials},
         "summary": summary,
         "cpu_per_packet_ratio_vs_coturn": ratio,
+        "once_set_up_ratio_vs_coturn": ratio_set_up,
         "python_path_ratio_vs_coturn": cost_ratio(summary, "videoconf-python"),
         "aims": aims,
         "met": met,
