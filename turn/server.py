@@ -137,6 +137,7 @@ class Allocation:
     __slots__ = (
         "server", "client", "identity", "key", "relay", "family", "expires", "permissions",
         "channels", "peers", "cooling_numbers", "cooling_peers", "transaction_id", "response", "bucket", "due",
+        "routed",
     )
 
     def __init__(self, server: TurnServer, client: Client, identity: Identity, key: bytes, family: int,
@@ -149,6 +150,7 @@ class Allocation:
         self.family = family
         self.expires = now
         self.due = now  # the sweep looks at this allocation again from then: its earliest expiry
+        self.routed: list[tuple[int, tuple[str, int], float]] | None = None  # what the relay was last told
         self.permissions: dict[str, float] = {}  # peer IP -> expiry
         self.channels: dict[int, Channel] = {}
         self.peers: dict[tuple[str, int], Channel] = {}
@@ -182,7 +184,10 @@ class Allocation:
         """Tell a routing relay what it may relay (after anything in ``routes`` changed)."""
         relay = self.relay
         if relay is not None and hasattr(relay, "routes"):
-            relay.routes(self.client, self.routes())
+            routes = self.routes()
+            if routes != self.routed:
+                relay.routes(self.client, routes)
+                self.routed = routes
 
     def from_peer(self, data: bytes, addr: tuple) -> None:
         """A datagram arrived at the relay address from ``addr``."""
