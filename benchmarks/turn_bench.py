@@ -61,13 +61,14 @@ def stun_answers(port: int) -> bool:
     return udp_answers(port, request, lambda answer: answer[:2] == b"\x01\x01")
 
 
-def start_ours(port: int, workdir: Path, native: bool = True) -> ChildProcess:
+def start_ours(port: int, workdir: Path, native: bool = True, metrics_port: int | None = None) -> ChildProcess:
     config = workdir / "turn.toml"
     config.write_text(
         f'data_dir = "{workdir}"\nlog_level = "WARNING"\n[turn]\nlisten = "127.0.0.1"\nudp_port = {port}\n'
         f'tcp_port = {port}\nrelay_ports = [40000, 49999]\nallow_loopback = true\nmax_bps = 0\nuser_quota = 0\n'
         f'total_quota = 0\nunauthorized_burst = 100000\nnative_relay = {"true" if native else "false"}\n'
-        f'[turn.users]\n{USER} = "{PASSWORD}"\n'
+        + (f"metrics_port = {metrics_port}\n" if metrics_port else "")
+        + f'[turn.users]\n{USER} = "{PASSWORD}"\n'
     )
     videoconf = Path(sys.executable).with_name("videoconf")
     command = ["taskset", "-c", "1", str(videoconf), "--config", str(config), "turn"]
@@ -131,17 +132,34 @@ def run_load(port: int, peer_port: int, args: argparse.Namespace) -> dict[str, A
     return result
 
 
-def start(name: str, port: int, workdir: Path) -> ChildProcess:
+def start(name: str, port: int, workdir: Path, metrics_port: int | None = None) -> ChildProcess:
     if name == "coturn":
         return start_coturn(port, workdir)
-    return start_ours(port, workdir, native=name == "videoconf")
+    return start_ours(port, workdir, native=name == "videoconf", metrics_port=metrics_port)
+
+
+def read_batches(metrics_port: int) -> dict[str, float | None]:
+    """Datagrams per read of our server's routed path, by socket (from its /metrics)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    values: dict[tuple[str, str], float] = {}
+    for name, kind, value in re.findall(r'^videoconf_turn_socket_(reads|read_datagrams)_total\{socket="(\w+)"\} (\S+)$', text, re.M):
+        values[(name, kind)] = float(value)
+    return {
+        kind: round(values[("read_datagrams", kind)] / values[("reads", kind)], 2) if values.get(("reads", kind)) else None
+        for kind in ("listener", "relay")
+    }
 
 
 def trial(name: str, args: argparse.Namespace, peer_port: int) -> dict[str, Any]:
     port = free_port(socket.SOCK_DGRAM)
     with tempfile.TemporaryDirectory(prefix=f"turnbench-{name}-") as tmp:
         workdir = Path(tmp)
-        server = start(name, port, workdir)
+        metrics_port = None if name == "coturn" else free_port()
+        server = start(name, port, workdir, metrics_port)
+        batches = None
         try:
             server.start(lambda: stun_answers(port), 15, f"the {name} TURN server")
             time.sleep(0.5)
@@ -151,6 +169,8 @@ def trial(name: str, args: argparse.Namespace, peer_port: int) -> dict[str, Any]
             after, elapsed = cpu_seconds(server.pid), time.monotonic() - started
             udp_after = udp_counters()
             sockets = socket_memory(server.pid)
+            if metrics_port is not None:
+                batches = read_batches(metrics_port)
         finally:
             server.stop(timeout=10)
     relayed = load["sent"] + load["received"]
@@ -165,6 +185,8 @@ def trial(name: str, args: argparse.Namespace, peer_port: int) -> dict[str, Any]
         "cpu_us_per_packet": round(cpu / relayed * 1e6, 3) if relayed else None,
         "packets_per_cpu_second": round(relayed / cpu) if cpu else None,
         "packets_per_second": round(relayed / elapsed),
+        # datagrams per read of the routed path (ours only): how much each wake-up batches
+        "datagrams_per_read": batches,
         "drops": {
             # the kernel's per-socket drop counter over the server's sockets still open at the end
             # (relay sockets of allocations already freed are not counted here)
