@@ -82,6 +82,9 @@ class Options(WorkerSettings):
 
     output: str
     start: float = 0.0
+    # Benchmarks only: every composed frame is also written here, raw yuv420p, so that the
+    # encoder alone can be measured on exactly the frames the recorder encodes.
+    dump_raw: str | None = None
 
 
 @dataclass
@@ -128,6 +131,7 @@ class Recording:
         self.bad_messages = 0
         self._serial = 0
         self.container = av.open(options.output, "w", format="mp4", options=FRAGMENT_OPTIONS)
+        self.raw = open(options.dump_raw, "wb") if options.dump_raw else None  # noqa: SIM115 (closed in close())
         self.video = self.container.add_stream(
             "libx264", rate=options.fps,
             options={
@@ -379,6 +383,8 @@ class Recording:
         frame.time_base = self.video_time_base
         for packet in self.video.encode(frame):
             self.container.mux(packet)
+        if self.raw is not None:
+            self.raw.write(frame.to_ndarray().tobytes())
         self.video_index += 1
 
     def close(self) -> dict[str, Any]:
@@ -386,6 +392,8 @@ class Recording:
             for packet in stream.encode(None):
                 self.container.mux(packet)
         self.container.close()
+        if self.raw is not None:
+            self.raw.close()
         self.finished = True
         return {
             "event": "done",
@@ -458,11 +466,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recorder.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True)
     parser.add_argument("--start", type=float, help="monotonic time of the recording's start (default: now)")
+    parser.add_argument("--dump-raw", help="benchmarks only: also write every composed frame, raw yuv420p, to this file")
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     start = args.start if args.start is not None else time.monotonic()
-    options = Options(output=args.output, start=start, **from_arguments(args))
+    options = Options(output=args.output, start=start, dump_raw=args.dump_raw, **from_arguments(args))
     run(options, sys.stdin.buffer, sys.stdout)
     return 0
 
