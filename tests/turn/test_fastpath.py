@@ -7,8 +7,11 @@ import contextlib
 import socket
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from turn import fastpath
 
@@ -254,3 +257,89 @@ def test_pack_address_is_the_kernels_sockaddr():
         assert len(fastpath.pack_address(("::1", 5))) == 28
     finally:
         sock.close()
+
+
+# The C module against the Python path: the same datagrams, the same routes, the same outcome ---------
+
+ROUTED_NUMBERS = (0x4001, 0x4002, 0x7FFF)
+
+well_formed = st.builds(lambda number, payload: struct.pack("!HH", number, len(payload)) + payload,
+                        st.sampled_from(ROUTED_NUMBERS), st.binary(max_size=120))
+datagram = st.one_of(
+    well_formed,
+    well_formed,
+    st.binary(max_size=120),
+    st.builds(  # ChannelData with any declared length, on routed numbers and others
+        lambda number, declared, payload: struct.pack("!HH", number, declared) + payload,
+        st.sampled_from([*ROUTED_NUMBERS, 0x4003, 0x3FFF, 0x8000, 0xFFFF]),
+        st.integers(0, 0xFFFF) | st.integers(0, 40),
+        st.binary(max_size=40),
+    ),
+)
+step = st.tuples(
+    st.sampled_from(["client", "client", "stranger", "peer", "peer", "other_peer"]),  # who sends
+    datagram,
+    st.sampled_from([0.0, 0.0, 0.0, 0.01, 0.05, 0.5, 2.5]),  # how far the clock moves first
+)
+
+
+class Pair:
+    """Both implementations side by side, with the same routes and the same senders' roles."""
+
+    def __init__(self) -> None:
+        self.rigs = {name: Rig(impl, rate=2000.0, burst=200.0) for name, impl in
+                     (("native", fastpath.NATIVE), ("python", fastpath.PYTHON))}
+        self.strangers = {name: udp() for name in self.rigs}
+        self.other_peers = {name: udp() for name in self.rigs}
+        for rig in self.rigs.values():
+            rig.route.attach(rig.path, rig.client_addr)
+            rig.route.channel(0x4001, rig.peer_addr, NOW + 2)
+            rig.route.channel(0x7FFF, ("127.0.0.1", 9), NOW + 5)  # a peer that sends nothing
+
+    def roles(self, name: str) -> dict[str, Any]:
+        rig = self.rigs[name]
+        return {rig.client_addr: "client", self.strangers[name].getsockname(): "stranger", rig.peer_addr: "peer",
+                self.other_peers[name].getsockname(): "other_peer", rig.relay.getsockname(): "relay",
+                rig.listener.getsockname(): "listener"}
+
+    def send(self, name: str, who: str, data: bytes, now: float) -> list[tuple[bytes, str]]:
+        rig = self.rigs[name]
+        sender = {"client": rig.client, "stranger": self.strangers[name], "peer": rig.peer, "other_peer": self.other_peers[name]}[who]
+        target = rig.listener if who in ("client", "stranger") else rig.relay
+        sender.sendto(data, target.getsockname())
+        rest = rig.drain(rig.path if target is rig.listener else rig.route, now)
+        roles = self.roles(name)
+        return [(data, roles[addr[:2]]) for data, addr in rest]
+
+    def delivered(self, name: str) -> list[tuple[str, bytes, str]]:
+        rig = self.rigs[name]
+        roles = self.roles(name)
+        return [("peer", data, roles[addr]) for data, addr in received(rig.peer)] + \
+               [("client", data, roles[addr]) for data, addr in received(rig.client)]
+
+    def close(self) -> None:
+        for name, rig in self.rigs.items():
+            rig.close()
+            self.strangers[name].close()
+            self.other_peers[name].close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(step, max_size=40))
+def test_the_native_path_does_what_the_python_path_does(steps):
+    if fastpath.NATIVE is None:
+        pytest.fail("turn/_relay.c was not built: `pip install -e .` builds it (gcc and the Python headers)")
+    pair = Pair()
+    try:
+        now = NOW
+        for who, data, later in steps:
+            now += later
+            outcomes = {name: pair.send(name, who, data, now) for name in pair.rigs}
+            assert outcomes["native"] == outcomes["python"], (who, data, now)
+            assert pair.delivered("native") == pair.delivered("python"), (who, data, now)
+        counters = {name: rig.path.counters() for name, rig in pair.rigs.items()}
+        for key in ("to_peer_packets", "to_peer_bytes", "to_client_packets", "to_client_bytes", "bandwidth", "send_failed"):
+            assert counters["native"][key] == counters["python"][key], key
+        assert abs(pair.rigs["native"].route.tokens - pair.rigs["python"].route.tokens) < 1e-6
+    finally:
+        pair.close()
