@@ -117,6 +117,8 @@ class Canvas:
         self.v.fill(BACKGROUND[2])
 
     def fill(self, r: Rect, color: tuple[int, int, int]) -> None:
+        if r.w <= 0 or r.h <= 0:  # the margins around a picture that fills its tile are empty
+            return
         self.y[r.y : r.y + r.h, r.x : r.x + r.w] = color[0]
         self.u[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = color[1]
         self.v[r.y // 2 : (r.y + r.h) // 2, r.x // 2 : (r.x + r.w) // 2] = color[2]

@@ -62,6 +62,18 @@ def vp8_keyframe(data: bytes) -> bool:
     return len(data) >= 3 and not data[0] & 1
 
 
+_SAMPLE_TYPES = {"s16": np.int16, "flt": np.float32}
+
+
+def _samples(frame: av.AudioFrame) -> np.ndarray:
+    """A mono frame's samples as a flat array: a view of its plane where the format is packed
+    (no copy, no stacking), else through ``to_ndarray``."""
+    dtype = _SAMPLE_TYPES.get(frame.format.name)
+    if dtype is None or len(frame.planes) != 1 or frame.layout.nb_channels != 1:
+        return frame.to_ndarray().reshape(-1)
+    return np.frombuffer(frame.planes[0], dtype)[: frame.samples]
+
+
 def make_decoder(mime_type: str) -> av.CodecContext:
     """A single-threaded decoder (threads only add overhead at these sizes); Opus decodes
     straight to 48 kHz mono float, which is what the mixer takes."""
@@ -247,7 +259,7 @@ class Recording:
         at = clock.local_time(value)
         for frame in self._decode(track, data):
             if at is not None and frame.sample_rate == SAMPLE_RATE:
-                samples = frame.to_ndarray().reshape(-1)
+                samples = _samples(frame)
                 self.mixer.add(track.number, round((at - self.start) * SAMPLE_RATE), samples)
                 at += frame.samples / SAMPLE_RATE
 
