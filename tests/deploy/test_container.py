@@ -295,15 +295,18 @@ def test_the_entrypoint_migrates_and_starts_a_node_that_answers_readyz_as_the_im
     assert unhealthy.returncode == 1 and "unhealthy" in unhealthy.stderr
 
 
-def test_the_image_holds_the_native_forwarding_helper_built_in_its_build_stage(image: dict) -> None:
-    """The build stage has gcc, so pip builds sfu/_fastsend.c into the wheel: the final image
-    (no compiler) forwards with it."""
+def test_the_image_holds_the_native_helpers_built_in_its_build_stage(image: dict) -> None:
+    """The build stage has gcc, so pip builds sfu/_fastsend.c and turn/_relay.c into the wheel:
+    the final image (no compiler) forwards and relays with them."""
     probe = subprocess.run(
-        [str(image["venv"] / "bin" / "python"), "-c", "from sfu import fastsend; print(fastsend.NATIVE.__file__)"],
+        [str(image["venv"] / "bin" / "python"), "-c",
+         "from sfu import fastsend; from turn import fastpath; print(fastsend.NATIVE.__file__); print(fastpath._relay.__file__)"],
         cwd="/", env=image["env"], capture_output=True, text=True, timeout=60,
     )
     assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.startswith(str(image["venv"])) and "_fastsend" in probe.stdout, probe.stdout
+    forwarding, relaying = probe.stdout.split()
+    assert forwarding.startswith(str(image["venv"])) and "_fastsend" in forwarding, probe.stdout
+    assert relaying.startswith(str(image["venv"])) and "_relay" in relaying, probe.stdout
 
 
 def test_the_same_image_runs_the_turn_server_with_its_health_check(image: dict) -> None:
