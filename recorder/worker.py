@@ -138,6 +138,7 @@ class Recording:
         self.damage = TileDamage()
         self.drawn_people: set[str] | None = None  # whose cameras the last frame drew (None: none drawn yet)
         self.video_index = 0
+        self.encoder_cpu = 0.0  # CPU seconds libx264 took (its encode calls, single-threaded, in this thread)
         self.stop_at: float | None = None
         self.finished = False
         self.bad_messages = 0
@@ -393,7 +394,10 @@ class Recording:
         frame = canvas.frame()
         frame.pts = self.video_index
         frame.time_base = self.video_time_base
-        for packet in self.video.encode(frame):
+        began = time.thread_time()
+        packets = self.video.encode(frame)
+        self.encoder_cpu += time.thread_time() - began
+        for packet in packets:
             self.container.mux(packet)
         if self.raw is not None:
             self.raw.write(frame.to_ndarray().tobytes())
@@ -413,6 +417,7 @@ class Recording:
             "frames": self.video_index,
             "participants": sorted(set(self.seen_names.values())),
             "late_audio_samples": self.mixer.late_samples,
+            "encoder_cpu_seconds": round(self.encoder_cpu, 4),
             "bad_messages": self.bad_messages,
         }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import random
+import time
 from itertools import combinations
 from pathlib import Path
 
@@ -399,6 +400,8 @@ def test_worker_process_loop_finishes_at_the_end_of_its_input(clip, tmp_path: Pa
     result = run(Options(output=str(out), width=160, height=120, fps=10, start=0.0, delay=0.1), stream, lines, clock=lambda: float(next(ticks)))
     assert result["event"] == "done" and out.stat().st_size > 0
     assert '"event": "done"' in lines.getvalue()
+    # libx264's own CPU, for the benchmark: some, and no more than this thread spent in all
+    assert result["frames"] > 0 and 0 < result["encoder_cpu_seconds"] <= time.thread_time()
 
 
 # Settings --------------------------------------------------------------------------------------
