@@ -279,6 +279,18 @@ class StreamConnection(asyncio.Protocol):
         self.server.client_gone(self)
 
 
+def buffer_shortfall(granted: tuple[int, int], asked: int) -> str | None:
+    """What to tell the operator when the kernel granted the UDP sockets less buffer than asked
+    (Linux reports twice what it reserves for the payload; a process without CAP_NET_ADMIN is
+    capped at net.core.rmem_max and wmem_max), else None."""
+    receive, send = granted
+    if receive >= asked and send >= asked:
+        return None
+    return (f"the kernel granted UDP buffers of {receive} (receive) and {send} (send) bytes, less than turn.socket_buffer "
+            f"({asked}): bursts may be dropped; raise them with `sysctl -w net.core.rmem_max={asked} net.core.wmem_max={asked}` "
+            "on the host, or run the TURN server with CAP_NET_ADMIN")
+
+
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -347,7 +359,11 @@ class TurnService:
         try:
             if settings.udp_port is not None:
                 self.udp = UdpListener(server, loop, settings.listen, settings.udp_port, implementation, settings.socket_buffer)
-                log.info("TURN UDP relay path: %s; listener buffers (receive, send): %s bytes", implementation.name, self.udp.buffers())
+                granted = self.udp.buffers()
+                log.info("TURN UDP relay path: %s; listener buffers (receive, send): %s bytes", implementation.name, granted)
+                shortfall = buffer_shortfall(granted, settings.socket_buffer)
+                if shortfall:
+                    log.warning("TURN: %s", shortfall)
             if settings.tcp_port is not None:
                 self.tcp = await loop.create_server(lambda: StreamConnection(server, self.connections), settings.listen, settings.tcp_port)
             if settings.tls_cert is not None and settings.tls_key is not None and settings.tls_port is not None:

@@ -343,3 +343,12 @@ def test_the_native_path_does_what_the_python_path_does(steps):
         assert abs(pair.rigs["native"].route.tokens - pair.rigs["python"].route.tokens) < 1e-6
     finally:
         pair.close()
+
+
+def test_the_operator_is_told_when_the_kernel_grants_smaller_buffers():
+    from turn.transport import buffer_shortfall
+
+    assert buffer_shortfall((8_388_608, 8_388_608), 4_194_304) is None  # forced, or rmem_max raised
+    message = buffer_shortfall((425_984, 425_984), 4_194_304)  # a default Debian kernel, no CAP_NET_ADMIN
+    assert message is not None and "net.core.rmem_max=4194304" in message and "425984" in message
+    assert buffer_shortfall((8_388_608, 425_984), 4_194_304) is not None  # send buffers count too
