@@ -96,6 +96,24 @@ class _Counters:
             setattr(self, name, 0)
 
 
+def _receive(sock: socket.socket, budget: int) -> tuple[list[tuple[bytes, Any]], int, bool]:
+    """Up to ``budget`` datagrams waiting on ``sock``; the next budget; whether a read failed.
+
+    The budget adapts: reading until EAGAIN costs a failed system call and an exception per
+    wake-up, a third of the work at one datagram per wake-up; so a reader that found its socket
+    drained tries fewer next time, and one that read its whole budget twice as many."""
+    recvfrom = sock.recvfrom
+    datagrams: list[tuple[bytes, Any]] = []
+    try:
+        for _ in range(budget):
+            datagrams.append(recvfrom(MAX_DATAGRAM))
+    except (BlockingIOError, InterruptedError):
+        return datagrams, max(1, len(datagrams)), False
+    except OSError:
+        return datagrams, max(1, len(datagrams)), True
+    return datagrams, min(BATCH, budget * 2), False
+
+
 class PyPath:
     """One UDP listener's routed ChannelData, in Python."""
 
@@ -109,43 +127,34 @@ class PyPath:
         self.budget = 1
 
     def drain(self, now: float) -> list[tuple[bytes, tuple]]:
-        recvfrom = self.sock.recvfrom
+        datagrams, self.budget, failed = _receive(self.sock, self.budget)
         clients = self.clients
         counters = self.counters_
-        rest: list[tuple[bytes, tuple]] = []
-        count = 0
-        try:
-            for count in range(1, self.budget + 1):  # noqa: B007 (count is read after the loop)
-                data, addr = recvfrom(MAX_DATAGRAM)
-                route = clients.get(_key(addr)) if len(data) >= 4 and 0x40 <= data[0] < 0x80 else None
-                if route is None:
-                    rest.append((data, addr))
-                    continue
-                number, size = _HEADER.unpack_from(data)
-                channel = route.routes.get(number)
-                if channel is None or channel[1] < now or size + 4 > len(data):
-                    rest.append((data, addr))
-                    continue
-                if not route.take(size, now):
-                    counters.bandwidth += 1
-                    continue
-                try:
-                    route.sock.sendto(data[4:4 + size], channel[0])
-                except OSError:
-                    counters.send_failed += 1
-                    continue
-                counters.to_peer_packets += 1
-                counters.to_peer_bytes += size
-            self.budget = min(BATCH, self.budget * 2)
-        except (BlockingIOError, InterruptedError):
-            self.budget = max(1, count - 1)
-            count -= 1
-        except OSError:
-            counters.receive_error += 1
-            count -= 1
-        if count > 0:
+        counters.receive_error += failed
+        if datagrams:
             counters.listener_reads += 1
-            counters.listener_datagrams += count
+            counters.listener_datagrams += len(datagrams)
+        rest: list[tuple[bytes, tuple]] = []
+        for data, addr in datagrams:
+            route = clients.get(_key(addr)) if len(data) >= 4 and 0x40 <= data[0] < 0x80 else None
+            if route is None:
+                rest.append((data, addr))
+                continue
+            number, size = _HEADER.unpack_from(data)
+            channel = route.routes.get(number)
+            if channel is None or channel[1] < now or size + 4 > len(data):
+                rest.append((data, addr))
+                continue
+            if not route.take(size, now):
+                counters.bandwidth += 1
+                continue
+            try:
+                route.sock.sendto(data[4:4 + size], channel[0])
+            except OSError:
+                counters.send_failed += 1
+                continue
+            counters.to_peer_packets += 1
+            counters.to_peer_bytes += size
         return rest
 
     def counters(self) -> dict[str, int]:
@@ -216,42 +225,33 @@ class PyRoute(Bucket):
         self.peers.clear()
 
     def drain(self, now: float) -> list[tuple[bytes, tuple]]:
-        recvfrom = self.sock.recvfrom
+        datagrams, self.budget, failed = _receive(self.sock, self.budget)
         path = self.path
+        if path is None:  # no UDP client: the server handles everything
+            return datagrams
+        counters = path.counters_
+        counters.receive_error += failed
+        if datagrams:
+            counters.relay_reads += 1
+            counters.relay_datagrams += len(datagrams)
         rest: list[tuple[bytes, tuple]] = []
-        count = 0
-        try:
-            for count in range(1, self.budget + 1):  # noqa: B007 (count is read after the loop)
-                data, addr = recvfrom(MAX_DATAGRAM)
-                number = self.peers.get(_key(addr)) if path is not None else None
-                if number is None or self.routes[number][1] < now:
-                    rest.append((data, addr))
-                    continue
-                size = len(data)
-                counters = path.counters_  # type: ignore[union-attr]
-                if not self.take(size, now):
-                    counters.bandwidth += 1
-                    continue
-                try:
-                    path.sock.sendto(_HEADER.pack(number, size) + data, self.client)  # type: ignore[union-attr]
-                except OSError:
-                    counters.send_failed += 1
-                    continue
-                counters.to_client_packets += 1
-                counters.to_client_bytes += size
-            self.budget = min(BATCH, self.budget * 2)
-        except (BlockingIOError, InterruptedError):
-            self.budget = max(1, count - 1)
-            count -= 1
-        except OSError:
-            if path is not None:
-                path.counters_.receive_error += 1
-            count -= 1
-        if path is not None and count > 0:
-            path.counters_.relay_reads += 1
-            path.counters_.relay_datagrams += count
+        for data, addr in datagrams:
+            number = self.peers.get(_key(addr))
+            if number is None or self.routes[number][1] < now:
+                rest.append((data, addr))
+                continue
+            size = len(data)
+            if not self.take(size, now):
+                counters.bandwidth += 1
+                continue
+            try:
+                path.sock.sendto(_HEADER.pack(number, size) + data, self.client)
+            except OSError:
+                counters.send_failed += 1
+                continue
+            counters.to_client_packets += 1
+            counters.to_client_bytes += size
         return rest
-
 
 if _relay is not None:
 
